@@ -1,0 +1,206 @@
+//! Registered clients (RFC 6749 §2) and client authentication (§2.3.1).
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixTime;
+use crate::error::OAuthError;
+use crate::scope::Scopes;
+use crate::secret;
+
+/// Grant types a client may be registered for. OAuth 2.1 drops implicit and password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    ClientCredentials,
+    AuthorizationCode,
+    RefreshToken,
+}
+
+impl GrantType {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientCredentials => "client_credentials",
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "client_credentials" => Some(Self::ClientCredentials),
+            "authorization_code" => Some(Self::AuthorizationCode),
+            "refresh_token" => Some(Self::RefreshToken),
+            _ => None,
+        }
+    }
+}
+
+/// A registered client as stored. The secret exists only as its SHA-256 hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    /// Hex SHA-256 of the secret; `None` for a public client.
+    pub secret_hash: Option<String>,
+    pub grant_types: Vec<GrantType>,
+    /// Scopes the client may request.
+    pub allowed_scopes: Scopes,
+    /// Scopes granted when a request names none.
+    pub default_scopes: Scopes,
+    /// The `aud` of the access tokens issued to this client.
+    pub audience: Vec<String>,
+    /// Per-client access-token lifetime in seconds; `None` means the server default.
+    pub access_token_ttl: Option<u32>,
+    pub disabled: bool,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl Client {
+    #[must_use]
+    pub fn allows_grant(&self, grant: GrantType) -> bool {
+        self.grant_types.contains(&grant)
+    }
+
+    /// Checks a presented secret. Always does the constant-time comparison, so the time taken
+    /// does not reveal whether the client has a secret or is disabled.
+    #[must_use]
+    pub fn secret_matches(&self, presented: &str) -> bool {
+        let stored = self.secret_hash.as_deref().unwrap_or(DUMMY_HASH);
+        let ok = secret::verify_secret(presented, stored);
+        ok && self.secret_hash.is_some() && !self.disabled
+    }
+}
+
+/// Compared against when there is no stored hash, to keep timing uniform.
+const DUMMY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What `client create` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRegistration {
+    pub name: String,
+    pub grant_types: Vec<GrantType>,
+    pub allowed_scopes: Scopes,
+    /// Defaults to `allowed_scopes` when `None`.
+    pub default_scopes: Option<Scopes>,
+    pub audience: Vec<String>,
+    pub access_token_ttl: Option<u32>,
+}
+
+/// A freshly minted client secret, shown to the operator exactly once.
+#[derive(Debug)]
+pub struct IssuedSecret(pub zeroize::Zeroizing<String>);
+
+impl ClientRegistration {
+    /// Validates the registration and builds the stored client plus its one-time secret.
+    ///
+    /// # Errors
+    /// An empty name or grant list, default scopes that are not allowed, a zero lifetime.
+    pub fn into_client(self, now: UnixTime) -> Result<(Client, IssuedSecret), OAuthError> {
+        if self.name.trim().is_empty() {
+            return Err(OAuthError::invalid_request("client name must not be empty"));
+        }
+        if self.grant_types.is_empty() {
+            return Err(OAuthError::invalid_request("at least one grant type is required"));
+        }
+        if self.access_token_ttl == Some(0) {
+            return Err(OAuthError::invalid_request("access token lifetime must be positive"));
+        }
+        let default_scopes = self.default_scopes.unwrap_or_else(|| self.allowed_scopes.clone());
+        if !default_scopes.is_subset(&self.allowed_scopes) {
+            return Err(OAuthError::invalid_request("default scopes must be allowed scopes"));
+        }
+        let secret = new_secret();
+        let client = Client {
+            id: new_client_id(),
+            name: self.name,
+            secret_hash: Some(secret::hash_secret(&secret.0)),
+            grant_types: self.grant_types,
+            allowed_scopes: self.allowed_scopes,
+            default_scopes,
+            audience: self.audience,
+            access_token_ttl: self.access_token_ttl,
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        Ok((client, secret))
+    }
+}
+
+/// A client id: 128 random bits, base64url. Not a secret, but not guessable either.
+#[must_use]
+pub fn new_client_id() -> String {
+    secret::random_token(16)
+}
+
+/// A client secret: 256 random bits, base64url (43 characters).
+#[must_use]
+pub fn new_secret() -> IssuedSecret {
+    IssuedSecret(zeroize::Zeroizing::new(secret::random_token(32)))
+}
+
+/// How the client authenticated to the token, introspection or revocation endpoint.
+/// Parsed at the edge from `Authorization: Basic` or the form body (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCredentials {
+    /// `client_secret_basic`
+    Basic { client_id: String, client_secret: String },
+    /// `client_secret_post`
+    Post { client_id: String, client_secret: String },
+    /// Only a `client_id` was sent: a public client, or a confidential one that forgot.
+    None { client_id: String },
+}
+
+impl ClientCredentials {
+    #[must_use]
+    pub fn client_id(&self) -> &str {
+        match self {
+            Self::Basic { client_id, .. } | Self::Post { client_id, .. } | Self::None { client_id } => {
+                client_id
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration() -> ClientRegistration {
+        ClientRegistration {
+            name: "billing".into(),
+            grant_types: vec![GrantType::ClientCredentials],
+            allowed_scopes: Scopes::parse("a b").unwrap(),
+            default_scopes: None,
+            audience: vec!["https://api.example.com".into()],
+            access_token_ttl: None,
+        }
+    }
+
+    #[test]
+    fn registration_stores_only_the_hash() {
+        let (client, secret) = registration().into_client(1).unwrap();
+        let hash = client.secret_hash.clone().unwrap();
+        assert_ne!(hash, *secret.0);
+        assert!(client.secret_matches(&secret.0));
+        assert!(!client.secret_matches("wrong"));
+        assert_eq!(client.default_scopes, client.allowed_scopes);
+    }
+
+    #[test]
+    fn disabled_client_never_matches() {
+        let (mut client, secret) = registration().into_client(1).unwrap();
+        client.disabled = true;
+        assert!(!client.secret_matches(&secret.0));
+    }
+
+    #[test]
+    fn default_scopes_must_be_allowed() {
+        let mut r = registration();
+        r.default_scopes = Some(Scopes::parse("c").unwrap());
+        assert!(r.into_client(1).is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! Portcullis domain: the OAuth 2.1 / OpenID Connect rules, typed requests, token issue and
+//! verification, the signing-key model, and the ports (traits) that storage adapters
+//! implement. Knows nothing of HTTP frameworks, databases or Redis.
+
+pub mod client;
+pub mod clock;
+pub mod error;
+pub mod jose;
+pub mod keys;
+pub mod ports;
+pub mod scope;
+pub mod secret;
+
+pub use error::{ErrorCode, OAuthError, StoreError};

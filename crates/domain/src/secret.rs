@@ -1,0 +1,80 @@
+//! High-entropy secrets: generation, storage hash, constant-time comparison and log
+//! fingerprints.
+//!
+//! Client secrets are 256-bit random values, so a fast hash (SHA-256) is the right storage
+//! form: there is nothing for a slow KDF to protect against (RFC 6819 §5.1.4.1.3 asks that
+//! secrets are not stored in clear). Comparison is constant-time (`subtle`).
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore as _;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use zeroize::Zeroizing;
+
+/// `bytes` random bytes from the OS CSPRNG, base64url without padding.
+#[must_use]
+pub fn random_token(bytes: usize) -> String {
+    let mut buf = Zeroizing::new(vec![0u8; bytes]);
+    rand::rng().fill_bytes(&mut buf);
+    URL_SAFE_NO_PAD.encode(&*buf)
+}
+
+/// The stored form of a secret: hex SHA-256.
+#[must_use]
+pub fn hash_secret(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Constant-time check of a presented secret against its stored hash.
+#[must_use]
+pub fn verify_secret(presented: &str, stored_hash: &str) -> bool {
+    let presented = hash_secret(presented);
+    presented.as_bytes().ct_eq(stored_hash.as_bytes()).into()
+}
+
+/// A short, non-reversible identifier of a token or secret for logs: the first 12 hex
+/// characters of its SHA-256. Never log the value itself.
+#[must_use]
+pub fn fingerprint(value: &str) -> String {
+    let digest = Sha256::digest(value.as_bytes());
+    let mut out = hex(&digest);
+    out.truncate(12);
+    out
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_tokens_are_256_bit_and_distinct() {
+        let a = random_token(32);
+        let b = random_token(32);
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn verify_accepts_only_the_same_secret() {
+        let stored = hash_secret("s3cret");
+        assert!(verify_secret("s3cret", &stored));
+        assert!(!verify_secret("s3creT", &stored));
+        assert!(!verify_secret("", &stored));
+    }
+
+    #[test]
+    fn fingerprint_is_short_and_not_the_value() {
+        let fp = fingerprint("eyJhbGciOi.payload.signature");
+        assert_eq!(fp.len(), 12);
+        assert!(!"eyJhbGciOi.payload.signature".contains(&fp));
+    }
+}
