@@ -1,1 +1,76 @@
-//! placeholder
+//! The OAuth 2.1 / OpenID Connect endpoints of Portcullis as one axum router. Every route
+//! of the crate is listed in [`router`]. Knows the domain only (not the store, not the
+//! gateway): its dependencies arrive in [`AppState`] as trait objects.
+
+pub mod extract;
+pub mod health;
+pub mod metadata;
+pub mod oauth;
+pub mod telemetry;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use domain::ports::Health;
+use domain::service::TokenService;
+
+/// Paths of the public endpoints, below the issuer URL.
+pub mod paths {
+    pub const TOKEN: &str = "/oauth2/token";
+    pub const INTROSPECT: &str = "/oauth2/introspect";
+    pub const REVOKE: &str = "/oauth2/revoke";
+    pub const JWKS: &str = "/oauth2/jwks";
+    pub const OAUTH_METADATA: &str = "/.well-known/oauth-authorization-server";
+    pub const OIDC_METADATA: &str = "/.well-known/openid-configuration";
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+}
+
+/// What the handlers need, shared by reference.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub tokens: TokenService,
+    pub health: Arc<dyn Health>,
+    /// The serialized metadata document, built once.
+    pub metadata: Arc<String>,
+}
+
+impl AppState {
+    #[must_use]
+    pub fn new(tokens: TokenService, health: Arc<dyn Health>) -> Self {
+        let metadata = metadata::document(&tokens.settings().issuer).to_string();
+        Self { tokens, health, metadata: Arc::new(metadata) }
+    }
+}
+
+/// The public router of the authorization server.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(paths::TOKEN, post(oauth::post_token))
+        .route(paths::INTROSPECT, post(oauth::post_introspect))
+        .route(paths::REVOKE, post(oauth::post_revoke))
+        .route(paths::JWKS, get(metadata::get_jwks))
+        .route(paths::OAUTH_METADATA, get(metadata::get_metadata))
+        .route(paths::OIDC_METADATA, get(metadata::get_metadata))
+        .route(paths::HEALTHZ, get(health::get_healthz))
+        .route(paths::READYZ, get(health::get_readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // Anything bigger than a form is refused before it is buffered.
+        .layer(DefaultBodyLimit::max(extract::MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn(telemetry::request_span))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    wire::problem(StatusCode::NOT_FOUND, "Not Found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> Response {
+    wire::problem(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed", "this endpoint does not accept that method")
+}

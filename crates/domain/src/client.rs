@@ -105,6 +105,13 @@ impl ClientRegistration {
         if self.grant_types.is_empty() {
             return Err(OAuthError::invalid_request("at least one grant type is required"));
         }
+        // RFC 9068 §2.2: `aud` is REQUIRED in every access token.
+        if self.grant_types.contains(&GrantType::ClientCredentials) && self.audience.is_empty() {
+            return Err(OAuthError::invalid_request("a client_credentials client needs an audience"));
+        }
+        if self.audience.iter().any(|a| a.trim().is_empty()) {
+            return Err(OAuthError::invalid_request("an audience must not be empty"));
+        }
         if self.access_token_ttl == Some(0) {
             return Err(OAuthError::invalid_request("access token lifetime must be positive"));
         }

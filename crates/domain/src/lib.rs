@@ -6,9 +6,14 @@ pub mod client;
 pub mod clock;
 pub mod error;
 pub mod jose;
+pub mod keyring;
 pub mod keys;
 pub mod ports;
+pub mod request;
 pub mod scope;
 pub mod secret;
+pub mod service;
+pub mod settings;
+pub mod token;
 
 pub use error::{ErrorCode, OAuthError, StoreError};

@@ -1,0 +1,236 @@
+//! The authorization server's operations: client authentication (RFC 6749 §2.3.1), the
+//! client-credentials grant (§4.4), introspection (RFC 7662) and revocation (RFC 7009).
+//! Each HTTP handler makes exactly one call into this module.
+
+use std::sync::Arc;
+
+use crate::client::{Client, ClientCredentials, GrantType};
+use crate::clock::Clock;
+use crate::error::{ErrorCode, OAuthError};
+use crate::keyring::KeyRing;
+use crate::ports::{ClientStore, RevocationStore};
+use crate::request::TokenRequest;
+use crate::scope::Scopes;
+use crate::secret;
+use crate::settings::TokenSettings;
+use crate::token::{self, ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, TokenRejection};
+
+/// A freshly issued access token and what the token response says about it (§5.1).
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub access_token: String,
+    pub expires_in: u32,
+    pub scope: Scopes,
+}
+
+/// The result of introspecting a token (RFC 7662 §2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Introspection {
+    Active(AccessTokenClaims),
+    /// `{"active": false}` on the wire; the reason is for the log only.
+    Inactive(TokenRejection),
+}
+
+/// What a revocation request did (RFC 7009 §2.2: the response is 200 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    Revoked,
+    /// Not a valid token of ours, or already expired: nothing to do.
+    Ignored(TokenRejection),
+}
+
+/// The token service. Cheap to clone; shares its ports.
+#[derive(Debug, Clone)]
+pub struct TokenService {
+    settings: Arc<TokenSettings>,
+    clients: Arc<dyn ClientStore>,
+    revocations: Arc<dyn RevocationStore>,
+    keys: Arc<KeyRing>,
+    clock: Arc<dyn Clock>,
+}
+
+impl TokenService {
+    #[must_use]
+    pub fn new(
+        settings: TokenSettings,
+        clients: Arc<dyn ClientStore>,
+        revocations: Arc<dyn RevocationStore>,
+        keys: Arc<KeyRing>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { settings: Arc::new(settings), clients, revocations, keys, clock }
+    }
+
+    #[must_use]
+    pub fn settings(&self) -> &TokenSettings {
+        &self.settings
+    }
+
+    #[must_use]
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
+    }
+
+    /// Authenticates a confidential client. Unknown id, disabled client, missing or wrong
+    /// secret are indistinguishable to the caller (one error, uniform timing).
+    ///
+    /// # Errors
+    /// `invalid_client`, or `temporarily_unavailable` when the store is down.
+    pub async fn authenticate_client(&self, creds: &ClientCredentials) -> Result<Client, OAuthError> {
+        let (client_id, presented) = match creds {
+            ClientCredentials::Basic { client_id, client_secret }
+            | ClientCredentials::Post { client_id, client_secret } => (client_id, client_secret.as_str()),
+            ClientCredentials::None { client_id } => (client_id, ""),
+        };
+        let client = self.clients.get_client(client_id).await?;
+        match client {
+            Some(client) if !presented.is_empty() && client.secret_matches(presented) => Ok(client),
+            Some(client) => Err(OAuthError::invalid_client().with_cause(if client.disabled {
+                "client is disabled"
+            } else {
+                "wrong or missing client secret"
+            })),
+            None => {
+                // Same work as a real comparison, so response time does not reveal which ids exist.
+                let _ = secret::verify_secret(presented, &secret::hash_secret(client_id));
+                Err(OAuthError::invalid_client().with_cause("unknown client id"))
+            }
+        }
+    }
+
+    /// The token endpoint (RFC 6749 §3.2) for an authenticated request.
+    ///
+    /// # Errors
+    /// Client authentication failures, `unauthorized_client` when the client may not use the
+    /// grant, `invalid_scope`, or a server-side failure.
+    pub async fn token(&self, creds: &ClientCredentials, request: TokenRequest) -> Result<IssuedToken, OAuthError> {
+        let client = self.authenticate_client(creds).await?;
+        if !client.allows_grant(request.grant_type()) {
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "the client is not allowed to use this grant type",
+            ));
+        }
+        match request {
+            TokenRequest::ClientCredentials { scope } => {
+                let scope = Scopes::grant(scope.as_ref(), &client.allowed_scopes, &client.default_scopes)?;
+                let issued = self.issue_access_token(&client.id, &client, scope)?;
+                tracing::info!(
+                    target: "portcullis::audit",
+                    event = "token.issued",
+                    grant = GrantType::ClientCredentials.as_str(),
+                    client_id = %client.id,
+                    scope = %issued.scope,
+                    token_fp = %secret::fingerprint(&issued.access_token),
+                    expires_in = issued.expires_in,
+                    "access token issued"
+                );
+                Ok(issued)
+            }
+        }
+    }
+
+    fn issue_access_token(&self, subject: &str, client: &Client, scope: Scopes) -> Result<IssuedToken, OAuthError> {
+        let ttl = client
+            .access_token_ttl
+            .unwrap_or(self.settings.access_token_ttl)
+            .min(self.settings.max_access_token_ttl);
+        let now = self.clock.now();
+        let claims = AccessTokenClaims {
+            iss: self.settings.issuer.as_str().to_owned(),
+            sub: subject.to_owned(),
+            aud: Audience::from_list(&client.audience),
+            exp: now + i64::from(ttl),
+            iat: now,
+            nbf: Some(now),
+            jti: secret::random_token(16),
+            client_id: client.id.clone(),
+            scope: (!scope.is_empty()).then(|| scope.to_string()),
+        };
+        let keys = self.keys.snapshot();
+        let (kid, signer) = keys.signing().ok_or_else(|| {
+            OAuthError::new(ErrorCode::TemporarilyUnavailable, "no signing key is available")
+                .with_cause("key ring has no active key")
+        })?;
+        let access_token =
+            crate::jose::sign(signer, kid, ACCESS_TOKEN_TYP, &claims).map_err(OAuthError::server_error)?;
+        Ok(IssuedToken { access_token, expires_in: ttl, scope })
+    }
+
+    /// Verifies one of our access tokens, including revocation.
+    ///
+    /// # Errors
+    /// The reason the token is not valid now; a store failure while checking revocation
+    /// is an error of its own (fail closed, never "active" by accident).
+    pub async fn verify(&self, token: &str) -> Result<Result<AccessTokenClaims, TokenRejection>, OAuthError> {
+        let now = self.clock.now();
+        let keys = self.keys.snapshot();
+        let leeway = i64::from(self.settings.leeway);
+        let claims = match token::verify_access_token(token, &keys, self.settings.issuer.as_str(), now, leeway) {
+            Ok(c) => c,
+            Err(rejection) => return Ok(Err(rejection)),
+        };
+        if self.revocations.is_revoked(&claims.jti, now).await? {
+            return Ok(Err(TokenRejection::Revoked));
+        }
+        Ok(Ok(claims))
+    }
+
+    /// RFC 7662 §2.1: "the protected resource calls the introspection endpoint" with its
+    /// own credentials; any authenticated client may introspect.
+    ///
+    /// # Errors
+    /// Client authentication failed, or the store is down.
+    pub async fn introspect(&self, creds: &ClientCredentials, token: &str) -> Result<Introspection, OAuthError> {
+        let caller = self.authenticate_client(creds).await?;
+        let result = match self.verify(token).await? {
+            Ok(claims) => Introspection::Active(claims),
+            Err(rejection) => Introspection::Inactive(rejection),
+        };
+        if let Introspection::Inactive(reason) = &result {
+            tracing::info!(
+                target: "portcullis::audit",
+                event = "token.refused",
+                endpoint = "introspect",
+                caller = %caller.id,
+                reason = reason.code(),
+                token_fp = %secret::fingerprint(token),
+                "token inactive at introspection"
+            );
+        }
+        Ok(result)
+    }
+
+    /// RFC 7009 §2.1: revokes an access token issued to the calling client. The `jti` stays
+    /// on the blocklist until the token's own expiry.
+    ///
+    /// # Errors
+    /// Client authentication failed, the token belongs to another client
+    /// (`unauthorized_client`, as fosite answers), or the store is down.
+    pub async fn revoke(&self, creds: &ClientCredentials, token: &str) -> Result<Revocation, OAuthError> {
+        let caller = self.authenticate_client(creds).await?;
+        let claims = match self.verify(token).await? {
+            Ok(claims) => claims,
+            // "invalid tokens do not cause an error response" (RFC 7009 §2.2).
+            Err(rejection) => return Ok(Revocation::Ignored(rejection)),
+        };
+        // RFC 7009 §2.1: "verifies whether the token was issued to the client making the
+        // revocation request. If this validation fails, the request is refused".
+        if claims.client_id != caller.id {
+            return Err(OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "the token was not issued to this client",
+            ));
+        }
+        self.revocations.revoke(&claims.jti, claims.exp).await?;
+        tracing::info!(
+            target: "portcullis::audit",
+            event = "token.revoked",
+            client_id = %caller.id,
+            jti = %claims.jti,
+            token_fp = %secret::fingerprint(token),
+            "access token revoked"
+        );
+        Ok(Revocation::Revoked)
+    }
+}
