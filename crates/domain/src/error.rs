@@ -59,7 +59,11 @@ pub struct OAuthError {
 impl OAuthError {
     #[must_use]
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, description: description.into(), cause: None }
+        Self {
+            code,
+            description: description.into(),
+            cause: None,
+        }
     }
 
     #[must_use]
@@ -82,8 +86,11 @@ impl OAuthError {
 
     #[must_use]
     pub fn server_error(cause: impl fmt::Display) -> Self {
-        Self::new(ErrorCode::ServerError, "the server could not complete the request")
-            .with_cause(cause)
+        Self::new(
+            ErrorCode::ServerError,
+            "the server could not complete the request",
+        )
+        .with_cause(cause)
     }
 }
 

@@ -9,7 +9,9 @@
 
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ParsedPublicKey, RsaKeyPair};
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ParsedPublicKey, RsaKeyPair,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -81,7 +83,9 @@ impl Jwk {
     pub fn thumbprint(&self) -> String {
         let s = |o: &Option<String>| o.clone().unwrap_or_default();
         let canonical = match self.kty.as_str() {
-            "EC" => serde_json::json!({"crv": s(&self.crv), "kty": "EC", "x": s(&self.x), "y": s(&self.y)}),
+            "EC" => {
+                serde_json::json!({"crv": s(&self.crv), "kty": "EC", "x": s(&self.x), "y": s(&self.y)})
+            }
             "RSA" => serde_json::json!({"e": s(&self.e), "kty": "RSA", "n": s(&self.n)}),
             _ => serde_json::json!({"crv": s(&self.crv), "kty": self.kty, "x": s(&self.x)}),
         };
@@ -212,7 +216,8 @@ impl Signer {
             Self::EdDsa(k) => Ok(k.sign(message).as_ref().to_vec()),
             Self::Rs256(k) => {
                 let mut sig = vec![0u8; k.public_modulus_len()];
-                k.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig).map(|()| sig)
+                k.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
+                    .map(|()| sig)
             }
         }
         .map_err(|_| KeyError::Generation)
@@ -295,7 +300,10 @@ fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
             out.push(u8::try_from(len).unwrap_or(0));
         } else {
             let bytes = len.to_be_bytes();
-            let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len() - 1);
+            let start = bytes
+                .iter()
+                .position(|b| *b != 0)
+                .unwrap_or(bytes.len() - 1);
             let len_bytes = bytes.get(start..).unwrap_or_default();
             out.push(0x80 | u8::try_from(len_bytes.len()).unwrap_or(0));
             out.extend_from_slice(len_bytes);
@@ -345,7 +353,12 @@ const FORBIDDEN_HEADERS: [&str; 5] = ["jwk", "jku", "x5u", "x5c", "crit"];
 ///
 /// # Errors
 /// The claims cannot be serialized or the signature operation failed.
-pub fn sign<T: Serialize>(signer: &Signer, kid: &str, typ: &str, claims: &T) -> Result<String, JwsError> {
+pub fn sign<T: Serialize>(
+    signer: &Signer,
+    kid: &str,
+    typ: &str,
+    claims: &T,
+) -> Result<String, JwsError> {
     let header = Header {
         alg: signer.algorithm().as_str().to_owned(),
         typ: Some(typ.to_owned()),
@@ -356,7 +369,9 @@ pub fn sign<T: Serialize>(signer: &Signer, kid: &str, typ: &str, claims: &T) -> 
     let mut out = URL_SAFE_NO_PAD.encode(header);
     out.push('.');
     URL_SAFE_NO_PAD.encode_string(payload, &mut out);
-    let sig = signer.sign(out.as_bytes()).map_err(|_| JwsError::SigningFailed)?;
+    let sig = signer
+        .sign(out.as_bytes())
+        .map_err(|_| JwsError::SigningFailed)?;
     out.push('.');
     URL_SAFE_NO_PAD.encode_string(sig, &mut out);
     Ok(out)
@@ -395,12 +410,18 @@ pub fn verify<'k>(
     if header.alg != verifier.algorithm().as_str() {
         return Err(JwsError::AlgorithmMismatch);
     }
-    let sig = URL_SAFE_NO_PAD.decode(sig_b64).map_err(|_| JwsError::Malformed)?;
-    let signing_input = token.get(..header_b64.len() + 1 + payload_b64.len()).ok_or(JwsError::Malformed)?;
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig_b64)
+        .map_err(|_| JwsError::Malformed)?;
+    let signing_input = token
+        .get(..header_b64.len() + 1 + payload_b64.len())
+        .ok_or(JwsError::Malformed)?;
     if !verifier.verify(signing_input.as_bytes(), &sig) {
         return Err(JwsError::BadSignature);
     }
-    let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| JwsError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| JwsError::Malformed)?;
     Ok(Verified { header, payload })
 }
 
@@ -418,7 +439,9 @@ fn split(token: &str) -> Result<(&str, &str, &str), JwsError> {
 }
 
 fn decode_header(header_b64: &str) -> Result<Header, JwsError> {
-    let raw = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| JwsError::Malformed)?;
+    let raw = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| JwsError::Malformed)?;
     let map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&raw).map_err(|_| JwsError::Malformed)?;
     if FORBIDDEN_HEADERS.iter().any(|h| map.contains_key(*h)) {
@@ -438,7 +461,13 @@ mod tests {
         let reloaded = Signer::from_pkcs8(alg, &pkcs8).unwrap();
         assert_eq!(reloaded.public_jwk().unwrap(), jwk);
         let verifier = Verifier::from_jwk(&jwk).unwrap();
-        let token = sign(&signer, &jwk.kid, "at+jwt", &serde_json::json!({"sub": "x"})).unwrap();
+        let token = sign(
+            &signer,
+            &jwk.kid,
+            "at+jwt",
+            &serde_json::json!({"sub": "x"}),
+        )
+        .unwrap();
         let v = verify(&token, |kid| (kid == jwk.kid).then_some(&verifier)).unwrap();
         assert_eq!(v.header.typ.as_deref(), Some("at+jwt"));
         let mut tampered = token.clone();
@@ -475,7 +504,10 @@ mod tests {
             alg: "RS256".into(),
             use_: "sig".into(),
         };
-        assert_eq!(jwk.thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            jwk.thumbprint(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
     }
 
     #[test]
@@ -491,13 +523,19 @@ mod tests {
         ] {
             let h = URL_SAFE_NO_PAD.encode(header.to_string());
             let token = format!("{h}.e30.AAAA");
-            assert_eq!(verify(&token, |_| Some(&verifier)).unwrap_err(), JwsError::ForbiddenHeader);
+            assert_eq!(
+                verify(&token, |_| Some(&verifier)).unwrap_err(),
+                JwsError::ForbiddenHeader
+            );
         }
         for garbage in ["", "a", "a.b", "a.b.c.d", "..", "!!.!!.!!"] {
             assert!(verify(garbage, |_| Some(&verifier)).is_err(), "{garbage:?}");
         }
         let long = "a".repeat(MAX_TOKEN_LEN + 1);
-        assert_eq!(verify(&long, |_| Some(&verifier)).unwrap_err(), JwsError::TooLong);
+        assert_eq!(
+            verify(&long, |_| Some(&verifier)).unwrap_err(),
+            JwsError::TooLong
+        );
     }
 
     #[test]
@@ -506,9 +544,13 @@ mod tests {
         let jwk = signer.public_jwk().unwrap();
         let verifier = Verifier::from_jwk(&jwk).unwrap();
         for alg in ["none", "HS256", "RS256", "EdDSA"] {
-            let h = URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": alg, "kid": jwk.kid}).to_string());
+            let h =
+                URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": alg, "kid": jwk.kid}).to_string());
             let token = format!("{h}.e30.AAAA");
-            assert_eq!(verify(&token, |_| Some(&verifier)).unwrap_err(), JwsError::AlgorithmMismatch);
+            assert_eq!(
+                verify(&token, |_| Some(&verifier)).unwrap_err(),
+                JwsError::AlgorithmMismatch
+            );
         }
     }
 }

@@ -29,7 +29,11 @@ impl Issuer {
     /// See [`IssuerError`].
     pub fn parse(s: &str) -> Result<Self, IssuerError> {
         let url = url::Url::parse(s).map_err(|_| IssuerError::NotUrl(s.to_owned()))?;
-        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        if url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
             return Err(IssuerError::ExtraParts(s.to_owned()));
         }
         let loopback = match url.host() {
@@ -101,10 +105,25 @@ mod tests {
         assert!(Issuer::parse("http://127.0.0.1:8080").is_ok());
         assert!(Issuer::parse("http://localhost:8080").is_ok());
         assert!(Issuer::parse("http://[::1]:8080").is_ok());
-        assert!(matches!(Issuer::parse("http://id.example.com"), Err(IssuerError::NotHttps(_))));
-        assert!(matches!(Issuer::parse("http://10.0.0.1"), Err(IssuerError::NotHttps(_))));
-        assert!(matches!(Issuer::parse("https://x.example?a=b"), Err(IssuerError::ExtraParts(_))));
-        assert!(matches!(Issuer::parse("not a url"), Err(IssuerError::NotUrl(_))));
-        assert_eq!(Issuer::parse("https://x.example/").unwrap().as_str(), "https://x.example");
+        assert!(matches!(
+            Issuer::parse("http://id.example.com"),
+            Err(IssuerError::NotHttps(_))
+        ));
+        assert!(matches!(
+            Issuer::parse("http://10.0.0.1"),
+            Err(IssuerError::NotHttps(_))
+        ));
+        assert!(matches!(
+            Issuer::parse("https://x.example?a=b"),
+            Err(IssuerError::ExtraParts(_))
+        ));
+        assert!(matches!(
+            Issuer::parse("not a url"),
+            Err(IssuerError::NotUrl(_))
+        ));
+        assert_eq!(
+            Issuer::parse("https://x.example/").unwrap().as_str(),
+            "https://x.example"
+        );
     }
 }

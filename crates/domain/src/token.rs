@@ -56,7 +56,10 @@ pub struct AccessTokenClaims {
 impl AccessTokenClaims {
     #[must_use]
     pub fn scopes(&self) -> Scopes {
-        self.scope.as_deref().and_then(|s| Scopes::parse(s).ok()).unwrap_or_default()
+        self.scope
+            .as_deref()
+            .and_then(|s| Scopes::parse(s).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -158,7 +161,9 @@ mod tests {
 
     fn setup() -> (KeySet, crate::jose::Signer, String) {
         let master = MasterKey::from_bytes(&[9u8; 32]).unwrap();
-        let (stored, signer) = master.new_key(Algorithm::ES256, KeyState::Active, NOW, NOW).unwrap();
+        let (stored, signer) = master
+            .new_key(Algorithm::ES256, KeyState::Active, NOW, NOW)
+            .unwrap();
         let kid = stored.kid.clone();
         (KeySet::build(&[stored], &master, 60).unwrap(), signer, kid)
     }
@@ -200,13 +205,22 @@ mod tests {
         assert!(check(&c, ACCESS_TOKEN_TYP).is_ok());
         c = claims();
         c.nbf = Some(NOW + 60);
-        assert_eq!(check(&c, ACCESS_TOKEN_TYP), Err(TokenRejection::NotYetValid));
+        assert_eq!(
+            check(&c, ACCESS_TOKEN_TYP),
+            Err(TokenRejection::NotYetValid)
+        );
         c = claims();
         c.iat = NOW + 60;
-        assert_eq!(check(&c, ACCESS_TOKEN_TYP), Err(TokenRejection::IssuedInFuture));
+        assert_eq!(
+            check(&c, ACCESS_TOKEN_TYP),
+            Err(TokenRejection::IssuedInFuture)
+        );
         c = claims();
         c.iss = "https://evil.example.com".into();
-        assert_eq!(check(&c, ACCESS_TOKEN_TYP), Err(TokenRejection::WrongIssuer));
+        assert_eq!(
+            check(&c, ACCESS_TOKEN_TYP),
+            Err(TokenRejection::WrongIssuer)
+        );
         assert_eq!(check(&claims(), "JWT"), Err(TokenRejection::WrongType));
         assert!(check(&claims(), "application/at+jwt").is_ok());
     }

@@ -1,1 +1,77 @@
-fn main() {}
+//! Entry point: parse argv, load configuration (file + environment), dispatch a command.
+//! Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use portcullis_server::cli::{self, Cli, Command, ConfigCommand};
+use portcullis_server::telemetry::{self, Sink};
+use portcullis_server::{app, config};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one place the environment is read"
+    )]
+    let env: Vec<(String, String)> = std::env::vars().collect();
+
+    if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
+        let path = file.as_deref().or(cli.config.as_deref());
+        return match config::load(path, env) {
+            Ok(_) => {
+                eprintln!("configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                ExitCode::from(2)
+            }
+        };
+    }
+
+    let config = match config::load(cli.config.as_deref(), env) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    let sink = if matches!(cli.command, Command::Serve) {
+        Sink::Stdout
+    } else {
+        Sink::Stderr
+    };
+    telemetry::init(&config.log, sink);
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => app::serve(config).await.map_err(cli::CliError::from),
+            Command::Client(cmd) => cli::client(config, cmd).await,
+            Command::Keys(cmd) => cli::keys(config, cmd).await,
+            Command::Config(_) => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(cli::CliError::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            tracing::error!(cause = %e, "command failed");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

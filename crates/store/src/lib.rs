@@ -1,1 +1,7 @@
-//! placeholder
+//! Storage adapters for the Portcullis ports: SQLite (the embedded default) now, PostgreSQL
+//! and Redis to follow. Every adapter passes the same conformance suite ([`conformance`]).
+
+pub mod conformance;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;

@@ -1,0 +1,213 @@
+//! Wiring: opens the store, resolves the master key, loads the key ring, builds the token
+//! service and the routers, runs the listeners and the background maintenance, and shuts
+//! down gracefully on SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use authserver::AppState;
+use domain::StoreError;
+use domain::clock::{Clock, SystemClock};
+use domain::keyring::{KeyRing, KeyRingError};
+use domain::keys::RotationPolicy;
+use domain::ports::Stores;
+use domain::service::TokenService;
+use domain::settings::{IssuerError, TokenSettings};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::master_key::{self, MasterKeyError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(String, std::io::Error),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    MasterKey(#[from] MasterKeyError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] KeyRingError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("issuer: {0}")]
+    Issuer(#[from] IssuerError),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The opened state every command works on.
+#[derive(Debug)]
+pub struct Runtime {
+    pub config: Config,
+    pub stores: Stores,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Runtime {
+    /// Creates the data directory (0700) and opens the store, running migrations.
+    ///
+    /// # Errors
+    /// The directory cannot be created or the database cannot be opened.
+    pub async fn open(config: Config) -> Result<Self, StartupError> {
+        let dir = &config.server.data_dir;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| StartupError::DataDir(dir.display().to_string(), e))?;
+        let db = config.database_path();
+        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| StartupError::DataDir(parent.display().to_string(), e))?;
+        }
+        let store = Arc::new(store::SqliteStore::open(&db).await?);
+        Ok(Self {
+            config,
+            stores: store.stores(),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    #[must_use]
+    pub fn rotation_policy(&self) -> RotationPolicy {
+        let c = &self.config;
+        RotationPolicy {
+            algorithm: c.keys.algorithm,
+            interval: c.keys.rotation_interval.as_i64(),
+            announce: c.keys.announce_period.as_i64(),
+            max_token_ttl: c.tokens.max_access_token_ttl.as_i64(),
+            leeway: c.tokens.leeway.as_i64(),
+        }
+    }
+
+    /// Loads the key ring (creating the first key on a fresh store).
+    ///
+    /// # Errors
+    /// The master key cannot be resolved or a stored key cannot be opened with it.
+    pub async fn key_ring(&self) -> Result<Arc<KeyRing>, StartupError> {
+        let master = master_key::resolve(&self.config.keys, &self.config.server.data_dir)?;
+        let ring = KeyRing::load(
+            self.stores.keys.clone(),
+            master,
+            self.rotation_policy(),
+            self.clock.clone(),
+        )
+        .await?;
+        Ok(Arc::new(ring))
+    }
+}
+
+/// `portcullis serve`.
+///
+/// # Errors
+/// Any startup failure; serving errors after startup end the process too.
+pub async fn serve(config: Config) -> Result<(), StartupError> {
+    let listen = config.server.listen;
+    let grace = Duration::from_secs(config.server.shutdown_grace.0);
+    let runtime = Runtime::open(config).await?;
+    let keys = runtime.key_ring().await?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| StartupError::Bind(listen, e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| StartupError::Bind(listen, e))?;
+    let issuer = runtime.config.issuer(bound)?;
+    let settings = TokenSettings {
+        issuer: issuer.clone(),
+        access_token_ttl: runtime.config.tokens.access_token_ttl.as_u32(),
+        max_access_token_ttl: runtime.config.tokens.max_access_token_ttl.as_u32(),
+        leeway: runtime.config.tokens.leeway.as_u32(),
+    };
+    let tokens = TokenService::new(
+        settings,
+        runtime.stores.clients.clone(),
+        runtime.stores.revocations.clone(),
+        keys.clone(),
+        runtime.clock.clone(),
+    );
+    let router = authserver::router(AppState::new(tokens, runtime.stores.health.clone()));
+    let maintenance = spawn_maintenance(&runtime, keys);
+
+    tracing::info!(addr = %bound, issuer = %issuer, "portcullis listening");
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx.changed().await;
+    })
+    .into_future();
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = shutdown_signal() => {
+            tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections, finishing in-flight requests");
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("grace period over; closing remaining connections");
+                    Ok(())
+                }
+            }
+        }
+    };
+    maintenance.abort();
+    tracing::info!("portcullis stopped");
+    result.map_err(StartupError::Serve)
+}
+
+/// Key lifecycle on schedule (also picks up CLI changes), and purging of expired
+/// revocation entries.
+fn spawn_maintenance(runtime: &Runtime, keys: Arc<KeyRing>) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_secs(runtime.config.keys.refresh_interval.0.max(1));
+    let revocations = runtime.stores.revocations.clone();
+    let clock = runtime.clock.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        loop {
+            tick.tick().await;
+            if let Err(e) = keys.maintain().await {
+                tracing::error!(cause = %e, "key maintenance failed; keeping the current key set");
+            }
+            ticks += 1;
+            if ticks.is_multiple_of(120) {
+                match revocations.purge_expired(clock.now()).await {
+                    Ok(n) if n > 0 => {
+                        tracing::info!(purged = n, "expired revocation entries purged")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(cause = %e, "purging revocation entries failed"),
+                }
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,456 @@
+//! The command line: `serve`, `client …`, `keys …`, `config check`. Operator output goes
+//! to stdout (JSON with `--json`, for scripts); logs go to stderr.
+
+#![allow(
+    clippy::print_stdout,
+    reason = "printing results is what a CLI command does"
+)]
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use domain::client::{Client, ClientRegistration, GrantType, new_secret};
+use domain::scope::Scopes;
+use domain::secret;
+use serde_json::json;
+
+use crate::app::{Runtime, StartupError};
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "OAuth 2.1 / OpenID Connect authorization server and API gateway"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Environment variables PORTCULLIS_<SECTION>__<KEY> override it.
+    #[arg(long, short, global = true, env = "PORTCULLIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve,
+    /// Manage OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client; prints its id and secret (the secret is shown only this once).
+    Create(CreateClient),
+    /// List clients.
+    List(JsonFlag),
+    /// Show one client.
+    Show {
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Refuse all further requests of a client.
+    Disable { id: String },
+    /// Re-enable a disabled client.
+    Enable { id: String },
+    /// Issue a new secret (the old one stops working at once); prints it once.
+    RotateSecret {
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Delete a client.
+    Delete { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateClient {
+    #[arg(long)]
+    pub name: String,
+    /// Grant type(s): client_credentials (repeat or comma-separate for several).
+    #[arg(long = "grant", value_delimiter = ',', required = true)]
+    pub grants: Vec<String>,
+    /// Space-separated scopes the client may request.
+    #[arg(long, default_value = "")]
+    pub scope: String,
+    /// Scopes granted when a request names none (default: all allowed scopes).
+    #[arg(long)]
+    pub default_scope: Option<String>,
+    /// Audience(s) of the client's access tokens (repeatable).
+    #[arg(long = "audience")]
+    pub audiences: Vec<String>,
+    /// Access-token lifetime for this client, in seconds (default: tokens.access_token_ttl).
+    #[arg(long)]
+    pub token_ttl: Option<u32>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List signing keys and their states.
+    List(JsonFlag),
+    /// Announce a successor key; it starts signing after the announcement period.
+    Rotate,
+    /// Retire a key now (it stays published until the tokens it signed expire).
+    Retire { kid: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration file (default: --config) and report every problem.
+    Check { file: Option<PathBuf> },
+}
+
+/// A failed command: what to print, and the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Startup(#[from] StartupError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Store(#[from] domain::StoreError),
+    #[error("{0}")]
+    Keys(#[from] domain::keyring::KeyRingError),
+}
+
+pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliError> {
+    let rt = Runtime::open(config).await?;
+    let store = &rt.stores.clients;
+    match command {
+        ClientCommand::Create(args) => create_client(&rt, args).await?,
+        ClientCommand::List(flag) => {
+            let clients = store.list_clients().await?;
+            if flag.json {
+                println!(
+                    "{}",
+                    json!(clients.iter().map(client_json).collect::<Vec<_>>())
+                );
+            } else {
+                println!(
+                    "{:<24} {:<20} {:<9} {:<22} SCOPES",
+                    "ID", "NAME", "STATUS", "GRANTS"
+                );
+                for c in &clients {
+                    println!(
+                        "{:<24} {:<20} {:<9} {:<22} {}",
+                        c.id,
+                        c.name,
+                        status(c),
+                        grants(c),
+                        c.allowed_scopes
+                    );
+                }
+            }
+        }
+        ClientCommand::Show { id, json } => {
+            let c = store
+                .get_client(&id)
+                .await?
+                .ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
+            if json.json {
+                println!("{}", client_json(&c));
+            } else {
+                show_client(&c);
+            }
+        }
+        ClientCommand::Disable { id } => set_disabled(&rt, &id, true).await?,
+        ClientCommand::Enable { id } => set_disabled(&rt, &id, false).await?,
+        ClientCommand::RotateSecret { id, json } => rotate_secret(&rt, &id, json.json).await?,
+        ClientCommand::Delete { id } => {
+            store
+                .delete_client(&id)
+                .await
+                .map_err(|e| not_found(e, &id))?;
+            tracing::info!(target: "portcullis::audit", event = "admin.client.deleted", client_id = %id, "client deleted");
+            println!("deleted client {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn create_client(rt: &Runtime, args: CreateClient) -> Result<(), CliError> {
+    let registration = registration(
+        args.name,
+        args.grants,
+        &args.scope,
+        args.default_scope.as_deref(),
+        args.audiences,
+        args.token_ttl,
+    )?;
+    let (client, secret) = registration
+        .into_client(rt.clock.now())
+        .map_err(|e| CliError::Usage(e.description.into_owned()))?;
+    rt.stores.clients.insert_client(&client).await?;
+    tracing::info!(target: "portcullis::audit", event = "admin.client.created", client_id = %client.id, "client created");
+    print_secret(&client.id, &secret.0, args.json.json);
+    Ok(())
+}
+
+async fn rotate_secret(rt: &Runtime, id: &str, as_json: bool) -> Result<(), CliError> {
+    let mut c = rt
+        .stores
+        .clients
+        .get_client(id)
+        .await?
+        .ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
+    let secret = new_secret();
+    c.secret_hash = Some(secret::hash_secret(&secret.0));
+    c.updated_at = rt.clock.now();
+    rt.stores.clients.update_client(&c).await?;
+    tracing::info!(target: "portcullis::audit", event = "admin.client.secret_rotated", client_id = %c.id, "client secret rotated");
+    print_secret(&c.id, &secret.0, as_json);
+    Ok(())
+}
+
+fn registration(
+    name: String,
+    grants: Vec<String>,
+    scope: &str,
+    default_scope: Option<&str>,
+    audience: Vec<String>,
+    access_token_ttl: Option<u32>,
+) -> Result<ClientRegistration, CliError> {
+    let grant_types = grants
+        .iter()
+        .map(|g| match GrantType::parse(g.trim()) {
+            Some(GrantType::ClientCredentials) => Ok(GrantType::ClientCredentials),
+            _ => Err(CliError::Usage(format!(
+                "unsupported grant type {g:?} (supported: client_credentials)"
+            ))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let parse = |s: &str| Scopes::parse(s).map_err(|e| CliError::Usage(e.to_string()));
+    Ok(ClientRegistration {
+        name,
+        grant_types,
+        allowed_scopes: parse(scope)?,
+        default_scopes: default_scope.map(parse).transpose()?,
+        audience,
+        access_token_ttl,
+    })
+}
+
+async fn set_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<(), CliError> {
+    let mut c = rt
+        .stores
+        .clients
+        .get_client(id)
+        .await?
+        .ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
+    c.disabled = disabled;
+    c.updated_at = rt.clock.now();
+    rt.stores.clients.update_client(&c).await?;
+    let event = if disabled {
+        "admin.client.disabled"
+    } else {
+        "admin.client.enabled"
+    };
+    tracing::info!(target: "portcullis::audit", event, client_id = %id, "client status changed");
+    println!("client {id} is now {}", status(&c));
+    Ok(())
+}
+
+fn not_found(e: domain::StoreError, id: &str) -> CliError {
+    match e {
+        domain::StoreError::NotFound => CliError::Usage(format!("no client with id {id:?}")),
+        other => CliError::Store(other),
+    }
+}
+
+fn print_secret(id: &str, secret: &str, as_json: bool) {
+    if as_json {
+        println!("{}", json!({ "client_id": id, "client_secret": secret }));
+    } else {
+        println!("client_id:     {id}");
+        println!("client_secret: {secret}");
+        println!();
+        println!("The secret is shown only this once; Portcullis stores only its hash.");
+    }
+}
+
+fn status(c: &Client) -> &'static str {
+    if c.disabled { "disabled" } else { "active" }
+}
+
+fn grants(c: &Client) -> String {
+    c.grant_types
+        .iter()
+        .map(|g| g.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn client_json(c: &Client) -> serde_json::Value {
+    json!({
+        "client_id": c.id,
+        "name": c.name,
+        "status": status(c),
+        "grant_types": c.grant_types,
+        "scope": c.allowed_scopes.to_string(),
+        "default_scope": c.default_scopes.to_string(),
+        "audience": c.audience,
+        "access_token_ttl": c.access_token_ttl,
+        "created_at": c.created_at,
+        "updated_at": c.updated_at,
+    })
+}
+
+fn show_client(c: &Client) {
+    println!("client_id:        {}", c.id);
+    println!("name:             {}", c.name);
+    println!("status:           {}", status(c));
+    println!("grant_types:      {}", grants(c));
+    println!("scope:            {}", c.allowed_scopes);
+    println!("default_scope:    {}", c.default_scopes);
+    println!("audience:         {}", c.audience.join(" "));
+    println!(
+        "access_token_ttl: {}",
+        c.access_token_ttl
+            .map_or("server default".into(), |t| format!("{t}s"))
+    );
+    println!(
+        "secret:           {}",
+        if c.secret_hash.is_some() {
+            "set (stored as SHA-256 hash)"
+        } else {
+            "none"
+        }
+    );
+    println!("created_at:       {}", rfc3339(c.created_at));
+}
+
+pub async fn keys(config: Config, command: KeysCommand) -> Result<(), CliError> {
+    let rt = Runtime::open(config).await?;
+    match command {
+        KeysCommand::List(flag) => {
+            let keys = rt.stores.keys.list_keys().await?;
+            if flag.json {
+                let list: Vec<_> = keys
+                    .iter()
+                    .map(|k| {
+                        json!({
+                            "kid": k.kid, "alg": k.alg.as_str(), "state": k.state.as_str(),
+                            "created_at": k.created_at, "activates_at": k.activates_at,
+                            "retired_at": k.retired_at, "purge_after": k.purge_after,
+                        })
+                    })
+                    .collect();
+                println!("{}", json!(list));
+            } else {
+                println!(
+                    "{:<44} {:<6} {:<10} {:<21} {:<21} PURGE AFTER",
+                    "KID", "ALG", "STATE", "SIGNS FROM", "RETIRED"
+                );
+                for k in &keys {
+                    println!(
+                        "{:<44} {:<6} {:<10} {:<21} {:<21} {}",
+                        k.kid,
+                        k.alg.as_str(),
+                        k.state.as_str(),
+                        rfc3339(k.activates_at),
+                        k.retired_at.map_or("-".into(), rfc3339),
+                        k.purge_after.map_or("-".into(), rfc3339)
+                    );
+                }
+            }
+        }
+        KeysCommand::Rotate => {
+            let ring = rt.key_ring().await?;
+            let key = ring.rotate().await?;
+            tracing::info!(target: "portcullis::audit", event = "admin.keys.rotated", kid = %key.kid, "successor key announced");
+            println!(
+                "announced key {} ({}); it starts signing at {}",
+                key.kid,
+                key.alg,
+                rfc3339(key.activates_at)
+            );
+        }
+        KeysCommand::Retire { kid } => {
+            let ring = rt.key_ring().await?;
+            let changes = ring.retire(&kid).await?;
+            tracing::info!(target: "portcullis::audit", event = "admin.keys.retired", kid = %kid, "key retired");
+            println!("retired key {kid}");
+            for change in changes.iter().skip(1) {
+                println!("  and: {change:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` from Unix seconds (Howard Hinnant's civil-from-days).
+#[must_use]
+pub fn rfc3339(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "portcullis",
+            "client",
+            "create",
+            "--name",
+            "billing",
+            "--grant",
+            "client_credentials",
+            "--scope",
+            "invoices:read invoices:write",
+            "--audience",
+            "https://api.example.com",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Client(ClientCommand::Create(_))
+        ));
+        assert!(registration("x".into(), vec!["password".into()], "", None, vec![], None).is_err());
+    }
+}

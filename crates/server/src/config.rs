@@ -1,0 +1,490 @@
+//! The configuration tree: a TOML file (`--config`) overlaid with `PORTCULLIS_<SECTION>__<KEY>`
+//! environment variables, checked as a whole so that every problem is reported at once:
+//! all unknown keys (a typo in a security setting must fail loudly), one type error per
+//! section, and every semantic rule (issuer scheme, lifetimes). Secrets are never printed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use domain::jose::Algorithm;
+use domain::settings::Issuer;
+use serde::Deserialize;
+
+/// The environment variable prefix; `PORTCULLIS_SERVER__LISTEN` sets `server.listen`.
+pub const ENV_PREFIX: &str = "PORTCULLIS_";
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub tokens: TokensConfig,
+    pub keys: KeysConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Address of the public listener (OAuth endpoints, discovery, health).
+    pub listen: SocketAddr,
+    /// Issuer URL; defaults to `http://<listen address>` (allowed on loopback only).
+    pub issuer: Option<String>,
+    /// Where the SQLite database and the generated master key live.
+    pub data_dir: PathBuf,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub shutdown_grace: Seconds,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            issuer: None,
+            data_dir: PathBuf::from("portcullis-data"),
+            shutdown_grace: Seconds(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (default: `<data_dir>/portcullis.db`).
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TokensConfig {
+    pub access_token_ttl: Seconds,
+    pub max_access_token_ttl: Seconds,
+    pub leeway: Seconds,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: Seconds(15 * 60),
+            max_access_token_ttl: Seconds(24 * 3600),
+            leeway: Seconds(30),
+        }
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct KeysConfig {
+    pub algorithm: Algorithm,
+    pub rotation_interval: Seconds,
+    pub announce_period: Seconds,
+    /// How often the key ring applies the schedule and reloads keys from the store.
+    pub refresh_interval: Seconds,
+    /// Base64 (standard or URL-safe) 32-byte master key. Prefer `master_key_file`.
+    pub master_key: Option<String>,
+    /// File holding the base64 master key (e.g. a mounted secret).
+    pub master_key_file: Option<PathBuf>,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm::ES256,
+            rotation_interval: Seconds(90 * 86_400),
+            announce_period: Seconds(86_400),
+            refresh_interval: Seconds(30),
+            master_key: None,
+            master_key_file: None,
+        }
+    }
+}
+
+impl fmt::Debug for KeysConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeysConfig")
+            .field("algorithm", &self.algorithm)
+            .field("rotation_interval", &self.rotation_interval)
+            .field("announce_period", &self.announce_period)
+            .field("refresh_interval", &self.refresh_interval)
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("master_key_file", &self.master_key_file)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON unless standard output is a terminal.
+    #[default]
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `info,portcullis=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Auto,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A duration in whole seconds: an integer, or a string such as `"30s"`, `"15m"`, `"2h"`, `"90d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub u64);
+
+impl Seconds {
+    #[must_use]
+    pub fn as_i64(self) -> i64 {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+
+    #[must_use]
+    pub fn as_u32(self) -> u32 {
+        u32::try_from(self.0).unwrap_or(u32::MAX)
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let factor = match unit.trim() {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return None,
+        };
+        n.checked_mul(factor).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Self(n)),
+            Raw::Str(s) => Self::parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?} (use e.g. 30s, 15m, 2h, 90d)"
+                ))
+            }),
+        }
+    }
+}
+
+/// Every problem found in a configuration, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the configuration has {} problem(s):", self.0.len())?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+const SECTIONS: [&str; 5] = ["server", "database", "tokens", "keys", "log"];
+
+/// Loads the file (if any), overlays the environment, and checks everything.
+///
+/// # Errors
+/// All problems found, at once.
+pub fn load(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut table = match file {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text.parse::<toml::Table>().unwrap_or_else(|e| {
+                errors.push(format!("{}: {}", path.display(), e.message()));
+                toml::Table::new()
+            }),
+            Err(e) => {
+                errors.push(format!("cannot read {}: {e}", path.display()));
+                toml::Table::new()
+            }
+        },
+        None => toml::Table::new(),
+    };
+    overlay_env(&mut table, env, &mut errors);
+    let config = from_table(table, &mut errors);
+    errors.extend(validate(&config));
+    if errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// `PORTCULLIS_KEYS__ROTATION_INTERVAL=30d` → `keys.rotation_interval = "30d"`. Variables
+/// without a `__` (such as `PORTCULLIS_TEST_POSTGRES_URL`) are not configuration.
+fn overlay_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    errors: &mut Vec<String>,
+) {
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        if section.is_empty() || key.is_empty() || key.contains("__") {
+            errors.push(format!(
+                "environment variable {name} does not name a section and key"
+            ));
+            continue;
+        }
+        // Typed like TOML when it parses as a TOML value (numbers, booleans), else a string.
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        match table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Table(t) => {
+                t.insert(key, value);
+            }
+            _ => errors.push(format!(
+                "environment variable {name}: {section} is not a section"
+            )),
+        }
+    }
+}
+
+fn from_table(table: toml::Table, errors: &mut Vec<String>) -> Config {
+    let mut config = Config::default();
+    let mut sections: BTreeMap<String, toml::Value> = table.into_iter().collect();
+    for name in sections.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+        errors.push(format!("unknown section [{name}]"));
+    }
+    macro_rules! section {
+        ($name:literal, $field:ident) => {
+            if let Some(value) = sections.remove($name) {
+                if let Some(v) = section_value(value, $name, errors) {
+                    config.$field = v;
+                }
+            }
+        };
+    }
+    section!("server", server);
+    section!("database", database);
+    section!("tokens", tokens);
+    section!("keys", keys);
+    section!("log", log);
+    config
+}
+
+fn section_value<T: serde::de::DeserializeOwned>(
+    value: toml::Value,
+    name: &str,
+    errors: &mut Vec<String>,
+) -> Option<T> {
+    let mut unknown = Vec::new();
+    let result = serde_ignored::deserialize(value, |path| unknown.push(path.to_string()));
+    for key in unknown {
+        errors.push(format!("unknown key {name}.{key}"));
+    }
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            errors.push(format!("[{name}]: {}", e.to_string().trim()));
+            None
+        }
+    }
+}
+
+/// The semantic rules: a config can be well-typed and still unsafe.
+fn validate(config: &Config) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Some(issuer) = &config.server.issuer {
+        if let Err(e) = Issuer::parse(issuer) {
+            errors.push(format!("server.issuer: {e}"));
+        }
+    } else if !config.server.listen.ip().is_loopback() {
+        errors.push(format!(
+            "server.issuer must be set (an https URL) when listening on a non-loopback address ({})",
+            config.server.listen
+        ));
+    }
+    let t = &config.tokens;
+    if t.access_token_ttl.0 == 0 {
+        errors.push("tokens.access_token_ttl must be positive".into());
+    }
+    if t.access_token_ttl.0 > t.max_access_token_ttl.0 {
+        errors.push("tokens.access_token_ttl must not exceed tokens.max_access_token_ttl".into());
+    }
+    if t.leeway.0 > 300 {
+        errors.push("tokens.leeway above 5 minutes defeats expiry checks".into());
+    }
+    let k = &config.keys;
+    if k.announce_period.0 == 0 || k.announce_period.0 >= k.rotation_interval.0 {
+        errors.push(
+            "keys.announce_period must be positive and shorter than keys.rotation_interval".into(),
+        );
+    }
+    if k.refresh_interval.0 == 0 || k.refresh_interval.0 * 2 > k.announce_period.0 {
+        errors.push(
+            "keys.refresh_interval must be positive and at most half of keys.announce_period"
+                .into(),
+        );
+    }
+    if k.master_key.is_some() && k.master_key_file.is_some() {
+        errors.push("set only one of keys.master_key and keys.master_key_file".into());
+    }
+    if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
+        errors.push(format!(
+            "log.level {:?} is not a valid filter",
+            config.log.level
+        ));
+    }
+    errors
+}
+
+impl Config {
+    /// The issuer: configured, or `http://<bound address>` on loopback.
+    ///
+    /// # Errors
+    /// The derived issuer is not acceptable (cannot happen for a loopback listener).
+    pub fn issuer(&self, bound: SocketAddr) -> Result<Issuer, domain::settings::IssuerError> {
+        match &self.server.issuer {
+            Some(i) => Issuer::parse(i),
+            None => Issuer::parse(&format!("http://{bound}")),
+        }
+    }
+
+    /// The database URL: configured, or the SQLite file in the data directory.
+    #[must_use]
+    pub fn database_path(&self) -> PathBuf {
+        match self
+            .database
+            .url
+            .as_deref()
+            .and_then(|u| u.strip_prefix("sqlite://"))
+        {
+            Some(path) => PathBuf::from(path),
+            None => self.server.data_dir.join("portcullis.db"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = load(None, env(&[])).unwrap();
+        assert_eq!(c.tokens.access_token_ttl, Seconds(900));
+        assert_eq!(c.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn env_overrides_and_ignores_non_config_variables() {
+        let c = load(
+            None,
+            env(&[
+                ("PORTCULLIS_TOKENS__ACCESS_TOKEN_TTL", "5m"),
+                ("PORTCULLIS_KEYS__ALGORITHM", "EdDSA"),
+                ("PORTCULLIS_SERVER__LISTEN", "127.0.0.1:9999"),
+                ("PORTCULLIS_TEST_POSTGRES_URL", "postgres://x"),
+                ("OTHER__THING", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.tokens.access_token_ttl, Seconds(300));
+        assert_eq!(c.keys.algorithm, Algorithm::EdDSA);
+        assert_eq!(c.server.listen.port(), 9999);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[server]\nlisten = \"0.0.0.0:80\"\nissuer = \"http://id.example.com\"\ntypo = 1\n\
+             [tokens]\naccess_tokn_ttl = 5\nleeway = \"1y\"\n[keys]\nalgorithm = \"HS256\"\n[nonsense]\n",
+        )
+        .unwrap();
+        let errors = load(Some(&path), env(&[])).unwrap_err().0;
+        let all = errors.join("\n");
+        for needle in [
+            "server.typo",
+            "tokens.access_tokn_ttl",
+            "invalid duration",
+            "HS256",
+            "[nonsense]",
+            "https",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn non_loopback_listener_needs_an_https_issuer() {
+        let errors = load(None, env(&[("PORTCULLIS_SERVER__LISTEN", "0.0.0.0:8080")])).unwrap_err();
+        assert!(errors.to_string().contains("server.issuer must be set"));
+        let ok = load(
+            None,
+            env(&[
+                ("PORTCULLIS_SERVER__LISTEN", "0.0.0.0:8080"),
+                ("PORTCULLIS_SERVER__ISSUER", "https://id.example.com"),
+            ]),
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn secrets_are_not_debug_printed() {
+        let c = load(None, env(&[("PORTCULLIS_KEYS__MASTER_KEY", "c2VjcmV0")])).unwrap();
+        assert!(!format!("{c:?}").contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
+        let c = load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.keys.algorithm, Algorithm::ES256);
+    }
+}

@@ -1,0 +1,8 @@
+//! The `portcullis` binary's library half: CLI, configuration loading, wiring, listeners,
+//! telemetry and graceful shutdown. The only crate that reads files, the environment or argv.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod master_key;
+pub mod telemetry;

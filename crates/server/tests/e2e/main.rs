@@ -1,0 +1,16 @@
+//! End-to-end tests: the real `portcullis` binary on 127.0.0.1:0, driven over HTTP by
+//! independent client libraries. One test binary (one link) with a module per area.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::too_many_lines,
+    reason = "tests: long lists of cases read best in one place"
+)]
+
+mod bad_input;
+mod flow;
+mod harness;
+mod logs;
