@@ -11,6 +11,9 @@
 )]
 
 mod bad_input;
+mod cli;
 mod flow;
 mod harness;
+mod keys_cli;
 mod logs;
+mod rotation;

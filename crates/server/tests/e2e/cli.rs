@@ -1,0 +1,125 @@
+//! Client management and configuration checks through the CLI, observed over HTTP.
+
+use crate::harness::{Instance, post_form, token};
+
+#[tokio::test]
+async fn client_lifecycle() {
+    let instance = Instance::new();
+    let (id, secret) =
+        instance.create_client("invoices:read invoices:write", "https://api.example.com");
+    let ttl = instance.cli(&[
+        "client",
+        "create",
+        "--name",
+        "short",
+        "--grant",
+        "client_credentials",
+        "--scope",
+        "a",
+        "--audience",
+        "https://api.example.com",
+        "--token-ttl",
+        "60",
+        "--json",
+    ]);
+    let short: serde_json::Value = serde_json::from_str(ttl.stdout.trim()).unwrap();
+    let server = instance.serve();
+    let cc = [("grant_type", "client_credentials")];
+    let url = server.url("/oauth2/token");
+
+    let list: serde_json::Value =
+        serde_json::from_str(&instance.cli(&["client", "list", "--json"]).stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(
+        !instance
+            .cli(&["client", "list", "--json"])
+            .stdout
+            .contains(&secret),
+        "list never shows secrets"
+    );
+    let show = instance.cli(&["client", "show", &id]);
+    assert!(show.stdout.contains("invoices:read invoices:write") && !show.stdout.contains(&secret));
+
+    let t = token(
+        &server,
+        short["client_id"].as_str().unwrap(),
+        short["client_secret"].as_str().unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(t["expires_in"], 60, "per-client lifetime");
+
+    assert_eq!(instance.cli(&["client", "disable", &id]).status, 0);
+    assert_eq!(post_form(&url, &id, &secret, &cc).await.status(), 401);
+    assert_eq!(instance.cli(&["client", "enable", &id]).status, 0);
+    assert_eq!(post_form(&url, &id, &secret, &cc).await.status(), 200);
+    assert_eq!(instance.cli(&["client", "delete", &id]).status, 0);
+    assert_eq!(post_form(&url, &id, &secret, &cc).await.status(), 401);
+    assert_eq!(
+        instance.cli(&["client", "delete", &id]).status,
+        2,
+        "unknown id is a usage error"
+    );
+    assert_eq!(instance.cli(&["client", "show", "nope"]).status, 2);
+    let bad = instance.cli(&[
+        "client",
+        "create",
+        "--name",
+        "x",
+        "--grant",
+        "password",
+        "--audience",
+        "a",
+    ]);
+    assert_eq!(bad.status, 2);
+    assert!(bad.stderr.contains("unsupported grant type"));
+    let no_aud = instance.cli(&[
+        "client",
+        "create",
+        "--name",
+        "x",
+        "--grant",
+        "client_credentials",
+    ]);
+    assert_eq!(no_aud.status, 2);
+    assert!(no_aud.stderr.contains("audience"));
+}
+
+#[test]
+fn config_check_reports_every_problem() {
+    let instance = Instance::new();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/example.toml");
+    let ok = instance.cli(&["config", "check", example]);
+    assert_eq!(ok.status, 0, "{}", ok.stderr);
+    let bad = instance.data_dir().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlistn = \"x\"\n[tokens]\nleeway = \"forever\"\n[keys]\nalgorithm = \"none\"\n",
+    )
+    .unwrap();
+    let out = instance.cli(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status, 2);
+    for needle in ["server.listn", "forever", "none"] {
+        assert!(
+            out.stderr.contains(needle),
+            "{needle} missing from: {}",
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn plain_http_issuer_off_loopback_refuses_to_start() {
+    let instance = Instance::new().with("PORTCULLIS_SERVER__ISSUER", "http://id.example.com");
+    let out = instance.cli(&["serve"]);
+    assert_eq!(out.status, 2);
+    assert!(out.stderr.contains("must use https"), "{}", out.stderr);
+    let instance = Instance::new().with("PORTCULLIS_SERVER__LISTEN", "0.0.0.0:0");
+    let out = instance.cli(&["serve"]);
+    assert_eq!(out.status, 2);
+    assert!(
+        out.stderr.contains("server.issuer must be set"),
+        "{}",
+        out.stderr
+    );
+}
