@@ -9,32 +9,16 @@ use crate::AppState;
 use crate::wire::problem;
 
 pub async fn get_healthz() -> Response {
-    (
-        StatusCode::OK,
-        axum::Json(serde_json::json!({"status": "ok"})),
-    )
-        .into_response()
+    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
 }
 
 pub async fn get_readyz(State(state): State<AppState>) -> Response {
     if let Err(err) = state.health.ping().await {
         tracing::warn!(event = "readiness.failed", cause = %err, "store is not reachable");
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not ready",
-            "the store is not reachable",
-        );
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "Not ready", "the store is not reachable");
     }
     if state.tokens.keys().snapshot().signing().is_none() {
-        return problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not ready",
-            "no signing key is loaded",
-        );
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "Not ready", "no signing key is loaded");
     }
-    (
-        StatusCode::OK,
-        axum::Json(serde_json::json!({"status": "ready"})),
-    )
-        .into_response()
+    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"}))).into_response()
 }

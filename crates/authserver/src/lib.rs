@@ -44,32 +44,21 @@ impl AppState {
     #[must_use]
     pub fn new(tokens: TokenService, health: Arc<dyn Health>) -> Self {
         let metadata = metadata::document(&tokens.settings().issuer).to_string();
-        Self {
-            tokens,
-            health,
-            metadata: Arc::new(metadata),
-        }
+        Self { tokens, health, metadata: Arc::new(metadata) }
     }
 }
 
 /// The public router of the authorization server.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route(
-            paths::TOKEN,
-            post(oauth::post_token)
-                .layer(DefaultBodyLimit::max(extract::body_limit(extract::TOKEN))),
-        )
+        .route(paths::TOKEN, post(oauth::post_token).layer(DefaultBodyLimit::max(extract::body_limit(extract::TOKEN))))
         .route(
             paths::INTROSPECT,
-            post(oauth::post_introspect).layer(DefaultBodyLimit::max(extract::body_limit(
-                extract::INTROSPECT,
-            ))),
+            post(oauth::post_introspect).layer(DefaultBodyLimit::max(extract::body_limit(extract::INTROSPECT))),
         )
         .route(
             paths::REVOKE,
-            post(oauth::post_revoke)
-                .layer(DefaultBodyLimit::max(extract::body_limit(extract::REVOKE))),
+            post(oauth::post_revoke).layer(DefaultBodyLimit::max(extract::body_limit(extract::REVOKE))),
         )
         .route(paths::JWKS, get(metadata::get_jwks))
         .route(paths::OAUTH_METADATA, get(metadata::get_metadata))
@@ -89,9 +78,5 @@ async fn not_found() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    wire::problem(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "Method Not Allowed",
-        "this endpoint does not accept that method",
-    )
+    wire::problem(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed", "this endpoint does not accept that method")
 }

@@ -34,14 +34,8 @@ pub fn document(issuer: &Issuer) -> Value {
 pub async fn get_metadata(State(state): State<AppState>) -> Response {
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=300"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300")),
         ],
         state.metadata.as_str().to_owned(),
     )
@@ -55,14 +49,8 @@ pub async fn get_jwks(State(state): State<AppState>) -> Response {
     let cache = format!("public, max-age={}", keys.jwks_max_age());
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_str(&cache).unwrap_or(HeaderValue::from_static("no-cache")),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (header::CACHE_CONTROL, HeaderValue::from_str(&cache).unwrap_or(HeaderValue::from_static("no-cache"))),
         ],
         keys.jwks_json().to_owned(),
     )

@@ -15,18 +15,11 @@ use crate::extract::{INTROSPECT, OAuthForm, REVOKE, TOKEN};
 use crate::wire::{ApiError, no_store_json};
 
 /// `POST /oauth2/token`
-pub async fn post_token(
-    State(state): State<AppState>,
-    form: OAuthForm<TOKEN>,
-) -> Result<Response, ApiError> {
+pub async fn post_token(State(state): State<AppState>, form: OAuthForm<TOKEN>) -> Result<Response, ApiError> {
     let client_id = form.credentials.client_id().to_owned();
     let fail = |e| ApiError::new("token", e).client(Some(&client_id));
     let request = TokenRequest::parse(&form.params).map_err(fail)?;
-    let issued = state
-        .tokens
-        .token(&form.credentials, request)
-        .await
-        .map_err(fail)?;
+    let issued = state.tokens.token(&form.credentials, request).await.map_err(fail)?;
     let body = TokenResponse {
         access_token: &issued.access_token,
         token_type: "Bearer",
@@ -37,49 +30,29 @@ pub async fn post_token(
 }
 
 /// `POST /oauth2/introspect`
-pub async fn post_introspect(
-    State(state): State<AppState>,
-    form: OAuthForm<INTROSPECT>,
-) -> Result<Response, ApiError> {
+pub async fn post_introspect(State(state): State<AppState>, form: OAuthForm<INTROSPECT>) -> Result<Response, ApiError> {
     let client_id = form.credentials.client_id().to_owned();
     let fail = |e| ApiError::new("introspect", e).client(Some(&client_id));
     let reference = TokenReference::parse(&form.params).map_err(fail)?;
-    let result = state
-        .tokens
-        .introspect(&form.credentials, &reference.token)
-        .await
-        .map_err(fail)?;
+    let result = state.tokens.introspect(&form.credentials, &reference.token).await.map_err(fail)?;
     let body = match result {
         // RFC 7662 §2.2: an inactive token answers `{"active": false}` and nothing else.
         Introspection::Inactive(_) => json!({ "active": false }).to_string(),
-        Introspection::Active(claims) => to_json(&ActiveIntrospection {
-            active: true,
-            token_type: "Bearer",
-            claims: &claims,
-        }),
+        Introspection::Active(claims) => {
+            to_json(&ActiveIntrospection { active: true, token_type: "Bearer", claims: &claims })
+        }
     };
     Ok(no_store_json(body).into_response())
 }
 
 /// `POST /oauth2/revoke`
-pub async fn post_revoke(
-    State(state): State<AppState>,
-    form: OAuthForm<REVOKE>,
-) -> Result<Response, ApiError> {
+pub async fn post_revoke(State(state): State<AppState>, form: OAuthForm<REVOKE>) -> Result<Response, ApiError> {
     let client_id = form.credentials.client_id().to_owned();
     let fail = |e| ApiError::new("revoke", e).client(Some(&client_id));
     let reference = TokenReference::parse(&form.params).map_err(fail)?;
-    state
-        .tokens
-        .revoke(&form.credentials, &reference.token)
-        .await
-        .map_err(fail)?;
+    state.tokens.revoke(&form.credentials, &reference.token).await.map_err(fail)?;
     // RFC 7009 §2.2: HTTP 200 whether or not the token was valid; the body is ignored.
-    Ok((
-        StatusCode::OK,
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-    )
-        .into_response())
+    Ok((StatusCode::OK, [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]).into_response())
 }
 
 /// RFC 6749 §5.1 successful token response.

@@ -25,12 +25,7 @@ pub struct ApiError {
 impl ApiError {
     #[must_use]
     pub fn new(endpoint: &'static str, error: OAuthError) -> Self {
-        Self {
-            error,
-            endpoint,
-            client_id: None,
-            status: None,
-        }
+        Self { error, endpoint, client_id: None, status: None }
     }
 
     #[must_use]
@@ -117,10 +112,7 @@ fn sanitize(description: &str) -> String {
 pub fn no_store_json(body: String) -> impl IntoResponse {
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
             (header::PRAGMA, HeaderValue::from_static("no-cache")),
         ],
@@ -140,10 +132,7 @@ pub fn problem(status: StatusCode, title: &str, detail: &str) -> Response {
     (
         status,
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/problem+json"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json")),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         body.to_string(),

@@ -103,31 +103,21 @@ impl ClientRegistration {
             return Err(OAuthError::invalid_request("client name must not be empty"));
         }
         if self.grant_types.is_empty() {
-            return Err(OAuthError::invalid_request(
-                "at least one grant type is required",
-            ));
+            return Err(OAuthError::invalid_request("at least one grant type is required"));
         }
         // RFC 9068 §2.2: `aud` is REQUIRED in every access token.
         if self.grant_types.contains(&GrantType::ClientCredentials) && self.audience.is_empty() {
-            return Err(OAuthError::invalid_request(
-                "a client_credentials client needs an audience",
-            ));
+            return Err(OAuthError::invalid_request("a client_credentials client needs an audience"));
         }
         if self.audience.iter().any(|a| a.trim().is_empty()) {
             return Err(OAuthError::invalid_request("an audience must not be empty"));
         }
         if self.access_token_ttl == Some(0) {
-            return Err(OAuthError::invalid_request(
-                "access token lifetime must be positive",
-            ));
+            return Err(OAuthError::invalid_request("access token lifetime must be positive"));
         }
-        let default_scopes = self
-            .default_scopes
-            .unwrap_or_else(|| self.allowed_scopes.clone());
+        let default_scopes = self.default_scopes.unwrap_or_else(|| self.allowed_scopes.clone());
         if !default_scopes.is_subset(&self.allowed_scopes) {
-            return Err(OAuthError::invalid_request(
-                "default scopes must be allowed scopes",
-            ));
+            return Err(OAuthError::invalid_request("default scopes must be allowed scopes"));
         }
         let secret = new_secret();
         let client = Client {
@@ -164,15 +154,9 @@ pub fn new_secret() -> IssuedSecret {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientCredentials {
     /// `client_secret_basic`
-    Basic {
-        client_id: String,
-        client_secret: String,
-    },
+    Basic { client_id: String, client_secret: String },
     /// `client_secret_post`
-    Post {
-        client_id: String,
-        client_secret: String,
-    },
+    Post { client_id: String, client_secret: String },
     /// Only a `client_id` was sent: a public client, or a confidential one that forgot.
     None { client_id: String },
 }
@@ -181,9 +165,7 @@ impl ClientCredentials {
     #[must_use]
     pub fn client_id(&self) -> &str {
         match self {
-            Self::Basic { client_id, .. }
-            | Self::Post { client_id, .. }
-            | Self::None { client_id } => client_id,
+            Self::Basic { client_id, .. } | Self::Post { client_id, .. } | Self::None { client_id } => client_id,
         }
     }
 }

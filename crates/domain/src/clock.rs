@@ -15,10 +15,7 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the single sanctioned wall-clock read"
-    )]
+    #[expect(clippy::disallowed_methods, reason = "the single sanctioned wall-clock read")]
     fn now(&self) -> UnixTime {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -59,11 +59,7 @@ pub struct OAuthError {
 impl OAuthError {
     #[must_use]
     pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            code,
-            description: description.into(),
-            cause: None,
-        }
+        Self { code, description: description.into(), cause: None }
     }
 
     #[must_use]
@@ -86,11 +82,7 @@ impl OAuthError {
 
     #[must_use]
     pub fn server_error(cause: impl fmt::Display) -> Self {
-        Self::new(
-            ErrorCode::ServerError,
-            "the server could not complete the request",
-        )
-        .with_cause(cause)
+        Self::new(ErrorCode::ServerError, "the server could not complete the request").with_cause(cause)
     }
 }
 
@@ -122,14 +114,11 @@ pub enum StoreError {
 impl From<StoreError> for OAuthError {
     fn from(err: StoreError) -> Self {
         match err {
-            StoreError::Unavailable(_) => Self::new(
-                ErrorCode::TemporarilyUnavailable,
-                "the server is temporarily unable to handle the request",
-            )
-            .with_cause(err),
-            StoreError::NotFound | StoreError::Conflict(_) | StoreError::Corrupt(_) => {
-                Self::server_error(err)
+            StoreError::Unavailable(_) => {
+                Self::new(ErrorCode::TemporarilyUnavailable, "the server is temporarily unable to handle the request")
+                    .with_cause(err)
             }
+            StoreError::NotFound | StoreError::Conflict(_) | StoreError::Corrupt(_) => Self::server_error(err),
         }
     }
 }

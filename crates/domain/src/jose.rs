@@ -9,9 +9,7 @@
 
 use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{
-    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ParsedPublicKey, RsaKeyPair,
-};
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, ParsedPublicKey, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -127,9 +125,7 @@ impl Signer {
             Algorithm::ES256 => EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
                 .and_then(|k| k.to_pkcs8v1())
                 .map(|d| d.as_ref().to_vec()),
-            Algorithm::EdDSA => Ed25519KeyPair::generate()
-                .and_then(|k| k.to_pkcs8v1())
-                .map(|d| d.as_ref().to_vec()),
+            Algorithm::EdDSA => Ed25519KeyPair::generate().and_then(|k| k.to_pkcs8v1()).map(|d| d.as_ref().to_vec()),
             Algorithm::RS256 => RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
                 .and_then(|k| k.as_der())
                 .map(|d| d.as_ref().to_vec()),
@@ -146,8 +142,7 @@ impl Signer {
         let malformed = |_| KeyError::Malformed;
         Ok(match alg {
             Algorithm::ES256 => Self::Es256(
-                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
-                    .map_err(malformed)?,
+                EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(malformed)?,
             ),
             Algorithm::RS256 => Self::Rs256(RsaKeyPair::from_pkcs8(pkcs8).map_err(malformed)?),
             Algorithm::EdDSA => Self::EdDsa(Ed25519KeyPair::from_pkcs8(pkcs8).map_err(malformed)?),
@@ -216,8 +211,7 @@ impl Signer {
             Self::EdDsa(k) => Ok(k.sign(message).as_ref().to_vec()),
             Self::Rs256(k) => {
                 let mut sig = vec![0u8; k.public_modulus_len()];
-                k.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
-                    .map(|()| sig)
+                k.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig).map(|()| sig)
             }
         }
         .map_err(|_| KeyError::Generation)
@@ -244,23 +238,58 @@ impl Verifier {
     /// Missing or malformed members, or a key type that does not fit the algorithm.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, KeyError> {
         let alg = Algorithm::parse(&jwk.alg).ok_or(KeyError::Malformed)?;
-        let dec = |o: &Option<String>| {
-            o.as_deref()
-                .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
-                .ok_or(KeyError::Malformed)
+        Self::build(alg, &jwk.kty, jwk.crv.as_deref(), [&jwk.x, &jwk.y, &jwk.n, &jwk.e])
+    }
+
+    /// Builds a verifier from a JWK published by another issuer. `alg` may be absent (then
+    /// the allowed algorithm that fits the key type is used); when present it must be
+    /// allowed. Keys marked for encryption (`use: enc`) are refused.
+    ///
+    /// # Errors
+    /// A key that is not a usable signature key for one of the allowed algorithms.
+    pub fn from_external_jwk(jwk: &serde_json::Value, allowed: &[Algorithm]) -> Result<Self, KeyError> {
+        let text = |name: &str| jwk.get(name).and_then(serde_json::Value::as_str);
+        if text("use").is_some_and(|u| u != "sig") {
+            return Err(KeyError::Malformed);
+        }
+        let kty = text("kty").ok_or(KeyError::Malformed)?;
+        let crv = text("crv");
+        let alg = match text("alg") {
+            Some(a) => Algorithm::parse(a).filter(|a| allowed.contains(a)).ok_or(KeyError::Malformed)?,
+            None => *allowed
+                .iter()
+                .find(|a| {
+                    matches!(
+                        (a, kty, crv),
+                        (Algorithm::ES256, "EC", Some("P-256"))
+                            | (Algorithm::RS256, "RSA", _)
+                            | (Algorithm::EdDSA, "OKP", Some("Ed25519"))
+                    )
+                })
+                .ok_or(KeyError::Malformed)?,
         };
-        let key = match (alg, jwk.kty.as_str(), jwk.crv.as_deref()) {
+        let member = |name: &str| text(name).map(str::to_owned);
+        Self::build(alg, kty, crv, [&member("x"), &member("y"), &member("n"), &member("e")])
+    }
+
+    fn build(
+        alg: Algorithm,
+        kty: &str,
+        crv: Option<&str>,
+        [x, y, n, e]: [&Option<String>; 4],
+    ) -> Result<Self, KeyError> {
+        let dec =
+            |o: &Option<String>| o.as_deref().and_then(|s| URL_SAFE_NO_PAD.decode(s).ok()).ok_or(KeyError::Malformed);
+        let key = match (alg, kty, crv) {
             (Algorithm::ES256, "EC", Some("P-256")) => {
                 let mut point = vec![0x04];
-                point.extend(dec(&jwk.x)?);
-                point.extend(dec(&jwk.y)?);
+                point.extend(dec(x)?);
+                point.extend(dec(y)?);
                 ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
             }
-            (Algorithm::EdDSA, "OKP", Some("Ed25519")) => {
-                ParsedPublicKey::new(&signature::ED25519, dec(&jwk.x)?)
-            }
+            (Algorithm::EdDSA, "OKP", Some("Ed25519")) => ParsedPublicKey::new(&signature::ED25519, dec(x)?),
             (Algorithm::RS256, "RSA", None) => {
-                let der = rsa_public_key_der(&dec(&jwk.n)?, &dec(&jwk.e)?);
+                let der = rsa_public_key_der(&dec(n)?, &dec(e)?);
                 ParsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, der)
             }
             _ => return Err(KeyError::Malformed),
@@ -300,10 +329,7 @@ fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
             out.push(u8::try_from(len).unwrap_or(0));
         } else {
             let bytes = len.to_be_bytes();
-            let start = bytes
-                .iter()
-                .position(|b| *b != 0)
-                .unwrap_or(bytes.len() - 1);
+            let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len() - 1);
             let len_bytes = bytes.get(start..).unwrap_or_default();
             out.push(0x80 | u8::try_from(len_bytes.len()).unwrap_or(0));
             out.extend_from_slice(len_bytes);
@@ -353,25 +379,15 @@ const FORBIDDEN_HEADERS: [&str; 5] = ["jwk", "jku", "x5u", "x5c", "crit"];
 ///
 /// # Errors
 /// The claims cannot be serialized or the signature operation failed.
-pub fn sign<T: Serialize>(
-    signer: &Signer,
-    kid: &str,
-    typ: &str,
-    claims: &T,
-) -> Result<String, JwsError> {
-    let header = Header {
-        alg: signer.algorithm().as_str().to_owned(),
-        typ: Some(typ.to_owned()),
-        kid: Some(kid.to_owned()),
-    };
+pub fn sign<T: Serialize>(signer: &Signer, kid: &str, typ: &str, claims: &T) -> Result<String, JwsError> {
+    let header =
+        Header { alg: signer.algorithm().as_str().to_owned(), typ: Some(typ.to_owned()), kid: Some(kid.to_owned()) };
     let header = serde_json::to_vec(&header).map_err(|_| JwsError::SigningFailed)?;
     let payload = serde_json::to_vec(claims).map_err(|_| JwsError::SigningFailed)?;
     let mut out = URL_SAFE_NO_PAD.encode(header);
     out.push('.');
     URL_SAFE_NO_PAD.encode_string(payload, &mut out);
-    let sig = signer
-        .sign(out.as_bytes())
-        .map_err(|_| JwsError::SigningFailed)?;
+    let sig = signer.sign(out.as_bytes()).map_err(|_| JwsError::SigningFailed)?;
     out.push('.');
     URL_SAFE_NO_PAD.encode_string(sig, &mut out);
     Ok(out)
@@ -398,10 +414,7 @@ pub fn peek_header(token: &str) -> Result<Header, JwsError> {
 ///
 /// # Errors
 /// See [`JwsError`].
-pub fn verify<'k>(
-    token: &str,
-    lookup: impl FnOnce(&str) -> Option<&'k Verifier>,
-) -> Result<Verified, JwsError> {
+pub fn verify<'k>(token: &str, lookup: impl FnOnce(&str) -> Option<&'k Verifier>) -> Result<Verified, JwsError> {
     let (header_b64, payload_b64, sig_b64) = split(token)?;
     let header = decode_header(header_b64)?;
     let kid = header.kid.as_deref().ok_or(JwsError::UnknownKey)?;
@@ -410,18 +423,12 @@ pub fn verify<'k>(
     if header.alg != verifier.algorithm().as_str() {
         return Err(JwsError::AlgorithmMismatch);
     }
-    let sig = URL_SAFE_NO_PAD
-        .decode(sig_b64)
-        .map_err(|_| JwsError::Malformed)?;
-    let signing_input = token
-        .get(..header_b64.len() + 1 + payload_b64.len())
-        .ok_or(JwsError::Malformed)?;
+    let sig = URL_SAFE_NO_PAD.decode(sig_b64).map_err(|_| JwsError::Malformed)?;
+    let signing_input = token.get(..header_b64.len() + 1 + payload_b64.len()).ok_or(JwsError::Malformed)?;
     if !verifier.verify(signing_input.as_bytes(), &sig) {
         return Err(JwsError::BadSignature);
     }
-    let payload = URL_SAFE_NO_PAD
-        .decode(payload_b64)
-        .map_err(|_| JwsError::Malformed)?;
+    let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| JwsError::Malformed)?;
     Ok(Verified { header, payload })
 }
 
@@ -431,17 +438,13 @@ fn split(token: &str) -> Result<(&str, &str, &str), JwsError> {
     }
     let mut parts = token.split('.');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() && !s.is_empty() => {
-            Ok((h, p, s))
-        }
+        (Some(h), Some(p), Some(s), None) if !h.is_empty() && !p.is_empty() && !s.is_empty() => Ok((h, p, s)),
         _ => Err(JwsError::Malformed),
     }
 }
 
 fn decode_header(header_b64: &str) -> Result<Header, JwsError> {
-    let raw = URL_SAFE_NO_PAD
-        .decode(header_b64)
-        .map_err(|_| JwsError::Malformed)?;
+    let raw = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| JwsError::Malformed)?;
     let map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&raw).map_err(|_| JwsError::Malformed)?;
     if FORBIDDEN_HEADERS.iter().any(|h| map.contains_key(*h)) {
@@ -461,13 +464,7 @@ mod tests {
         let reloaded = Signer::from_pkcs8(alg, &pkcs8).unwrap();
         assert_eq!(reloaded.public_jwk().unwrap(), jwk);
         let verifier = Verifier::from_jwk(&jwk).unwrap();
-        let token = sign(
-            &signer,
-            &jwk.kid,
-            "at+jwt",
-            &serde_json::json!({"sub": "x"}),
-        )
-        .unwrap();
+        let token = sign(&signer, &jwk.kid, "at+jwt", &serde_json::json!({"sub": "x"})).unwrap();
         let v = verify(&token, |kid| (kid == jwk.kid).then_some(&verifier)).unwrap();
         assert_eq!(v.header.typ.as_deref(), Some("at+jwt"));
         let mut tampered = token.clone();
@@ -504,10 +501,7 @@ mod tests {
             alg: "RS256".into(),
             use_: "sig".into(),
         };
-        assert_eq!(
-            jwk.thumbprint(),
-            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-        );
+        assert_eq!(jwk.thumbprint(), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
     }
 
     #[test]
@@ -523,19 +517,13 @@ mod tests {
         ] {
             let h = URL_SAFE_NO_PAD.encode(header.to_string());
             let token = format!("{h}.e30.AAAA");
-            assert_eq!(
-                verify(&token, |_| Some(&verifier)).unwrap_err(),
-                JwsError::ForbiddenHeader
-            );
+            assert_eq!(verify(&token, |_| Some(&verifier)).unwrap_err(), JwsError::ForbiddenHeader);
         }
         for garbage in ["", "a", "a.b", "a.b.c.d", "..", "!!.!!.!!"] {
             assert!(verify(garbage, |_| Some(&verifier)).is_err(), "{garbage:?}");
         }
         let long = "a".repeat(MAX_TOKEN_LEN + 1);
-        assert_eq!(
-            verify(&long, |_| Some(&verifier)).unwrap_err(),
-            JwsError::TooLong
-        );
+        assert_eq!(verify(&long, |_| Some(&verifier)).unwrap_err(), JwsError::TooLong);
     }
 
     #[test]
@@ -544,13 +532,9 @@ mod tests {
         let jwk = signer.public_jwk().unwrap();
         let verifier = Verifier::from_jwk(&jwk).unwrap();
         for alg in ["none", "HS256", "RS256", "EdDSA"] {
-            let h =
-                URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": alg, "kid": jwk.kid}).to_string());
+            let h = URL_SAFE_NO_PAD.encode(serde_json::json!({"alg": alg, "kid": jwk.kid}).to_string());
             let token = format!("{h}.e30.AAAA");
-            assert_eq!(
-                verify(&token, |_| Some(&verifier)).unwrap_err(),
-                JwsError::AlgorithmMismatch
-            );
+            assert_eq!(verify(&token, |_| Some(&verifier)).unwrap_err(), JwsError::AlgorithmMismatch);
         }
     }
 }

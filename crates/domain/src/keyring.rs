@@ -49,38 +49,25 @@ impl KeySet {
     ///
     /// # Errors
     /// A stored key cannot be opened or parsed.
-    pub fn build(
-        stored: &[StoredKey],
-        master: &MasterKey,
-        jwks_max_age: i64,
-    ) -> Result<Self, KeyRingError> {
+    pub fn build(stored: &[StoredKey], master: &MasterKey, jwks_max_age: i64) -> Result<Self, KeyRingError> {
         let mut verifiers = HashMap::new();
         let mut published: Vec<&Jwk> = Vec::new();
         let mut signing = None;
         for key in stored.iter().filter(|k| k.state.is_published()) {
-            let verifier = Verifier::from_jwk(&key.public_jwk)
-                .map_err(|e| KeyRingError::Key(key.kid.clone(), e))?;
+            let verifier = Verifier::from_jwk(&key.public_jwk).map_err(|e| KeyRingError::Key(key.kid.clone(), e))?;
             verifiers.insert(key.kid.clone(), verifier);
             published.push(&key.public_jwk);
             if key.state == KeyState::Active {
-                let newest = signing
-                    .as_ref()
-                    .is_none_or(|(_, at, _): &(String, UnixTime, Signer)| key.activates_at > *at);
+                let newest =
+                    signing.as_ref().is_none_or(|(_, at, _): &(String, UnixTime, Signer)| key.activates_at > *at);
                 if newest {
-                    let signer = master
-                        .signer(key)
-                        .map_err(|e| KeyRingError::Seal(key.kid.clone(), e))?;
+                    let signer = master.signer(key).map_err(|e| KeyRingError::Seal(key.kid.clone(), e))?;
                     signing = Some((key.kid.clone(), key.activates_at, signer));
                 }
             }
         }
         let jwks_json = serde_json::json!({ "keys": published }).to_string();
-        Ok(Self {
-            signing: signing.map(|(kid, _, s)| (kid, s)),
-            verifiers,
-            jwks_json,
-            jwks_max_age,
-        })
+        Ok(Self { signing: signing.map(|(kid, _, s)| (kid, s)), verifiers, jwks_json, jwks_max_age })
     }
 }
 
@@ -122,19 +109,9 @@ impl KeyRing {
         policy: RotationPolicy,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, KeyRingError> {
-        let empty = KeySet {
-            signing: None,
-            verifiers: HashMap::new(),
-            jwks_json: r#"{"keys":[]}"#.into(),
-            jwks_max_age: 0,
-        };
-        let ring = Self {
-            current: ArcSwap::from_pointee(empty),
-            master,
-            store,
-            policy,
-            clock,
-        };
+        let empty =
+            KeySet { signing: None, verifiers: HashMap::new(), jwks_json: r#"{"keys":[]}"#.into(), jwks_max_age: 0 };
+        let ring = Self { current: ArcSwap::from_pointee(empty), master, store, policy, clock };
         ring.maintain().await?;
         Ok(ring)
     }
@@ -177,10 +154,7 @@ impl KeyRing {
         if let Some(pending) = stored.iter().find(|k| k.state == KeyState::Announced) {
             return Err(KeyRingError::AlreadyAnnounced(pending.kid.clone()));
         }
-        let change = KeyChange::Create {
-            state: KeyState::Announced,
-            activates_at: now + self.policy.announce,
-        };
+        let change = KeyChange::Create { state: KeyState::Announced, activates_at: now + self.policy.announce };
         let key = self.apply(&mut stored, &change, now).await?;
         self.publish(&stored)?;
         key.ok_or_else(|| KeyRingError::UnknownKey(String::new()))
@@ -195,15 +169,9 @@ impl KeyRing {
     pub async fn retire(&self, kid: &str) -> Result<Vec<KeyChange>, KeyRingError> {
         let now = self.clock.now();
         let mut stored = self.store.list_keys().await?;
-        let key = stored
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or_else(|| KeyRingError::UnknownKey(kid.to_owned()))?;
+        let key = stored.iter().find(|k| k.kid == kid).ok_or_else(|| KeyRingError::UnknownKey(kid.to_owned()))?;
         if !matches!(key.state, KeyState::Active | KeyState::Announced) {
-            return Err(KeyRingError::NotRetirable(
-                kid.to_owned(),
-                key.state.as_str(),
-            ));
+            return Err(KeyRingError::NotRetirable(kid.to_owned(), key.state.as_str()));
         }
         let was_active = key.state == KeyState::Active;
         let mut changes = vec![KeyChange::Retire {
@@ -211,18 +179,10 @@ impl KeyRing {
             purge_after: now + self.policy.max_token_ttl + self.policy.leeway,
         }];
         if was_active {
-            let successor = stored
-                .iter()
-                .filter(|k| k.state == KeyState::Announced)
-                .max_by_key(|k| k.activates_at);
+            let successor = stored.iter().filter(|k| k.state == KeyState::Announced).max_by_key(|k| k.activates_at);
             changes.push(match successor {
-                Some(next) => KeyChange::Activate {
-                    kid: next.kid.clone(),
-                },
-                None => KeyChange::Create {
-                    state: KeyState::Active,
-                    activates_at: now,
-                },
+                Some(next) => KeyChange::Activate { kid: next.kid.clone() },
+                None => KeyChange::Create { state: KeyState::Active, activates_at: now },
             });
         }
         for change in &changes {

@@ -123,11 +123,7 @@ impl MasterKey {
         rand::rng().fill_bytes(&mut nonce);
         let mut buf = plaintext.to_vec();
         self.0
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(kid.as_bytes()),
-                &mut buf,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(kid.as_bytes()), &mut buf)
             .map_err(|_| SealError::Seal)?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + buf.len());
         out.push(SEAL_VERSION);
@@ -146,10 +142,7 @@ impl MasterKey {
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Open)?;
         let mut buf = Zeroizing::new(ciphertext.to_vec());
-        let plain = self
-            .0
-            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf)
-            .map_err(|_| SealError::Open)?;
+        let plain = self.0.open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf).map_err(|_| SealError::Open)?;
         Ok(Zeroizing::new(plain.to_vec()))
     }
 
@@ -223,10 +216,7 @@ impl RotationPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyChange {
     /// Create a new key in this state, signing from `activates_at`.
-    Create {
-        state: KeyState,
-        activates_at: UnixTime,
-    },
+    Create { state: KeyState, activates_at: UnixTime },
     /// Move an announced key to active.
     Activate { kid: String },
     /// Move an active (or announced) key to retired.
@@ -239,36 +229,21 @@ pub enum KeyChange {
 #[must_use]
 pub fn plan_rotation(keys: &[StoredKey], now: UnixTime, policy: &RotationPolicy) -> Vec<KeyChange> {
     let mut changes = Vec::new();
-    let active = keys
-        .iter()
-        .filter(|k| k.state == KeyState::Active)
-        .max_by_key(|k| k.activates_at);
-    let due_announced = keys
-        .iter()
-        .filter(|k| k.state == KeyState::Announced && k.activates_at <= now)
-        .max_by_key(|k| k.activates_at);
-    let pending_announced = keys
-        .iter()
-        .any(|k| k.state == KeyState::Announced && k.activates_at > now);
+    let active = keys.iter().filter(|k| k.state == KeyState::Active).max_by_key(|k| k.activates_at);
+    let due_announced =
+        keys.iter().filter(|k| k.state == KeyState::Announced && k.activates_at <= now).max_by_key(|k| k.activates_at);
+    let pending_announced = keys.iter().any(|k| k.state == KeyState::Announced && k.activates_at > now);
 
     match (active, due_announced) {
         (_, Some(next)) => {
-            changes.push(KeyChange::Activate {
-                kid: next.kid.clone(),
-            });
+            changes.push(KeyChange::Activate { kid: next.kid.clone() });
             for old in keys.iter().filter(|k| k.state == KeyState::Active) {
-                changes.push(KeyChange::Retire {
-                    kid: old.kid.clone(),
-                    purge_after: policy.purge_after(now),
-                });
+                changes.push(KeyChange::Retire { kid: old.kid.clone(), purge_after: policy.purge_after(now) });
             }
         }
         (None, None) => {
             // First start (or every key retired by hand): sign at once.
-            changes.push(KeyChange::Create {
-                state: KeyState::Active,
-                activates_at: now,
-            });
+            changes.push(KeyChange::Create { state: KeyState::Active, activates_at: now });
         }
         (Some(current), None) => {
             let next_at = current.activates_at + policy.interval;
@@ -300,10 +275,7 @@ pub fn apply_change(
     now: UnixTime,
 ) -> Result<Option<StoredKey>, SealError> {
     match change {
-        KeyChange::Create {
-            state,
-            activates_at,
-        } => {
+        KeyChange::Create { state, activates_at } => {
             let (key, _) = master.new_key(algorithm, *state, now, *activates_at)?;
             keys.push(key.clone());
             Ok(Some(key))
@@ -367,12 +339,7 @@ mod tests {
         let mut bad = sealed.clone();
         *bad.last_mut().unwrap() ^= 1;
         assert!(m.open("kid1", &bad).is_err());
-        assert!(
-            MasterKey::from_bytes(&[1u8; 32])
-                .unwrap()
-                .open("kid1", &sealed)
-                .is_err()
-        );
+        assert!(MasterKey::from_bytes(&[1u8; 32]).unwrap().open("kid1", &sealed).is_err());
         assert!(MasterKey::from_bytes(&[1u8; 16]).is_err());
     }
 
@@ -382,26 +349,14 @@ mod tests {
         let t0 = 1_000_000;
         assert_eq!(run(&mut keys, t0).len(), 1);
         assert_eq!(keys[0].state, KeyState::Active);
-        assert!(
-            run(&mut keys, t0 + 10 * DAY).is_empty(),
-            "nothing to do mid-interval"
-        );
+        assert!(run(&mut keys, t0 + 10 * DAY).is_empty(), "nothing to do mid-interval");
 
         // One day before the interval ends, the successor is announced.
         let announce_at = t0 + 89 * DAY;
         let changes = run(&mut keys, announce_at);
-        assert!(matches!(
-            changes.as_slice(),
-            [KeyChange::Create {
-                state: KeyState::Announced,
-                ..
-            }]
-        ));
+        assert!(matches!(changes.as_slice(), [KeyChange::Create { state: KeyState::Announced, .. }]));
         assert_eq!(keys[1].activates_at, t0 + 90 * DAY);
-        assert!(
-            run(&mut keys, announce_at + 1).is_empty(),
-            "announce only once"
-        );
+        assert!(run(&mut keys, announce_at + 1).is_empty(), "announce only once");
 
         // At the interval, the successor activates and the old key retires.
         run(&mut keys, t0 + 90 * DAY);

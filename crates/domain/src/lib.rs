@@ -10,6 +10,7 @@ pub mod keyring;
 pub mod keys;
 pub mod ports;
 pub mod request;
+pub mod revoked;
 pub mod scope;
 pub mod secret;
 pub mod service;

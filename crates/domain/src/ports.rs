@@ -49,6 +49,8 @@ pub trait RevocationStore: Send + Sync + std::fmt::Debug {
     async fn revoke(&self, jti: &str, expires_at: UnixTime) -> Result<(), StoreError>;
     /// Whether `jti` is revoked and its entry has not expired at `now`.
     async fn is_revoked(&self, jti: &str, now: UnixTime) -> Result<bool, StoreError>;
+    /// Every entry still in force at `now` (jti, expiry), to fill in-memory mirrors.
+    async fn list_active(&self, now: UnixTime) -> Result<Vec<(String, UnixTime)>, StoreError>;
     /// Drops entries whose tokens have expired; returns how many.
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError>;
 }

@@ -28,9 +28,7 @@ impl FormParams {
         let mut found = self.0.iter().filter(|(k, _)| k == name);
         let first = found.next();
         if found.next().is_some() {
-            return Err(OAuthError::invalid_request(format!(
-                "parameter {name} is repeated"
-            )));
+            return Err(OAuthError::invalid_request(format!("parameter {name} is repeated")));
         }
         Ok(first.map(|(_, v)| v.as_str()).filter(|v| !v.is_empty()))
     }
@@ -38,8 +36,7 @@ impl FormParams {
     /// # Errors
     /// `invalid_request` when missing, empty or repeated.
     pub fn required(&self, name: &str) -> Result<&str, OAuthError> {
-        self.optional(name)?
-            .ok_or_else(|| OAuthError::invalid_request(format!("parameter {name} is missing")))
+        self.optional(name)?.ok_or_else(|| OAuthError::invalid_request(format!("parameter {name} is missing")))
     }
 }
 
@@ -57,13 +54,10 @@ impl TokenRequest {
     pub fn parse(params: &FormParams) -> Result<Self, OAuthError> {
         let grant = params.required("grant_type")?;
         match GrantType::parse(grant) {
-            Some(GrantType::ClientCredentials) => Ok(Self::ClientCredentials {
-                scope: parse_scope(params)?,
-            }),
-            _ => Err(OAuthError::new(
-                ErrorCode::UnsupportedGrantType,
-                "the grant type is not supported by this server",
-            )),
+            Some(GrantType::ClientCredentials) => Ok(Self::ClientCredentials { scope: parse_scope(params)? }),
+            _ => {
+                Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "the grant type is not supported by this server"))
+            }
         }
     }
 
@@ -96,9 +90,7 @@ impl TokenReference {
     /// `invalid_request` when `token` is missing or a parameter is repeated.
     pub fn parse(params: &FormParams) -> Result<Self, OAuthError> {
         let _hint = params.optional("token_type_hint")?;
-        Ok(Self {
-            token: params.required("token")?.to_owned(),
-        })
+        Ok(Self { token: params.required("token")?.to_owned() })
     }
 }
 
@@ -107,32 +99,14 @@ mod tests {
     use super::*;
 
     fn params(pairs: &[(&str, &str)]) -> FormParams {
-        FormParams::new(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        )
+        FormParams::new(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
     }
 
     #[test]
     fn client_credentials() {
-        let r = TokenRequest::parse(&params(&[
-            ("grant_type", "client_credentials"),
-            ("scope", "a b"),
-        ]))
-        .unwrap();
-        assert_eq!(
-            r,
-            TokenRequest::ClientCredentials {
-                scope: Some(Scopes::parse("a b").unwrap())
-            }
-        );
-        let r = TokenRequest::parse(&params(&[
-            ("grant_type", "client_credentials"),
-            ("scope", ""),
-        ]))
-        .unwrap();
+        let r = TokenRequest::parse(&params(&[("grant_type", "client_credentials"), ("scope", "a b")])).unwrap();
+        assert_eq!(r, TokenRequest::ClientCredentials { scope: Some(Scopes::parse("a b").unwrap()) });
+        let r = TokenRequest::parse(&params(&[("grant_type", "client_credentials"), ("scope", "")])).unwrap();
         assert_eq!(r, TokenRequest::ClientCredentials { scope: None });
     }
 
@@ -142,30 +116,14 @@ mod tests {
         assert_eq!(code(&[]), ErrorCode::InvalidRequest);
         assert_eq!(code(&[("grant_type", "")]), ErrorCode::InvalidRequest);
         assert_eq!(
-            code(&[
-                ("grant_type", "client_credentials"),
-                ("grant_type", "client_credentials")
-            ]),
+            code(&[("grant_type", "client_credentials"), ("grant_type", "client_credentials")]),
             ErrorCode::InvalidRequest
         );
+        assert_eq!(code(&[("grant_type", "password")]), ErrorCode::UnsupportedGrantType);
+        assert_eq!(code(&[("grant_type", "implicit")]), ErrorCode::UnsupportedGrantType);
+        assert_eq!(code(&[("grant_type", "client_credentials"), ("scope", "a\"b")]), ErrorCode::InvalidScope);
         assert_eq!(
-            code(&[("grant_type", "password")]),
-            ErrorCode::UnsupportedGrantType
-        );
-        assert_eq!(
-            code(&[("grant_type", "implicit")]),
-            ErrorCode::UnsupportedGrantType
-        );
-        assert_eq!(
-            code(&[("grant_type", "client_credentials"), ("scope", "a\"b")]),
-            ErrorCode::InvalidScope
-        );
-        assert_eq!(
-            code(&[
-                ("grant_type", "client_credentials"),
-                ("scope", "a"),
-                ("scope", "b")
-            ]),
+            code(&[("grant_type", "client_credentials"), ("scope", "a"), ("scope", "b")]),
             ErrorCode::InvalidRequest
         );
     }

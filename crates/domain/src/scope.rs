@@ -26,9 +26,7 @@ impl Scopes {
     pub fn parse(s: &str) -> Result<Self, ScopeParseError> {
         let mut set = BTreeSet::new();
         for token in s.split(' ').filter(|t| !t.is_empty()) {
-            let valid = token
-                .bytes()
-                .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+            let valid = token.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
             if !valid {
                 return Err(ScopeParseError(token.chars().take(64).collect()));
             }
@@ -61,11 +59,7 @@ impl Scopes {
     ///
     /// # Errors
     /// `invalid_scope` when a requested scope is not allowed (RFC 6749 §5.2).
-    pub fn grant(
-        requested: Option<&Self>,
-        allowed: &Self,
-        default: &Self,
-    ) -> Result<Self, OAuthError> {
+    pub fn grant(requested: Option<&Self>, allowed: &Self, default: &Self) -> Result<Self, OAuthError> {
         match requested {
             Some(req) if !req.is_empty() => {
                 if req.is_subset(allowed) {

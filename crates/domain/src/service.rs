@@ -10,6 +10,7 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::keyring::KeyRing;
 use crate::ports::{ClientStore, RevocationStore};
 use crate::request::TokenRequest;
+use crate::revoked::RevokedSet;
 use crate::scope::Scopes;
 use crate::secret;
 use crate::settings::TokenSettings;
@@ -47,6 +48,7 @@ pub struct TokenService {
     revocations: Arc<dyn RevocationStore>,
     keys: Arc<KeyRing>,
     clock: Arc<dyn Clock>,
+    revoked: Arc<RevokedSet>,
 }
 
 impl TokenService {
@@ -58,13 +60,18 @@ impl TokenService {
         keys: Arc<KeyRing>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self {
-            settings: Arc::new(settings),
-            clients,
-            revocations,
-            keys,
-            clock,
-        }
+        Self { settings: Arc::new(settings), clients, revocations, keys, clock, revoked: Arc::new(RevokedSet::new()) }
+    }
+
+    /// The in-memory revocation mirror this service updates; share it with the gateway.
+    #[must_use]
+    pub fn revoked_set(&self) -> &Arc<RevokedSet> {
+        &self.revoked
+    }
+
+    #[must_use]
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     #[must_use]
@@ -82,19 +89,10 @@ impl TokenService {
     ///
     /// # Errors
     /// `invalid_client`, or `temporarily_unavailable` when the store is down.
-    pub async fn authenticate_client(
-        &self,
-        creds: &ClientCredentials,
-    ) -> Result<Client, OAuthError> {
+    pub async fn authenticate_client(&self, creds: &ClientCredentials) -> Result<Client, OAuthError> {
         let (client_id, presented) = match creds {
-            ClientCredentials::Basic {
-                client_id,
-                client_secret,
-            }
-            | ClientCredentials::Post {
-                client_id,
-                client_secret,
-            } => (client_id, client_secret.as_str()),
+            ClientCredentials::Basic { client_id, client_secret }
+            | ClientCredentials::Post { client_id, client_secret } => (client_id, client_secret.as_str()),
             ClientCredentials::None { client_id } => (client_id, ""),
         };
         let client = self.clients.get_client(client_id).await?;
@@ -118,11 +116,7 @@ impl TokenService {
     /// # Errors
     /// Client authentication failures, `unauthorized_client` when the client may not use the
     /// grant, `invalid_scope`, or a server-side failure.
-    pub async fn token(
-        &self,
-        creds: &ClientCredentials,
-        request: TokenRequest,
-    ) -> Result<IssuedToken, OAuthError> {
+    pub async fn token(&self, creds: &ClientCredentials, request: TokenRequest) -> Result<IssuedToken, OAuthError> {
         let client = self.authenticate_client(creds).await?;
         if !client.allows_grant(request.grant_type()) {
             return Err(OAuthError::new(
@@ -132,11 +126,7 @@ impl TokenService {
         }
         match request {
             TokenRequest::ClientCredentials { scope } => {
-                let scope = Scopes::grant(
-                    scope.as_ref(),
-                    &client.allowed_scopes,
-                    &client.default_scopes,
-                )?;
+                let scope = Scopes::grant(scope.as_ref(), &client.allowed_scopes, &client.default_scopes)?;
                 let issued = self.issue_access_token(&client.id, &client, scope)?;
                 tracing::info!(
                     target: "portcullis::audit",
@@ -153,16 +143,9 @@ impl TokenService {
         }
     }
 
-    fn issue_access_token(
-        &self,
-        subject: &str,
-        client: &Client,
-        scope: Scopes,
-    ) -> Result<IssuedToken, OAuthError> {
-        let ttl = client
-            .access_token_ttl
-            .unwrap_or(self.settings.access_token_ttl)
-            .min(self.settings.max_access_token_ttl);
+    fn issue_access_token(&self, subject: &str, client: &Client, scope: Scopes) -> Result<IssuedToken, OAuthError> {
+        let ttl =
+            client.access_token_ttl.unwrap_or(self.settings.access_token_ttl).min(self.settings.max_access_token_ttl);
         let now = self.clock.now();
         let claims = AccessTokenClaims {
             iss: self.settings.issuer.as_str().to_owned(),
@@ -177,19 +160,12 @@ impl TokenService {
         };
         let keys = self.keys.snapshot();
         let (kid, signer) = keys.signing().ok_or_else(|| {
-            OAuthError::new(
-                ErrorCode::TemporarilyUnavailable,
-                "no signing key is available",
-            )
-            .with_cause("key ring has no active key")
+            OAuthError::new(ErrorCode::TemporarilyUnavailable, "no signing key is available")
+                .with_cause("key ring has no active key")
         })?;
-        let access_token = crate::jose::sign(signer, kid, ACCESS_TOKEN_TYP, &claims)
-            .map_err(OAuthError::server_error)?;
-        Ok(IssuedToken {
-            access_token,
-            expires_in: ttl,
-            scope,
-        })
+        let access_token =
+            crate::jose::sign(signer, kid, ACCESS_TOKEN_TYP, &claims).map_err(OAuthError::server_error)?;
+        Ok(IssuedToken { access_token, expires_in: ttl, scope })
     }
 
     /// Verifies one of our access tokens, including revocation.
@@ -197,20 +173,11 @@ impl TokenService {
     /// # Errors
     /// The reason the token is not valid now; a store failure while checking revocation
     /// is an error of its own (fail closed, never "active" by accident).
-    pub async fn verify(
-        &self,
-        token: &str,
-    ) -> Result<Result<AccessTokenClaims, TokenRejection>, OAuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Result<AccessTokenClaims, TokenRejection>, OAuthError> {
         let now = self.clock.now();
         let keys = self.keys.snapshot();
         let leeway = i64::from(self.settings.leeway);
-        let claims = match token::verify_access_token(
-            token,
-            &keys,
-            self.settings.issuer.as_str(),
-            now,
-            leeway,
-        ) {
+        let claims = match token::verify_access_token(token, &keys, self.settings.issuer.as_str(), now, leeway) {
             Ok(c) => c,
             Err(rejection) => return Ok(Err(rejection)),
         };
@@ -225,11 +192,7 @@ impl TokenService {
     ///
     /// # Errors
     /// Client authentication failed, or the store is down.
-    pub async fn introspect(
-        &self,
-        creds: &ClientCredentials,
-        token: &str,
-    ) -> Result<Introspection, OAuthError> {
+    pub async fn introspect(&self, creds: &ClientCredentials, token: &str) -> Result<Introspection, OAuthError> {
         let caller = self.authenticate_client(creds).await?;
         let result = match self.verify(token).await? {
             Ok(claims) => Introspection::Active(claims),
@@ -255,11 +218,7 @@ impl TokenService {
     /// # Errors
     /// Client authentication failed, the token belongs to another client
     /// (`unauthorized_client`, as fosite answers), or the store is down.
-    pub async fn revoke(
-        &self,
-        creds: &ClientCredentials,
-        token: &str,
-    ) -> Result<Revocation, OAuthError> {
+    pub async fn revoke(&self, creds: &ClientCredentials, token: &str) -> Result<Revocation, OAuthError> {
         let caller = self.authenticate_client(creds).await?;
         let claims = match self.verify(token).await? {
             Ok(claims) => claims,
@@ -269,12 +228,10 @@ impl TokenService {
         // RFC 7009 §2.1: "verifies whether the token was issued to the client making the
         // revocation request. If this validation fails, the request is refused".
         if claims.client_id != caller.id {
-            return Err(OAuthError::new(
-                ErrorCode::UnauthorizedClient,
-                "the token was not issued to this client",
-            ));
+            return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "the token was not issued to this client"));
         }
         self.revocations.revoke(&claims.jti, claims.exp).await?;
+        self.revoked.insert(&claims.jti, claims.exp);
         tracing::info!(
             target: "portcullis::audit",
             event = "token.revoked",

@@ -29,11 +29,7 @@ impl Issuer {
     /// See [`IssuerError`].
     pub fn parse(s: &str) -> Result<Self, IssuerError> {
         let url = url::Url::parse(s).map_err(|_| IssuerError::NotUrl(s.to_owned()))?;
-        if url.query().is_some()
-            || url.fragment().is_some()
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
+        if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
             return Err(IssuerError::ExtraParts(s.to_owned()));
         }
         let loopback = match url.host() {
@@ -95,6 +91,56 @@ pub struct TokenSettings {
     pub leeway: u32,
 }
 
+/// A duration in whole seconds: an integer, or a string such as `"30s"`, `"15m"`, `"2h"`, `"90d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub u64);
+
+impl Seconds {
+    #[must_use]
+    pub fn as_i64(self) -> i64 {
+        i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+
+    #[must_use]
+    pub fn as_u32(self) -> u32 {
+        u32::try_from(self.0).unwrap_or(u32::MAX)
+    }
+
+    /// Parses `30`, `30s`, `15m`, `2h`, `90d`.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().ok()?;
+        let factor = match unit.trim() {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return None,
+        };
+        n.checked_mul(factor).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Self(n)),
+            Raw::Str(s) => Self::parse(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!("invalid duration {s:?} (use e.g. 30s, 15m, 2h, 90d)"))
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,25 +151,10 @@ mod tests {
         assert!(Issuer::parse("http://127.0.0.1:8080").is_ok());
         assert!(Issuer::parse("http://localhost:8080").is_ok());
         assert!(Issuer::parse("http://[::1]:8080").is_ok());
-        assert!(matches!(
-            Issuer::parse("http://id.example.com"),
-            Err(IssuerError::NotHttps(_))
-        ));
-        assert!(matches!(
-            Issuer::parse("http://10.0.0.1"),
-            Err(IssuerError::NotHttps(_))
-        ));
-        assert!(matches!(
-            Issuer::parse("https://x.example?a=b"),
-            Err(IssuerError::ExtraParts(_))
-        ));
-        assert!(matches!(
-            Issuer::parse("not a url"),
-            Err(IssuerError::NotUrl(_))
-        ));
-        assert_eq!(
-            Issuer::parse("https://x.example/").unwrap().as_str(),
-            "https://x.example"
-        );
+        assert!(matches!(Issuer::parse("http://id.example.com"), Err(IssuerError::NotHttps(_))));
+        assert!(matches!(Issuer::parse("http://10.0.0.1"), Err(IssuerError::NotHttps(_))));
+        assert!(matches!(Issuer::parse("https://x.example?a=b"), Err(IssuerError::ExtraParts(_))));
+        assert!(matches!(Issuer::parse("not a url"), Err(IssuerError::NotUrl(_))));
+        assert_eq!(Issuer::parse("https://x.example/").unwrap().as_str(), "https://x.example");
     }
 }

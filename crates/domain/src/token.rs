@@ -56,10 +56,7 @@ pub struct AccessTokenClaims {
 impl AccessTokenClaims {
     #[must_use]
     pub fn scopes(&self) -> Scopes {
-        self.scope
-            .as_deref()
-            .and_then(|s| Scopes::parse(s).ok())
-            .unwrap_or_default()
+        self.scope.as_deref().and_then(|s| Scopes::parse(s).ok()).unwrap_or_default()
     }
 }
 
@@ -75,6 +72,8 @@ pub enum TokenRejection {
     MalformedClaims,
     #[error("wrong issuer")]
     WrongIssuer,
+    #[error("wrong audience")]
+    WrongAudience,
     #[error("expired")]
     Expired,
     #[error("not yet valid")]
@@ -100,12 +99,74 @@ impl TokenRejection {
             Self::WrongType => "wrong_type",
             Self::MalformedClaims => "malformed_claims",
             Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
             Self::Expired => "expired",
             Self::NotYetValid => "not_yet_valid",
             Self::IssuedInFuture => "issued_in_future",
             Self::Revoked => "revoked",
         }
     }
+}
+
+/// What a verifier requires of a JWT from any issuer (RFC 8725 §3.8, §3.9, §3.11).
+#[derive(Debug, Clone, Copy)]
+pub struct JwtPolicy<'a> {
+    pub issuer: &'a str,
+    /// The token's `aud` must contain one of these; empty means "not checked".
+    pub audiences: &'a [String],
+    pub leeway: i64,
+    /// Accepted `typ` header values (compared case-insensitively); `None` means any.
+    pub typ: Option<&'a [String]>,
+}
+
+/// Verifies any JWT under a policy: signature with the key its `kid` names (whose algorithm
+/// must be the header's), `typ`, `iss`, `aud`, `exp` (required), `nbf`, `iat`. Returns the
+/// claims as a JSON object.
+///
+/// # Errors
+/// See [`TokenRejection`].
+pub fn verify_jwt<'k>(
+    token: &str,
+    lookup: impl FnOnce(&str) -> Option<&'k crate::jose::Verifier>,
+    policy: &JwtPolicy<'_>,
+    now: UnixTime,
+) -> Result<serde_json::Map<String, serde_json::Value>, TokenRejection> {
+    let verified = jose::verify(token, lookup)?;
+    if let Some(accepted) = policy.typ {
+        let typ = verified.header.typ.as_deref().unwrap_or("");
+        if !accepted.iter().any(|a| a.eq_ignore_ascii_case(typ)) {
+            return Err(TokenRejection::WrongType);
+        }
+    }
+    let claims: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&verified.payload).map_err(|_| TokenRejection::MalformedClaims)?;
+    let number = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
+    if claims.get("iss").and_then(serde_json::Value::as_str) != Some(policy.issuer) {
+        return Err(TokenRejection::WrongIssuer);
+    }
+    if !policy.audiences.is_empty() {
+        let aud_ok = match claims.get("aud") {
+            Some(serde_json::Value::String(a)) => policy.audiences.contains(a),
+            Some(serde_json::Value::Array(list)) => {
+                list.iter().filter_map(serde_json::Value::as_str).any(|a| policy.audiences.iter().any(|p| p == a))
+            }
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(TokenRejection::WrongAudience);
+        }
+    }
+    let exp = number("exp").ok_or(TokenRejection::MalformedClaims)?;
+    if exp <= now - policy.leeway {
+        return Err(TokenRejection::Expired);
+    }
+    if number("nbf").is_some_and(|nbf| nbf > now + policy.leeway) {
+        return Err(TokenRejection::NotYetValid);
+    }
+    if number("iat").is_some_and(|iat| iat > now + policy.leeway) {
+        return Err(TokenRejection::IssuedInFuture);
+    }
+    Ok(claims)
 }
 
 /// Verifies signature, header, issuer and time claims of one of our access tokens.
@@ -123,9 +184,11 @@ pub fn verify_access_token(
     let verified = jose::verify(token, |kid| keys.verifier(kid))?;
     // RFC 9068 §4: "Resource servers MUST verify that the typ header value is at+jwt or
     // application/at+jwt and reject tokens carrying any other value."
-    let typ_ok = verified.header.typ.as_deref().is_some_and(|t| {
-        t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
-    });
+    let typ_ok = verified
+        .header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt"));
     if !typ_ok {
         return Err(TokenRejection::WrongType);
     }
@@ -161,9 +224,7 @@ mod tests {
 
     fn setup() -> (KeySet, crate::jose::Signer, String) {
         let master = MasterKey::from_bytes(&[9u8; 32]).unwrap();
-        let (stored, signer) = master
-            .new_key(Algorithm::ES256, KeyState::Active, NOW, NOW)
-            .unwrap();
+        let (stored, signer) = master.new_key(Algorithm::ES256, KeyState::Active, NOW, NOW).unwrap();
         let kid = stored.kid.clone();
         (KeySet::build(&[stored], &master, 60).unwrap(), signer, kid)
     }
@@ -205,22 +266,13 @@ mod tests {
         assert!(check(&c, ACCESS_TOKEN_TYP).is_ok());
         c = claims();
         c.nbf = Some(NOW + 60);
-        assert_eq!(
-            check(&c, ACCESS_TOKEN_TYP),
-            Err(TokenRejection::NotYetValid)
-        );
+        assert_eq!(check(&c, ACCESS_TOKEN_TYP), Err(TokenRejection::NotYetValid));
         c = claims();
         c.iat = NOW + 60;
-        assert_eq!(
-            check(&c, ACCESS_TOKEN_TYP),
-            Err(TokenRejection::IssuedInFuture)
-        );
+        assert_eq!(check(&c, ACCESS_TOKEN_TYP), Err(TokenRejection::IssuedInFuture));
         c = claims();
         c.iss = "https://evil.example.com".into();
-        assert_eq!(
-            check(&c, ACCESS_TOKEN_TYP),
-            Err(TokenRejection::WrongIssuer)
-        );
+        assert_eq!(check(&c, ACCESS_TOKEN_TYP), Err(TokenRejection::WrongIssuer));
         assert_eq!(check(&claims(), "JWT"), Err(TokenRejection::WrongType));
         assert!(check(&claims(), "application/at+jwt").is_ok());
     }
@@ -230,16 +282,10 @@ mod tests {
         let (keys, _, kid) = setup();
         let (_, other_signer, _) = setup();
         let forged = sign(&other_signer, &kid, ACCESS_TOKEN_TYP, &claims()).unwrap();
-        assert_eq!(
-            verify_access_token(&forged, &keys, ISS, NOW, 30),
-            Err(TokenRejection::Jws(JwsError::BadSignature))
-        );
+        assert_eq!(verify_access_token(&forged, &keys, ISS, NOW, 30), Err(TokenRejection::Jws(JwsError::BadSignature)));
         let (_, signer, _) = setup();
         let unknown = sign(&signer, "nope", ACCESS_TOKEN_TYP, &claims()).unwrap();
-        assert_eq!(
-            verify_access_token(&unknown, &keys, ISS, NOW, 30),
-            Err(TokenRejection::Jws(JwsError::UnknownKey))
-        );
+        assert_eq!(verify_access_token(&unknown, &keys, ISS, NOW, 30), Err(TokenRejection::Jws(JwsError::UnknownKey)));
         // Tampered payload, same signature.
         let (keys, signer, kid) = setup();
         let token = sign(&signer, &kid, ACCESS_TOKEN_TYP, &claims()).unwrap();

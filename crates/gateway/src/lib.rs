@@ -1,5 +1,137 @@
-//! The Portcullis API gateway: authenticate → authorize → rate-limit → select upstream →
-//! forward → respond. Verifies tokens in-process with the domain's key model.
-//!
-//! Empty until the gateway issue lands; the crate exists now so the dependency fence
-//! (no database, no cache, no authserver) is enforced from the first commit.
+//! The Portcullis API gateway: normalise → route → authenticate → authorize → forward →
+//! respond. Tokens of this Portcullis are verified in-process with the domain's key ring
+//! (no network hop); tokens of configured external issuers with their cached JWKS.
+//! Every error is rendered in one place (`error`).
+
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod jwks;
+pub mod path;
+pub mod proxy;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use tracing::Instrument as _;
+
+use crate::auth::Authenticator;
+use crate::config::{AuthMethod, IdentityHeaders};
+use crate::error::{Downstream, GatewayError};
+use crate::routes::{Match, RouteTable};
+
+/// The gateway: its routes and how it authenticates.
+#[derive(Debug)]
+pub struct Gateway {
+    routes: RouteTable,
+    auth: Authenticator,
+    headers: IdentityHeaders,
+}
+
+impl Gateway {
+    #[must_use]
+    pub fn new(routes: RouteTable, auth: Authenticator, headers: IdentityHeaders) -> Self {
+        Self { routes, auth, headers }
+    }
+
+    #[must_use]
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    async fn process(&self, req: Request, peer: Option<std::net::IpAddr>) -> Result<Response, GatewayError> {
+        let (parts, body) = req.into_parts();
+        reject_smuggling(&parts.headers)?;
+        let path = path::normalize(parts.uri.path())
+            .map_err(|e| GatewayError::Downstream(Downstream::BadPath(e.describe())))?;
+        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host());
+        let route = match self.routes.find(host, &path, &parts.method) {
+            Match::Found(r) => r,
+            Match::WrongMethod => return Err(GatewayError::Downstream(Downstream::MethodNotAllowed)),
+            Match::None => return Err(GatewayError::Downstream(Downstream::NoRoute)),
+        };
+        tracing::Span::current().record("route", route.name.as_str());
+
+        let token = auth::bearer_token(&parts.headers, parts.uri.query(), route).map_err(GatewayError::Downstream)?;
+        let identity = match token {
+            Some(t) if route.auth.contains(&AuthMethod::Jwt) => {
+                Some(self.auth.verify(&t, route).await.map_err(GatewayError::Downstream)?)
+            }
+            // Credentials on a route that takes none are neither checked nor forwarded.
+            Some(_) | None if route.auth.contains(&AuthMethod::None) => None,
+            _ => return Err(GatewayError::Downstream(Downstream::MissingCredentials)),
+        };
+        if let Some(id) = &identity {
+            auth::authorize(id, route).map_err(GatewayError::Downstream)?;
+            tracing::debug!(subject = %id.subject, "request authenticated");
+        }
+
+        let declared =
+            parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > route.body_limit as u64) {
+            return Err(GatewayError::Downstream(Downstream::PayloadTooLarge));
+        }
+        let bytes = read_body(body, route.body_limit).await?;
+        let query = parts
+            .uri
+            .query()
+            .map(|q| q.split('&').filter(|p| !p.starts_with("access_token=")).collect::<Vec<_>>().join("&"));
+        let forward = proxy::Forward {
+            path: &path,
+            query,
+            identity: identity.as_deref(),
+            header_names: &self.headers,
+            peer,
+            forward_authorization: route.forward_authorization,
+        };
+        route.proxy.forward(&parts, bytes, forward).await
+    }
+}
+
+/// RFC 9112 §6.1 / §6.3: a message with both `Transfer-Encoding` and `Content-Length`, or
+/// several `Content-Length`s, is how requests get smuggled past a proxy. Refuse both.
+fn reject_smuggling(headers: &axum::http::HeaderMap) -> Result<(), GatewayError> {
+    let lengths = headers.get_all(header::CONTENT_LENGTH).iter().count();
+    if lengths > 1 || (lengths == 1 && headers.contains_key(header::TRANSFER_ENCODING)) {
+        return Err(GatewayError::Downstream(Downstream::BadRequest("ambiguous message framing")));
+    }
+    Ok(())
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, GatewayError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(GatewayError::Downstream(Downstream::PayloadTooLarge))
+        }
+        Err(_) => Err(GatewayError::Downstream(Downstream::BadRequest("the request body could not be read"))),
+    }
+}
+
+/// The gateway's router: every request goes through [`Gateway::process`].
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new().fallback(handle).with_state(gateway)
+}
+
+async fn handle(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
+    let span = tracing::info_span!(
+        "gateway",
+        method = %req.method(),
+        path = %req.uri().path(),
+        remote_addr = %peer.map(|p| p.to_string()).unwrap_or_default(),
+        route = tracing::field::Empty,
+    );
+    gateway.process(req, peer).instrument(span.clone()).await.unwrap_or_else(|e| {
+        let _entered = span.enter();
+        e.into_response()
+    })
+}

@@ -67,11 +67,7 @@ impl Runtime {
                 .map_err(|e| StartupError::DataDir(parent.display().to_string(), e))?;
         }
         let store = Arc::new(store::SqliteStore::open(&db).await?);
-        Ok(Self {
-            config,
-            stores: store.stores(),
-            clock: Arc::new(SystemClock),
-        })
+        Ok(Self { config, stores: store.stores(), clock: Arc::new(SystemClock) })
     }
 
     #[must_use]
@@ -92,13 +88,7 @@ impl Runtime {
     /// The master key cannot be resolved or a stored key cannot be opened with it.
     pub async fn key_ring(&self) -> Result<Arc<KeyRing>, StartupError> {
         let master = master_key::resolve(&self.config.keys, &self.config.server.data_dir)?;
-        let ring = KeyRing::load(
-            self.stores.keys.clone(),
-            master,
-            self.rotation_policy(),
-            self.clock.clone(),
-        )
-        .await?;
+        let ring = KeyRing::load(self.stores.keys.clone(), master, self.rotation_policy(), self.clock.clone()).await?;
         Ok(Arc::new(ring))
     }
 }
@@ -112,12 +102,8 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let grace = Duration::from_secs(config.server.shutdown_grace.0);
     let runtime = Runtime::open(config).await?;
     let keys = runtime.key_ring().await?;
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| StartupError::Bind(listen, e))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| StartupError::Bind(listen, e))?;
+    let listener = TcpListener::bind(listen).await.map_err(|e| StartupError::Bind(listen, e))?;
+    let bound = listener.local_addr().map_err(|e| StartupError::Bind(listen, e))?;
     let issuer = runtime.config.issuer(bound)?;
     let settings = TokenSettings {
         issuer: issuer.clone(),
@@ -132,19 +118,45 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         keys.clone(),
         runtime.clock.clone(),
     );
+    let revoked = tokens.revoked_set().clone();
     let router = authserver::router(AppState::new(tokens, runtime.stores.health.clone()));
-    let maintenance = spawn_maintenance(&runtime, keys);
+    let mut tasks = vec![spawn_maintenance(&runtime, keys.clone())];
+    let gateway_listener = match build_gateway(&runtime, issuer.as_str(), keys, revoked.clone()) {
+        Some(gw) => {
+            let addr = runtime.config.gateway.listen;
+            let listener = TcpListener::bind(addr).await.map_err(|e| StartupError::Bind(addr, e))?;
+            let bound_gw = listener.local_addr().map_err(|e| StartupError::Bind(addr, e))?;
+            for issuer in gw.authenticator().external_issuers() {
+                tasks.push(tokio::spawn(issuer.run_refresher(runtime.clock.clone())));
+            }
+            tracing::info!(addr = %bound_gw, routes = runtime.config.gateway.routes.len(), "gateway listening");
+            Some((listener, gateway::router(gw)))
+        }
+        None => None,
+    };
+    tasks.push(spawn_revocation_sync(&runtime, revoked));
 
     tracing::info!(addr = %bound, issuer = %issuer, "portcullis listening");
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop_rx.changed().await;
-    })
-    .into_future();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some((gw_listener, gw_router)) = gateway_listener {
+        let mut gw_stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(gw_listener, gw_router.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = gw_stop.changed().await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(cause = %e, "gateway listener failed");
+            }
+        }));
+    }
+    let mut stop_rx = stop_rx;
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.changed().await;
+        })
+        .into_future();
     tokio::pin!(server);
     let result = tokio::select! {
         result = &mut server => result,
@@ -160,9 +172,65 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
             }
         }
     };
-    maintenance.abort();
+    for task in tasks {
+        task.abort();
+    }
     tracing::info!("portcullis stopped");
     result.map_err(StartupError::Serve)
+}
+
+/// The gateway, when routes are configured.
+fn build_gateway(
+    runtime: &Runtime,
+    issuer: &str,
+    keys: Arc<KeyRing>,
+    revoked: Arc<domain::revoked::RevokedSet>,
+) -> Option<Arc<gateway::Gateway>> {
+    let config = &runtime.config.gateway;
+    if config.routes.is_empty() {
+        return None;
+    }
+    // Validated at load time; a route that fails to compile here is skipped loudly.
+    let routes = config
+        .routes
+        .iter()
+        .filter_map(|r| {
+            gateway::routes::Route::compile(r)
+                .map_err(|e| tracing::error!(route = %r.name, cause = %e, "route skipped"))
+                .ok()
+        })
+        .collect();
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default();
+    let external =
+        config.issuers.iter().map(|c| Arc::new(gateway::jwks::ExternalIssuer::new(c.clone(), http.clone()))).collect();
+    let auth = gateway::auth::Authenticator::new(
+        issuer.to_owned(),
+        keys,
+        external,
+        revoked,
+        config.token_cache_size,
+        runtime.clock.clone(),
+        runtime.config.tokens.leeway.as_i64(),
+    );
+    Some(Arc::new(gateway::Gateway::new(gateway::routes::RouteTable::new(routes), auth, config.headers.clone())))
+}
+
+/// Keeps the in-memory revocation mirror in step with the store (other instances, CLI).
+fn spawn_revocation_sync(runtime: &Runtime, revoked: Arc<domain::revoked::RevokedSet>) -> tokio::task::JoinHandle<()> {
+    let store = runtime.stores.revocations.clone();
+    let clock = runtime.clock.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = clock.now();
+            match store.list_active(now).await {
+                Ok(active) => revoked.sync(active, now),
+                Err(e) => tracing::warn!(cause = %e, "revocation sync failed; keeping the current set"),
+            }
+        }
+    })
 }
 
 /// Key lifecycle on schedule (also picks up CLI changes), and purging of expired

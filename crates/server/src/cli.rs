@@ -1,10 +1,7 @@
 //! The command line: `serve`, `client …`, `keys …`, `config check`. Operator output goes
 //! to stdout (JSON with `--json`, for scripts); logs go to stderr.
 
-#![allow(
-    clippy::print_stdout,
-    reason = "printing results is what a CLI command does"
-)]
+#![allow(clippy::print_stdout, reason = "printing results is what a CLI command does")]
 
 use std::path::PathBuf;
 
@@ -18,11 +15,7 @@ use crate::app::{Runtime, StartupError};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "portcullis",
-    version,
-    about = "OAuth 2.1 / OpenID Connect authorization server and API gateway"
-)]
+#[command(name = "portcullis", version, about = "OAuth 2.1 / OpenID Connect authorization server and API gateway")]
 pub struct Cli {
     /// Configuration file (TOML). Environment variables PORTCULLIS_<SECTION>__<KEY> override it.
     #[arg(long, short, global = true, env = "PORTCULLIS_CONFIG")]
@@ -139,32 +132,16 @@ pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliErr
         ClientCommand::List(flag) => {
             let clients = store.list_clients().await?;
             if flag.json {
-                println!(
-                    "{}",
-                    json!(clients.iter().map(client_json).collect::<Vec<_>>())
-                );
+                println!("{}", json!(clients.iter().map(client_json).collect::<Vec<_>>()));
             } else {
-                println!(
-                    "{:<24} {:<20} {:<9} {:<22} SCOPES",
-                    "ID", "NAME", "STATUS", "GRANTS"
-                );
+                println!("{:<24} {:<20} {:<9} {:<22} SCOPES", "ID", "NAME", "STATUS", "GRANTS");
                 for c in &clients {
-                    println!(
-                        "{:<24} {:<20} {:<9} {:<22} {}",
-                        c.id,
-                        c.name,
-                        status(c),
-                        grants(c),
-                        c.allowed_scopes
-                    );
+                    println!("{:<24} {:<20} {:<9} {:<22} {}", c.id, c.name, status(c), grants(c), c.allowed_scopes);
                 }
             }
         }
         ClientCommand::Show { id, json } => {
-            let c = store
-                .get_client(&id)
-                .await?
-                .ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
+            let c = store.get_client(&id).await?.ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
             if json.json {
                 println!("{}", client_json(&c));
             } else {
@@ -175,10 +152,7 @@ pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliErr
         ClientCommand::Enable { id } => set_disabled(&rt, &id, false).await?,
         ClientCommand::RotateSecret { id, json } => rotate_secret(&rt, &id, json.json).await?,
         ClientCommand::Delete { id } => {
-            store
-                .delete_client(&id)
-                .await
-                .map_err(|e| not_found(e, &id))?;
+            store.delete_client(&id).await.map_err(|e| not_found(e, &id))?;
             tracing::info!(target: "portcullis::audit", event = "admin.client.deleted", client_id = %id, "client deleted");
             println!("deleted client {id}");
         }
@@ -195,9 +169,8 @@ async fn create_client(rt: &Runtime, args: CreateClient) -> Result<(), CliError>
         args.audiences,
         args.token_ttl,
     )?;
-    let (client, secret) = registration
-        .into_client(rt.clock.now())
-        .map_err(|e| CliError::Usage(e.description.into_owned()))?;
+    let (client, secret) =
+        registration.into_client(rt.clock.now()).map_err(|e| CliError::Usage(e.description.into_owned()))?;
     rt.stores.clients.insert_client(&client).await?;
     tracing::info!(target: "portcullis::audit", event = "admin.client.created", client_id = %client.id, "client created");
     print_secret(&client.id, &secret.0, args.json.json);
@@ -205,12 +178,8 @@ async fn create_client(rt: &Runtime, args: CreateClient) -> Result<(), CliError>
 }
 
 async fn rotate_secret(rt: &Runtime, id: &str, as_json: bool) -> Result<(), CliError> {
-    let mut c = rt
-        .stores
-        .clients
-        .get_client(id)
-        .await?
-        .ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
+    let mut c =
+        rt.stores.clients.get_client(id).await?.ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
     let secret = new_secret();
     c.secret_hash = Some(secret::hash_secret(&secret.0));
     c.updated_at = rt.clock.now();
@@ -232,9 +201,7 @@ fn registration(
         .iter()
         .map(|g| match GrantType::parse(g.trim()) {
             Some(GrantType::ClientCredentials) => Ok(GrantType::ClientCredentials),
-            _ => Err(CliError::Usage(format!(
-                "unsupported grant type {g:?} (supported: client_credentials)"
-            ))),
+            _ => Err(CliError::Usage(format!("unsupported grant type {g:?} (supported: client_credentials)"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
     let parse = |s: &str| Scopes::parse(s).map_err(|e| CliError::Usage(e.to_string()));
@@ -249,20 +216,12 @@ fn registration(
 }
 
 async fn set_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<(), CliError> {
-    let mut c = rt
-        .stores
-        .clients
-        .get_client(id)
-        .await?
-        .ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
+    let mut c =
+        rt.stores.clients.get_client(id).await?.ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
     c.disabled = disabled;
     c.updated_at = rt.clock.now();
     rt.stores.clients.update_client(&c).await?;
-    let event = if disabled {
-        "admin.client.disabled"
-    } else {
-        "admin.client.enabled"
-    };
+    let event = if disabled { "admin.client.disabled" } else { "admin.client.enabled" };
     tracing::info!(target: "portcullis::audit", event, client_id = %id, "client status changed");
     println!("client {id} is now {}", status(&c));
     Ok(())
@@ -291,11 +250,7 @@ fn status(c: &Client) -> &'static str {
 }
 
 fn grants(c: &Client) -> String {
-    c.grant_types
-        .iter()
-        .map(|g| g.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
+    c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(",")
 }
 
 fn client_json(c: &Client) -> serde_json::Value {
@@ -321,19 +276,8 @@ fn show_client(c: &Client) {
     println!("scope:            {}", c.allowed_scopes);
     println!("default_scope:    {}", c.default_scopes);
     println!("audience:         {}", c.audience.join(" "));
-    println!(
-        "access_token_ttl: {}",
-        c.access_token_ttl
-            .map_or("server default".into(), |t| format!("{t}s"))
-    );
-    println!(
-        "secret:           {}",
-        if c.secret_hash.is_some() {
-            "set (stored as SHA-256 hash)"
-        } else {
-            "none"
-        }
-    );
+    println!("access_token_ttl: {}", c.access_token_ttl.map_or("server default".into(), |t| format!("{t}s")));
+    println!("secret:           {}", if c.secret_hash.is_some() { "set (stored as SHA-256 hash)" } else { "none" });
     println!("created_at:       {}", rfc3339(c.created_at));
 }
 
@@ -376,12 +320,7 @@ pub async fn keys(config: Config, command: KeysCommand) -> Result<(), CliError> 
             let ring = rt.key_ring().await?;
             let key = ring.rotate().await?;
             tracing::info!(target: "portcullis::audit", event = "admin.keys.rotated", kid = %key.kid, "successor key announced");
-            println!(
-                "announced key {} ({}); it starts signing at {}",
-                key.kid,
-                key.alg,
-                rfc3339(key.activates_at)
-            );
+            println!("announced key {} ({}); it starts signing at {}", key.kid, key.alg, rfc3339(key.activates_at));
         }
         KeysCommand::Retire { kid } => {
             let ring = rt.key_ring().await?;
@@ -410,12 +349,7 @@ pub fn rfc3339(t: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
 }
 
 #[cfg(test)]
@@ -447,10 +381,7 @@ mod tests {
             "https://api.example.com",
         ])
         .unwrap();
-        assert!(matches!(
-            cli.command,
-            Command::Client(ClientCommand::Create(_))
-        ));
+        assert!(matches!(cli.command, Command::Client(ClientCommand::Create(_))));
         assert!(registration("x".into(), vec!["password".into()], "", None, vec![], None).is_err());
     }
 }

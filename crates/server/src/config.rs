@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use domain::jose::Algorithm;
 use domain::settings::Issuer;
+pub use domain::settings::Seconds;
 use serde::Deserialize;
 
 /// The environment variable prefix; `PORTCULLIS_SERVER__LISTEN` sets `server.listen`.
@@ -23,6 +24,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub keys: KeysConfig,
     pub log: LogConfig,
+    /// Owned by the gateway crate.
+    pub gateway: gateway::config::GatewayConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -66,11 +69,7 @@ pub struct TokensConfig {
 
 impl Default for TokensConfig {
     fn default() -> Self {
-        Self {
-            access_token_ttl: Seconds(15 * 60),
-            max_access_token_ttl: Seconds(24 * 3600),
-            leeway: Seconds(30),
-        }
+        Self { access_token_ttl: Seconds(15 * 60), max_access_token_ttl: Seconds(24 * 3600), leeway: Seconds(30) }
     }
 }
 
@@ -108,10 +107,7 @@ impl fmt::Debug for KeysConfig {
             .field("rotation_interval", &self.rotation_interval)
             .field("announce_period", &self.announce_period)
             .field("refresh_interval", &self.refresh_interval)
-            .field(
-                "master_key",
-                &self.master_key.as_ref().map(|_| "<redacted>"),
-            )
+            .field("master_key", &self.master_key.as_ref().map(|_| "<redacted>"))
             .field("master_key_file", &self.master_key_file)
             .finish()
     }
@@ -137,60 +133,7 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self {
-            format: LogFormat::Auto,
-            level: "info".into(),
-        }
-    }
-}
-
-/// A duration in whole seconds: an integer, or a string such as `"30s"`, `"15m"`, `"2h"`, `"90d"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seconds(pub u64);
-
-impl Seconds {
-    #[must_use]
-    pub fn as_i64(self) -> i64 {
-        i64::try_from(self.0).unwrap_or(i64::MAX)
-    }
-
-    #[must_use]
-    pub fn as_u32(self) -> u32 {
-        u32::try_from(self.0).unwrap_or(u32::MAX)
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().ok()?;
-        let factor = match unit.trim() {
-            "" | "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => return None,
-        };
-        n.checked_mul(factor).map(Self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Seconds {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(Self(n)),
-            Raw::Str(s) => Self::parse(&s).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {s:?} (use e.g. 30s, 15m, 2h, 90d)"
-                ))
-            }),
-        }
+        Self { format: LogFormat::Auto, level: "info".into() }
     }
 }
 
@@ -210,16 +153,13 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 5] = ["server", "database", "tokens", "keys", "log"];
+const SECTIONS: [&str; 6] = ["server", "database", "tokens", "keys", "log", "gateway"];
 
 /// Loads the file (if any), overlays the environment, and checks everything.
 ///
 /// # Errors
 /// All problems found, at once.
-pub fn load(
-    file: Option<&Path>,
-    env: impl IntoIterator<Item = (String, String)>,
-) -> Result<Config, ConfigErrors> {
+pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let mut table = match file {
         Some(path) => match std::fs::read_to_string(path) {
@@ -237,20 +177,12 @@ pub fn load(
     overlay_env(&mut table, env, &mut errors);
     let config = from_table(table, &mut errors);
     errors.extend(validate(&config));
-    if errors.is_empty() {
-        Ok(config)
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
 }
 
 /// `PORTCULLIS_KEYS__ROTATION_INTERVAL=30d` → `keys.rotation_interval = "30d"`. Variables
 /// without a `__` (such as `PORTCULLIS_TEST_POSTGRES_URL`) are not configuration.
-fn overlay_env(
-    table: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-    errors: &mut Vec<String>,
-) {
+fn overlay_env(table: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>, errors: &mut Vec<String>) {
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
@@ -260,9 +192,7 @@ fn overlay_env(
         };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
         if section.is_empty() || key.is_empty() || key.contains("__") {
-            errors.push(format!(
-                "environment variable {name} does not name a section and key"
-            ));
+            errors.push(format!("environment variable {name} does not name a section and key"));
             continue;
         }
         // Typed like TOML when it parses as a TOML value (numbers, booleans), else a string.
@@ -271,16 +201,11 @@ fn overlay_env(
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or(toml::Value::String(raw));
-        match table
-            .entry(section.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        {
+        match table.entry(section.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new())) {
             toml::Value::Table(t) => {
                 t.insert(key, value);
             }
-            _ => errors.push(format!(
-                "environment variable {name}: {section} is not a section"
-            )),
+            _ => errors.push(format!("environment variable {name}: {section} is not a section")),
         }
     }
 }
@@ -305,6 +230,7 @@ fn from_table(table: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("tokens", tokens);
     section!("keys", keys);
     section!("log", log);
+    section!("gateway", gateway);
     config
 }
 
@@ -352,24 +278,23 @@ fn validate(config: &Config) -> Vec<String> {
     }
     let k = &config.keys;
     if k.announce_period.0 == 0 || k.announce_period.0 >= k.rotation_interval.0 {
-        errors.push(
-            "keys.announce_period must be positive and shorter than keys.rotation_interval".into(),
-        );
+        errors.push("keys.announce_period must be positive and shorter than keys.rotation_interval".into());
     }
     if k.refresh_interval.0 == 0 || k.refresh_interval.0 * 2 > k.announce_period.0 {
-        errors.push(
-            "keys.refresh_interval must be positive and at most half of keys.announce_period"
-                .into(),
-        );
+        errors.push("keys.refresh_interval must be positive and at most half of keys.announce_period".into());
     }
     if k.master_key.is_some() && k.master_key_file.is_some() {
         errors.push("set only one of keys.master_key and keys.master_key_file".into());
     }
+    errors.extend(config.gateway.validate());
+    if config.gateway.listen == config.server.listen
+        && config.server.listen.port() != 0
+        && !config.gateway.routes.is_empty()
+    {
+        errors.push("gateway.listen must differ from server.listen".into());
+    }
     if tracing_subscriber::EnvFilter::try_new(&config.log.level).is_err() {
-        errors.push(format!(
-            "log.level {:?} is not a valid filter",
-            config.log.level
-        ));
+        errors.push(format!("log.level {:?} is not a valid filter", config.log.level));
     }
     errors
 }
@@ -389,12 +314,7 @@ impl Config {
     /// The database URL: configured, or the SQLite file in the data directory.
     #[must_use]
     pub fn database_path(&self) -> PathBuf {
-        match self
-            .database
-            .url
-            .as_deref()
-            .and_then(|u| u.strip_prefix("sqlite://"))
-        {
+        match self.database.url.as_deref().and_then(|u| u.strip_prefix("sqlite://")) {
             Some(path) => PathBuf::from(path),
             None => self.server.data_dir.join("portcullis.db"),
         }
@@ -406,10 +326,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     #[test]
@@ -449,14 +366,7 @@ mod tests {
         .unwrap();
         let errors = load(Some(&path), env(&[])).unwrap_err().0;
         let all = errors.join("\n");
-        for needle in [
-            "server.typo",
-            "tokens.access_tokn_ttl",
-            "invalid duration",
-            "HS256",
-            "[nonsense]",
-            "https",
-        ] {
+        for needle in ["server.typo", "tokens.access_tokn_ttl", "invalid duration", "HS256", "[nonsense]", "https"] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
     }

@@ -10,10 +10,7 @@ use portcullis_server::{app, config};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    #[expect(
-        clippy::disallowed_methods,
-        reason = "the one place the environment is read"
-    )]
+    #[expect(clippy::disallowed_methods, reason = "the one place the environment is read")]
     let env: Vec<(String, String)> = std::env::vars().collect();
 
     if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
@@ -37,17 +34,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sink = if matches!(cli.command, Command::Serve) {
-        Sink::Stdout
-    } else {
-        Sink::Stderr
-    };
+    let sink = if matches!(cli.command, Command::Serve) { Sink::Stdout } else { Sink::Stderr };
     telemetry::init(&config.log, sink);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");

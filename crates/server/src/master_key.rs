@@ -34,17 +34,13 @@ pub fn resolve(config: &KeysConfig, data_dir: &Path) -> Result<MasterKey, Master
         return decode(value, "keys.master_key");
     }
     if let Some(path) = &config.master_key_file {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|e| MasterKeyError::Read(path.clone(), e))?,
-        );
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| MasterKeyError::Read(path.clone(), e))?);
         return decode(&text, &path.display().to_string());
     }
     let path = data_dir.join(GENERATED_FILE);
     if path.exists() {
         warn_if_readable_by_others(&path);
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&path).map_err(|e| MasterKeyError::Read(path.clone(), e))?,
-        );
+        let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| MasterKeyError::Read(path.clone(), e))?);
         return decode(&text, &path.display().to_string());
     }
     let bytes = MasterKey::generate_bytes();
@@ -96,10 +92,7 @@ mod tests {
         let config = KeysConfig::default();
         let first = resolve(&config, dir.path()).unwrap();
         let path = dir.path().join(GENERATED_FILE);
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         let sealed = first.seal("k", b"x").unwrap();
         let second = resolve(&config, dir.path()).unwrap();
         assert_eq!(&*second.open("k", &sealed).unwrap(), b"x");
@@ -108,15 +101,9 @@ mod tests {
     #[test]
     fn configured_key_must_be_32_bytes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = KeysConfig {
-            master_key: Some(STANDARD.encode([1u8; 16])),
-            ..KeysConfig::default()
-        };
+        let mut config = KeysConfig { master_key: Some(STANDARD.encode([1u8; 16])), ..KeysConfig::default() };
         let err = resolve(&config, dir.path()).unwrap_err();
-        assert!(
-            !err.to_string().contains(&STANDARD.encode([1u8; 16])),
-            "never echo the value"
-        );
+        assert!(!err.to_string().contains(&STANDARD.encode([1u8; 16])), "never echo the value");
         config.master_key = Some(STANDARD.encode([1u8; 32]));
         assert!(resolve(&config, dir.path()).is_ok());
         config.master_key = Some(URL_SAFE_NO_PAD.encode([1u8; 32]));

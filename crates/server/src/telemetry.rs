@@ -26,9 +26,7 @@ pub fn init(config: &LogConfig, sink: Sink) {
             Sink::Stderr => !std::io::stderr().is_terminal(),
         },
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(true);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
     // A second init (tests calling in-process twice) is harmless: keep the first.
     let _ = match (json, sink) {
         (true, Sink::Stdout) => builder

@@ -5,11 +5,7 @@
 //! Ids are random per run, so the suite can share a database with other runs.
 
 #![cfg(feature = "conformance")]
-#![allow(
-    clippy::panic,
-    clippy::indexing_slicing,
-    reason = "assertions are the point of a test suite"
-)]
+#![allow(clippy::panic, clippy::indexing_slicing, reason = "assertions are the point of a test suite")]
 
 use domain::StoreError;
 use domain::client::{Client, GrantType};
@@ -57,15 +53,8 @@ pub async fn clients(stores: &Stores) -> Result<(), StoreError> {
     let id = format!("c-{}", random_token(9));
     let c = client(&id);
     s.insert_client(&c).await?;
-    assert_eq!(
-        s.get_client(&id).await?.as_ref(),
-        Some(&c),
-        "client round trip"
-    );
-    assert!(
-        matches!(s.insert_client(&c).await, Err(StoreError::Conflict(_))),
-        "duplicate id is a conflict"
-    );
+    assert_eq!(s.get_client(&id).await?.as_ref(), Some(&c), "client round trip");
+    assert!(matches!(s.insert_client(&c).await, Err(StoreError::Conflict(_))), "duplicate id is a conflict");
     assert_eq!(s.get_client("missing-client").await?, None);
 
     let mut public = client(&format!("p-{}", random_token(9)));
@@ -76,18 +65,11 @@ pub async fn clients(stores: &Stores) -> Result<(), StoreError> {
     public.default_scopes = Scopes::default();
     public.created_at = NOW + 1;
     s.insert_client(&public).await?;
-    assert_eq!(
-        s.get_client(&public.id).await?.as_ref(),
-        Some(&public),
-        "empty and absent fields round trip"
-    );
+    assert_eq!(s.get_client(&public.id).await?.as_ref(), Some(&public), "empty and absent fields round trip");
 
     let listed: Vec<String> = s.list_clients().await?.into_iter().map(|c| c.id).collect();
     let pos = |x: &str| listed.iter().position(|l| l == x);
-    assert!(
-        pos(&id).is_some() && pos(&public.id).is_some(),
-        "list contains both"
-    );
+    assert!(pos(&id).is_some() && pos(&public.id).is_some(), "list contains both");
     assert!(pos(&id) < pos(&public.id), "list ordered by creation time");
 
     let mut changed = c.clone();
@@ -96,23 +78,13 @@ pub async fn clients(stores: &Stores) -> Result<(), StoreError> {
     changed.secret_hash = Some("cd".repeat(32));
     changed.updated_at = NOW + 5;
     s.update_client(&changed).await?;
-    assert_eq!(
-        s.get_client(&id).await?.as_ref(),
-        Some(&changed),
-        "update round trip"
-    );
-    assert!(matches!(
-        s.update_client(&client("missing-client")).await,
-        Err(StoreError::NotFound)
-    ));
+    assert_eq!(s.get_client(&id).await?.as_ref(), Some(&changed), "update round trip");
+    assert!(matches!(s.update_client(&client("missing-client")).await, Err(StoreError::NotFound)));
 
     s.delete_client(&id).await?;
     s.delete_client(&public.id).await?;
     assert_eq!(s.get_client(&id).await?, None);
-    assert!(matches!(
-        s.delete_client(&id).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(s.delete_client(&id).await, Err(StoreError::NotFound)));
     Ok(())
 }
 
@@ -122,8 +94,7 @@ pub async fn clients(stores: &Stores) -> Result<(), StoreError> {
 /// An operation failed that should have succeeded.
 pub async fn keys(stores: &Stores) -> Result<(), StoreError> {
     let s = &stores.keys;
-    let master =
-        MasterKey::from_bytes(&[7u8; 32]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let master = MasterKey::from_bytes(&[7u8; 32]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     let mut created = Vec::new();
     for (i, (alg, state)) in [
         (Algorithm::ES256, KeyState::Retired),
@@ -134,9 +105,7 @@ pub async fn keys(stores: &Stores) -> Result<(), StoreError> {
     .enumerate()
     {
         let at = NOW + i64::try_from(i).unwrap_or_default();
-        let (mut key, _) = master
-            .new_key(alg, state, at, at + 10)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let (mut key, _) = master.new_key(alg, state, at, at + 10).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         if state == KeyState::Retired {
             key.retired_at = Some(at + 20);
             key.purge_after = Some(at + 30);
@@ -148,23 +117,11 @@ pub async fn keys(stores: &Stores) -> Result<(), StoreError> {
     for key in &created {
         let found = listed.iter().find(|k| k.kid == key.kid);
         assert_eq!(found, Some(key), "key round trip ({})", key.alg);
-        assert!(
-            master.signer(found.unwrap_or(key)).is_ok(),
-            "sealed key still opens"
-        );
+        assert!(master.signer(found.unwrap_or(key)).is_ok(), "sealed key still opens");
     }
-    let order: Vec<usize> = created
-        .iter()
-        .filter_map(|k| listed.iter().position(|l| l.kid == k.kid))
-        .collect();
-    assert!(
-        order.windows(2).all(|w| w[0] < w[1]),
-        "keys ordered by creation time"
-    );
-    assert!(matches!(
-        s.insert_key(&created[0]).await,
-        Err(StoreError::Conflict(_))
-    ));
+    let order: Vec<usize> = created.iter().filter_map(|k| listed.iter().position(|l| l.kid == k.kid)).collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "keys ordered by creation time");
+    assert!(matches!(s.insert_key(&created[0]).await, Err(StoreError::Conflict(_))));
 
     let mut purged = created[0].clone();
     purged.state = KeyState::Purged;
@@ -176,22 +133,11 @@ pub async fn keys(stores: &Stores) -> Result<(), StoreError> {
     active.purge_after = Some(NOW + 200);
     s.update_key(&active).await?;
     let listed = s.list_keys().await?;
-    assert_eq!(
-        listed.iter().find(|k| k.kid == purged.kid),
-        Some(&purged),
-        "purged key with empty material"
-    );
-    assert_eq!(
-        listed.iter().find(|k| k.kid == active.kid),
-        Some(&active),
-        "state change round trip"
-    );
+    assert_eq!(listed.iter().find(|k| k.kid == purged.kid), Some(&purged), "purged key with empty material");
+    assert_eq!(listed.iter().find(|k| k.kid == active.kid), Some(&active), "state change round trip");
     let mut ghost = created[2].clone();
     ghost.kid = format!("ghost-{}", random_token(6));
-    assert!(matches!(
-        s.update_key(&ghost).await,
-        Err(StoreError::NotFound)
-    ));
+    assert!(matches!(s.update_key(&ghost).await, Err(StoreError::NotFound)));
     Ok(())
 }
 
@@ -206,20 +152,15 @@ pub async fn revocations(stores: &Stores) -> Result<(), StoreError> {
     s.revoke(&jti, NOW + 100).await?;
     assert!(s.is_revoked(&jti, NOW).await?);
     assert!(s.is_revoked(&jti, NOW + 99).await?);
-    assert!(
-        !s.is_revoked(&jti, NOW + 100).await?,
-        "an entry ends when the token would have expired"
-    );
+    assert!(!s.is_revoked(&jti, NOW + 100).await?, "an entry ends when the token would have expired");
     s.revoke(&jti, NOW + 50).await?;
-    assert!(
-        s.is_revoked(&jti, NOW + 99).await?,
-        "revoking again never shortens the entry"
-    );
+    assert!(s.is_revoked(&jti, NOW + 99).await?, "revoking again never shortens the entry");
     s.revoke(&jti, NOW + 300).await?;
-    assert!(
-        s.is_revoked(&jti, NOW + 299).await?,
-        "revoking again keeps the later expiry"
-    );
+    assert!(s.is_revoked(&jti, NOW + 299).await?, "revoking again keeps the later expiry");
+
+    let active = s.list_active(NOW + 299).await?;
+    assert!(active.iter().any(|(j, exp)| *j == jti && *exp == NOW + 300), "listed while in force");
+    assert!(!s.list_active(NOW + 300).await?.iter().any(|(j, _)| *j == jti), "not listed once expired");
 
     let short = random_token(12);
     s.revoke(&short, NOW + 10).await?;
@@ -227,9 +168,6 @@ pub async fn revocations(stores: &Stores) -> Result<(), StoreError> {
     let purged = s.purge_expired(NOW + 10).await?;
     assert!(purged >= 1, "the expired entry is purged");
     assert!(!s.is_revoked(&short, NOW).await?, "purged entries are gone");
-    assert!(
-        s.is_revoked(&jti, NOW + 11).await?,
-        "live entries survive a purge"
-    );
+    assert!(s.is_revoked(&jti, NOW + 11).await?, "live entries survive a purge");
     Ok(())
 }

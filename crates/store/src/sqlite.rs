@@ -15,9 +15,7 @@ use domain::jose::{Algorithm, Jwk};
 use domain::keys::{KeyState, StoredKey};
 use domain::ports::{ClientStore, Health, KeyStore, RevocationStore, Stores};
 use domain::scope::Scopes;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row as _, SqlitePool};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -55,9 +53,7 @@ impl SqliteStore {
     /// # Errors
     /// `Unavailable` if SQLite cannot start.
     pub async fn open_in_memory() -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")
-            .map_err(map_err)?
-            .foreign_keys(true);
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(map_err)?.foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .idle_timeout(None)
@@ -69,35 +65,25 @@ impl SqliteStore {
     }
 
     async fn migrated(pool: SqlitePool) -> Result<Self, StoreError> {
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         Ok(Self { pool })
     }
 
     /// Every port, served by this store.
     #[must_use]
     pub fn stores(self: Arc<Self>) -> Stores {
-        Stores {
-            clients: self.clone(),
-            keys: self.clone(),
-            revocations: self.clone(),
-            health: self,
-        }
+        Stores { clients: self.clone(), keys: self.clone(), revocations: self.clone(), health: self }
     }
 }
 
 /// Maps driver errors onto the port's error model.
 fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(db.message().to_owned())
-        }
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_owned()),
         sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => {
+            StoreError::Corrupt(e.to_string())
+        }
         _ => StoreError::Unavailable(e.to_string()),
     }
 }
@@ -111,12 +97,10 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
 }
 
 fn client_from_row(row: &SqliteRow) -> Result<Client, StoreError> {
-    let grants: Vec<String> = serde_json::from_str(row.try_get("grant_types").map_err(map_err)?)
-        .map_err(|_| corrupt("grant_types"))?;
-    let grant_types = grants
-        .iter()
-        .map(|g| GrantType::parse(g).ok_or_else(|| corrupt("grant type")))
-        .collect::<Result<_, _>>()?;
+    let grants: Vec<String> =
+        serde_json::from_str(row.try_get("grant_types").map_err(map_err)?).map_err(|_| corrupt("grant_types"))?;
+    let grant_types =
+        grants.iter().map(|g| GrantType::parse(g).ok_or_else(|| corrupt("grant type"))).collect::<Result<_, _>>()?;
     let scopes = |col: &str| -> Result<Scopes, StoreError> {
         Scopes::parse(row.try_get(col).map_err(map_err)?).map_err(|_| corrupt(col))
     };
@@ -128,11 +112,8 @@ fn client_from_row(row: &SqliteRow) -> Result<Client, StoreError> {
         grant_types,
         allowed_scopes: scopes("allowed_scopes")?,
         default_scopes: scopes("default_scopes")?,
-        audience: serde_json::from_str(row.try_get("audience").map_err(map_err)?)
-            .map_err(|_| corrupt("audience"))?,
-        access_token_ttl: ttl
-            .map(|t| u32::try_from(t).map_err(|_| corrupt("access_token_ttl")))
-            .transpose()?,
+        audience: serde_json::from_str(row.try_get("audience").map_err(map_err)?).map_err(|_| corrupt("audience"))?,
+        access_token_ttl: ttl.map(|t| u32::try_from(t).map_err(|_| corrupt("access_token_ttl"))).transpose()?,
         disabled: row.try_get("disabled").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
@@ -140,13 +121,7 @@ fn client_from_row(row: &SqliteRow) -> Result<Client, StoreError> {
 }
 
 fn grants_json(client: &Client) -> Result<String, StoreError> {
-    to_json(
-        &client
-            .grant_types
-            .iter()
-            .map(|g| g.as_str())
-            .collect::<Vec<_>>(),
-    )
+    to_json(&client.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>())
 }
 
 #[async_trait]
@@ -208,24 +183,13 @@ impl ClientStore for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(map_err)?;
-        if done.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     async fn delete_client(&self, id: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM clients WHERE id = ?")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
-        if done.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        let done =
+            sqlx::query("DELETE FROM clients WHERE id = ?").bind(id).execute(&self.pool).await.map_err(map_err)?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 }
 
@@ -290,11 +254,7 @@ impl KeyStore for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(map_err)?;
-        if done.rows_affected() == 0 {
-            Err(StoreError::NotFound)
-        } else {
-            Ok(())
-        }
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 }
 
@@ -323,6 +283,17 @@ impl RevocationStore for SqliteStore {
         Ok(row.is_some())
     }
 
+    async fn list_active(&self, now: UnixTime) -> Result<Vec<(String, UnixTime)>, StoreError> {
+        let rows = sqlx::query("SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > ?")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("jti").map_err(map_err)?, r.try_get("expires_at").map_err(map_err)?)))
+            .collect()
+    }
+
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= ?")
             .bind(now)
@@ -336,10 +307,7 @@ impl RevocationStore for SqliteStore {
 #[async_trait]
 impl Health for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
         Ok(())
     }
 }

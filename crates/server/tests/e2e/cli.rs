@@ -5,8 +5,7 @@ use crate::harness::{Instance, post_form, token};
 #[tokio::test]
 async fn client_lifecycle() {
     let instance = Instance::new();
-    let (id, secret) =
-        instance.create_client("invoices:read invoices:write", "https://api.example.com");
+    let (id, secret) = instance.create_client("invoices:read invoices:write", "https://api.example.com");
     let ttl = instance.cli(&[
         "client",
         "create",
@@ -27,26 +26,13 @@ async fn client_lifecycle() {
     let cc = [("grant_type", "client_credentials")];
     let url = server.url("/oauth2/token");
 
-    let list: serde_json::Value =
-        serde_json::from_str(&instance.cli(&["client", "list", "--json"]).stdout).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&instance.cli(&["client", "list", "--json"]).stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
-    assert!(
-        !instance
-            .cli(&["client", "list", "--json"])
-            .stdout
-            .contains(&secret),
-        "list never shows secrets"
-    );
+    assert!(!instance.cli(&["client", "list", "--json"]).stdout.contains(&secret), "list never shows secrets");
     let show = instance.cli(&["client", "show", &id]);
     assert!(show.stdout.contains("invoices:read invoices:write") && !show.stdout.contains(&secret));
 
-    let t = token(
-        &server,
-        short["client_id"].as_str().unwrap(),
-        short["client_secret"].as_str().unwrap(),
-        None,
-    )
-    .await;
+    let t = token(&server, short["client_id"].as_str().unwrap(), short["client_secret"].as_str().unwrap(), None).await;
     assert_eq!(t["expires_in"], 60, "per-client lifetime");
 
     assert_eq!(instance.cli(&["client", "disable", &id]).status, 0);
@@ -55,32 +41,12 @@ async fn client_lifecycle() {
     assert_eq!(post_form(&url, &id, &secret, &cc).await.status(), 200);
     assert_eq!(instance.cli(&["client", "delete", &id]).status, 0);
     assert_eq!(post_form(&url, &id, &secret, &cc).await.status(), 401);
-    assert_eq!(
-        instance.cli(&["client", "delete", &id]).status,
-        2,
-        "unknown id is a usage error"
-    );
+    assert_eq!(instance.cli(&["client", "delete", &id]).status, 2, "unknown id is a usage error");
     assert_eq!(instance.cli(&["client", "show", "nope"]).status, 2);
-    let bad = instance.cli(&[
-        "client",
-        "create",
-        "--name",
-        "x",
-        "--grant",
-        "password",
-        "--audience",
-        "a",
-    ]);
+    let bad = instance.cli(&["client", "create", "--name", "x", "--grant", "password", "--audience", "a"]);
     assert_eq!(bad.status, 2);
     assert!(bad.stderr.contains("unsupported grant type"));
-    let no_aud = instance.cli(&[
-        "client",
-        "create",
-        "--name",
-        "x",
-        "--grant",
-        "client_credentials",
-    ]);
+    let no_aud = instance.cli(&["client", "create", "--name", "x", "--grant", "client_credentials"]);
     assert_eq!(no_aud.status, 2);
     assert!(no_aud.stderr.contains("audience"));
 }
@@ -92,19 +58,12 @@ fn config_check_reports_every_problem() {
     let ok = instance.cli(&["config", "check", example]);
     assert_eq!(ok.status, 0, "{}", ok.stderr);
     let bad = instance.data_dir().join("bad.toml");
-    std::fs::write(
-        &bad,
-        "[server]\nlistn = \"x\"\n[tokens]\nleeway = \"forever\"\n[keys]\nalgorithm = \"none\"\n",
-    )
-    .unwrap();
+    std::fs::write(&bad, "[server]\nlistn = \"x\"\n[tokens]\nleeway = \"forever\"\n[keys]\nalgorithm = \"none\"\n")
+        .unwrap();
     let out = instance.cli(&["config", "check", bad.to_str().unwrap()]);
     assert_eq!(out.status, 2);
     for needle in ["server.listn", "forever", "none"] {
-        assert!(
-            out.stderr.contains(needle),
-            "{needle} missing from: {}",
-            out.stderr
-        );
+        assert!(out.stderr.contains(needle), "{needle} missing from: {}", out.stderr);
     }
 }
 
@@ -117,9 +76,5 @@ fn plain_http_issuer_off_loopback_refuses_to_start() {
     let instance = Instance::new().with("PORTCULLIS_SERVER__LISTEN", "0.0.0.0:0");
     let out = instance.cli(&["serve"]);
     assert_eq!(out.status, 2);
-    assert!(
-        out.stderr.contains("server.issuer must be set"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("server.issuer must be set"), "{}", out.stderr);
 }

@@ -4,77 +4,41 @@
 
 use jsonwebtoken::{DecodingKey, Validation, jwk::JwkSet};
 use openidconnect::core::{CoreClient, CoreJsonWebKeySet};
-use openidconnect::{
-    ClientId, ClientSecret, IssuerUrl, JsonWebKeySetUrl, OAuth2TokenResponse as _, Scope, TokenUrl,
-};
+use openidconnect::{ClientId, ClientSecret, IssuerUrl, JsonWebKeySetUrl, OAuth2TokenResponse as _, Scope, TokenUrl};
 
 use crate::harness::{Instance, Server, http, introspect, post_form};
 
 const AUD: &str = "https://api.example.com";
 
-async fn token_with_openidconnect(
-    server: &Server,
-    id: &str,
-    secret: &str,
-) -> (String, u64, String) {
-    let http_client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+async fn token_with_openidconnect(server: &Server, id: &str, secret: &str) -> (String, u64, String) {
+    let http_client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let jwks_url = JsonWebKeySetUrl::new(server.url("/oauth2/jwks")).unwrap();
-    let jwks = CoreJsonWebKeySet::fetch_async(&jwks_url, &http_client)
-        .await
-        .unwrap();
-    let client = CoreClient::new(
-        ClientId::new(id.into()),
-        IssuerUrl::new(server.issuer.clone()).unwrap(),
-        jwks,
-    )
-    .set_client_secret(ClientSecret::new(secret.into()))
-    .set_token_uri(TokenUrl::new(server.url("/oauth2/token")).unwrap());
+    let jwks = CoreJsonWebKeySet::fetch_async(&jwks_url, &http_client).await.unwrap();
+    let client = CoreClient::new(ClientId::new(id.into()), IssuerUrl::new(server.issuer.clone()).unwrap(), jwks)
+        .set_client_secret(ClientSecret::new(secret.into()))
+        .set_token_uri(TokenUrl::new(server.url("/oauth2/token")).unwrap());
     let response = client
         .exchange_client_credentials()
         .add_scope(Scope::new("invoices:read".into()))
         .request_async(&http_client)
         .await
         .unwrap();
-    let scopes = response
-        .scopes()
-        .unwrap()
-        .iter()
-        .map(|s| s.to_string())
-        .collect::<Vec<_>>()
-        .join(" ");
-    (
-        response.access_token().secret().clone(),
-        response.expires_in().unwrap().as_secs(),
-        scopes,
-    )
+    let scopes = response.scopes().unwrap().iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" ");
+    (response.access_token().secret().clone(), response.expires_in().unwrap().as_secs(), scopes)
 }
 
 /// Verifies with a JWT library that shares no code with Portcullis.
 async fn verify_independently(server: &Server, token: &str) -> serde_json::Value {
-    let jwks: JwkSet = http()
-        .get(server.url("/oauth2/jwks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = http().get(server.url("/oauth2/jwks")).send().await.unwrap().json().await.unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-    let jwk = jwks
-        .find(header.kid.as_deref().unwrap())
-        .expect("kid is published");
+    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("kid is published");
     let key = DecodingKey::from_jwk(jwk).unwrap();
     let mut validation = Validation::new(header.alg);
     validation.set_audience(&[AUD]);
     validation.set_issuer(&[server.issuer.as_str()]);
     validation.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
-    jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
-        .unwrap()
-        .claims
+    jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).unwrap().claims
 }
 
 #[tokio::test]
@@ -94,10 +58,7 @@ async fn client_credentials_introspect_revoke_restart() {
     assert_eq!(claims["client_id"], id.as_str());
     assert_eq!(claims["aud"], AUD);
     assert_eq!(claims["scope"], "invoices:read");
-    assert_eq!(
-        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-        900
-    );
+    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 900);
     assert!(claims["jti"].as_str().unwrap().len() >= 16);
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
@@ -117,10 +78,7 @@ async fn client_credentials_introspect_revoke_restart() {
     )
     .await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        introspect(&server, &id, &secret, &token).await,
-        serde_json::json!({"active": false})
-    );
+    assert_eq!(introspect(&server, &id, &secret, &token).await, serde_json::json!({"active": false}));
 
     // A token issued before the restart still verifies after it (same keys), and the
     // revocation is remembered.
@@ -128,63 +86,35 @@ async fn client_credentials_introspect_revoke_restart() {
     let kid_before = jsonwebtoken::decode_header(&second).unwrap().kid;
     assert_eq!(server.stop(), 0, "clean exit on SIGTERM");
     let server = instance.serve();
-    assert_eq!(
-        introspect(&server, &id, &secret, &token).await["active"],
-        false
-    );
-    assert_eq!(
-        introspect(&server, &id, &secret, &second).await["active"],
-        true
-    );
+    assert_eq!(introspect(&server, &id, &secret, &token).await["active"], false);
+    assert_eq!(introspect(&server, &id, &secret, &second).await["active"], true);
     let (third, _, _) = token_with_openidconnect(&server, &id, &secret).await;
-    assert_eq!(
-        jsonwebtoken::decode_header(&third).unwrap().kid,
-        kid_before,
-        "signing key reused"
-    );
+    assert_eq!(jsonwebtoken::decode_header(&third).unwrap().kid, kid_before, "signing key reused");
 }
 
 #[tokio::test]
 async fn discovery_and_jwks_describe_what_is_supported() {
     let instance = Instance::new();
     let server = instance.serve();
-    for path in [
-        "/.well-known/openid-configuration",
-        "/.well-known/oauth-authorization-server",
-    ] {
+    for path in ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"] {
         let resp = http().get(server.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         let doc: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(doc["issuer"], server.issuer.as_str());
         assert_eq!(doc["token_endpoint"], server.url("/oauth2/token"));
         assert_eq!(doc["jwks_uri"], server.url("/oauth2/jwks"));
-        assert_eq!(
-            doc["introspection_endpoint"],
-            server.url("/oauth2/introspect")
-        );
+        assert_eq!(doc["introspection_endpoint"], server.url("/oauth2/introspect"));
         assert_eq!(doc["revocation_endpoint"], server.url("/oauth2/revoke"));
-        assert_eq!(
-            doc["grant_types_supported"],
-            serde_json::json!(["client_credentials"])
-        );
+        assert_eq!(doc["grant_types_supported"], serde_json::json!(["client_credentials"]));
         let methods = serde_json::json!(["client_secret_basic", "client_secret_post"]);
         assert_eq!(doc["token_endpoint_auth_methods_supported"], methods);
-        assert!(
-            doc.get("authorization_endpoint").is_none(),
-            "not implemented, not advertised"
-        );
+        assert!(doc.get("authorization_endpoint").is_none(), "not implemented, not advertised");
     }
     let resp = http().get(server.url("/oauth2/jwks")).send().await.unwrap();
     let cache = resp.headers()["cache-control"].to_str().unwrap().to_owned();
     assert!(cache.starts_with("public, max-age="), "{cache}");
-    let max_age: i64 = cache
-        .trim_start_matches("public, max-age=")
-        .parse()
-        .unwrap();
-    assert!(
-        max_age > 0 && max_age * 2 <= 86_400,
-        "max-age {max_age} must be at most half the announce period"
-    );
+    let max_age: i64 = cache.trim_start_matches("public, max-age=").parse().unwrap();
+    assert!(max_age > 0 && max_age * 2 <= 86_400, "max-age {max_age} must be at most half the announce period");
     let jwks: serde_json::Value = resp.json().await.unwrap();
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
@@ -194,10 +124,7 @@ async fn discovery_and_jwks_describe_what_is_supported() {
     assert_eq!(key["alg"], "ES256");
     assert_eq!(key["use"], "sig");
     for private in ["d", "p", "q", "dp", "dq", "qi"] {
-        assert!(
-            key.get(private).is_none(),
-            "private member {private} published"
-        );
+        assert!(key.get(private).is_none(), "private member {private} published");
     }
     // kid = RFC 7638 thumbprint, recomputed here independently.
     let canonical = format!(
@@ -207,17 +134,13 @@ async fn discovery_and_jwks_describe_what_is_supported() {
     );
     use base64::Engine as _;
     use sha2::Digest as _;
-    let thumb = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(sha2::Sha256::digest(canonical.as_bytes()));
+    let thumb = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(canonical.as_bytes()));
     assert_eq!(key["kid"], thumb.as_str());
 }
 
 #[tokio::test]
 async fn rs256_and_eddsa_are_selectable() {
-    for (alg, expected) in [
-        ("RS256", jsonwebtoken::Algorithm::RS256),
-        ("EdDSA", jsonwebtoken::Algorithm::EdDSA),
-    ] {
+    for (alg, expected) in [("RS256", jsonwebtoken::Algorithm::RS256), ("EdDSA", jsonwebtoken::Algorithm::EdDSA)] {
         let instance = Instance::new().with("PORTCULLIS_KEYS__ALGORITHM", alg);
         let (id, secret) = instance.create_client("invoices:read", AUD);
         let server = instance.serve();
@@ -225,14 +148,8 @@ async fn rs256_and_eddsa_are_selectable() {
         let token = body["access_token"].as_str().unwrap();
         assert_eq!(jsonwebtoken::decode_header(token).unwrap().alg, expected);
         let claims = verify_independently(&server, token).await;
-        assert_eq!(
-            claims["scope"], "invoices:read",
-            "no scope requested: the client's defaults"
-        );
-        assert_eq!(
-            introspect(&server, &id, &secret, token).await["active"],
-            true
-        );
+        assert_eq!(claims["scope"], "invoices:read", "no scope requested: the client's defaults");
+        assert_eq!(introspect(&server, &id, &secret, token).await["active"], true);
     }
 }
 

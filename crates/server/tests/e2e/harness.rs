@@ -14,6 +14,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 pub struct Instance {
     pub dir: tempfile::TempDir,
     pub env: Vec<(String, String)>,
+    config: Option<PathBuf>,
 }
 
 impl Instance {
@@ -21,14 +22,20 @@ impl Instance {
         let dir = tempfile::tempdir().expect("tempdir");
         let env = vec![
             ("PORTCULLIS_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
-            (
-                "PORTCULLIS_SERVER__DATA_DIR".into(),
-                dir.path().display().to_string(),
-            ),
+            ("PORTCULLIS_GATEWAY__LISTEN".into(), "127.0.0.1:0".into()),
+            ("PORTCULLIS_SERVER__DATA_DIR".into(), dir.path().display().to_string()),
             ("PORTCULLIS_LOG__FORMAT".into(), "json".into()),
             ("PORTCULLIS_LOG__LEVEL".into(), "info".into()),
         ];
-        Self { dir, env }
+        Self { dir, env, config: None }
+    }
+
+    /// Uses a TOML configuration file with this content.
+    pub fn with_config(mut self, toml: &str) -> Self {
+        let path = self.dir.path().join("portcullis.toml");
+        std::fs::write(&path, toml).expect("write config");
+        self.config = Some(path);
+        self
     }
 
     pub fn with(mut self, key: &str, value: &str) -> Self {
@@ -43,6 +50,9 @@ impl Instance {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
         cmd.args(args).env_clear();
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -77,10 +87,7 @@ impl Instance {
         ]);
         assert_eq!(out.status, 0, "client create failed: {}", out.stderr);
         let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json output");
-        (
-            v["client_id"].as_str().unwrap().to_owned(),
-            v["client_secret"].as_str().unwrap().to_owned(),
-        )
+        (v["client_id"].as_str().unwrap().to_owned(), v["client_secret"].as_str().unwrap().to_owned())
     }
 
     /// Starts `portcullis serve` and waits for its "listening" line.
@@ -93,14 +100,8 @@ impl Instance {
             .expect("spawn portcullis serve");
         let logs = Arc::new(Mutex::new(Vec::<String>::new()));
         for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -116,32 +117,20 @@ impl Instance {
         loop {
             let found = logs.lock().unwrap().iter().find_map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                (v["message"] == "portcullis listening").then(|| {
-                    (
-                        v["addr"].as_str().unwrap().to_owned(),
-                        v["issuer"].as_str().unwrap().to_owned(),
-                    )
-                })
+                (v["message"] == "portcullis listening")
+                    .then(|| (v["addr"].as_str().unwrap().to_owned(), v["issuer"].as_str().unwrap().to_owned()))
             });
             if let Some((addr, issuer)) = found {
-                return Server {
-                    child,
-                    logs,
-                    base: format!("http://{addr}"),
-                    issuer,
-                };
+                let gateway = logs.lock().unwrap().iter().find_map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                    (v["message"] == "gateway listening").then(|| format!("http://{}", v["addr"].as_str().unwrap()))
+                });
+                return Server { child, logs, base: format!("http://{addr}"), issuer, gateway };
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "portcullis exited with {status}: {:#?}",
-                    logs.lock().unwrap()
-                );
+                panic!("portcullis exited with {status}: {:#?}", logs.lock().unwrap());
             }
-            assert!(
-                Instant::now() < deadline,
-                "portcullis did not start: {:#?}",
-                logs.lock().unwrap()
-            );
+            assert!(Instant::now() < deadline, "portcullis did not start: {:#?}", logs.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -159,11 +148,17 @@ pub struct Server {
     pub logs: Arc<Mutex<Vec<String>>>,
     pub base: String,
     pub issuer: String,
+    /// The gateway's base URL, when routes are configured.
+    pub gateway: Option<String>,
 }
 
 impl Server {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    pub fn gw(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.as_deref().expect("gateway listening"))
     }
 
     pub fn logs(&self) -> Vec<String> {
@@ -187,34 +182,15 @@ impl Drop for Server {
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// POSTs a form with HTTP Basic client authentication.
-pub async fn post_form(
-    url: &str,
-    id: &str,
-    secret: &str,
-    form: &[(&str, &str)],
-) -> reqwest::Response {
-    http()
-        .post(url)
-        .basic_auth(id, Some(secret))
-        .form(form)
-        .send()
-        .await
-        .unwrap()
+pub async fn post_form(url: &str, id: &str, secret: &str, form: &[(&str, &str)]) -> reqwest::Response {
+    http().post(url).basic_auth(id, Some(secret)).form(form).send().await.unwrap()
 }
 
-pub async fn token(
-    server: &Server,
-    id: &str,
-    secret: &str,
-    scope: Option<&str>,
-) -> serde_json::Value {
+pub async fn token(server: &Server, id: &str, secret: &str, scope: Option<&str>) -> serde_json::Value {
     let mut form = vec![("grant_type", "client_credentials")];
     if let Some(s) = scope {
         form.push(("scope", s));
@@ -225,13 +201,7 @@ pub async fn token(
 }
 
 pub async fn introspect(server: &Server, id: &str, secret: &str, token: &str) -> serde_json::Value {
-    let resp = post_form(
-        &server.url("/oauth2/introspect"),
-        id,
-        secret,
-        &[("token", token)],
-    )
-    .await;
+    let resp = post_form(&server.url("/oauth2/introspect"), id, secret, &[("token", token)]).await;
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
 }

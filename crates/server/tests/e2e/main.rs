@@ -13,7 +13,9 @@
 mod bad_input;
 mod cli;
 mod flow;
+mod gateway;
 mod harness;
 mod keys_cli;
 mod logs;
 mod rotation;
+mod upstream;

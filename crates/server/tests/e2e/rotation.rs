@@ -40,10 +40,7 @@ impl CachingVerifier {
                 (jwk.kid.clone(), Verifier::from_jwk(&jwk).unwrap())
             })
             .collect();
-        Self {
-            keys,
-            expires_at: now + snapshot.jwks_max_age(),
-        }
+        Self { keys, expires_at: now + snapshot.jwks_max_age() }
     }
 
     fn verify(&self, token: &str, now: i64) -> Result<AccessTokenClaims, String> {
@@ -70,24 +67,15 @@ async fn scheduled_rotations_never_fail_a_verification() {
         leeway: 30,
     };
     let master = MasterKey::from_bytes(&[3u8; 32]).unwrap();
-    let ring = Arc::new(
-        KeyRing::load(stores.keys.clone(), master, policy, clock.clone())
-            .await
-            .unwrap(),
-    );
+    let ring = Arc::new(KeyRing::load(stores.keys.clone(), master, policy, clock.clone()).await.unwrap());
     let settings = TokenSettings {
         issuer: Issuer::parse("https://id.example.com").unwrap(),
         access_token_ttl: 3600,
         max_access_token_ttl: 3600,
         leeway: 30,
     };
-    let service = TokenService::new(
-        settings,
-        stores.clients.clone(),
-        stores.revocations.clone(),
-        ring.clone(),
-        clock.clone(),
-    );
+    let service =
+        TokenService::new(settings, stores.clients.clone(), stores.revocations.clone(), ring.clone(), clock.clone());
     let (client, secret) = ClientRegistration {
         name: "svc".into(),
         grant_types: vec![GrantType::ClientCredentials],
@@ -99,10 +87,7 @@ async fn scheduled_rotations_never_fail_a_verification() {
     .into_client(t0)
     .unwrap();
     stores.clients.insert_client(&client).await.unwrap();
-    let creds = ClientCredentials::Basic {
-        client_id: client.id.clone(),
-        client_secret: secret.0.to_string(),
-    };
+    let creds = ClientCredentials::Basic { client_id: client.id.clone(), client_secret: secret.0.to_string() };
 
     let mut external = CachingVerifier::fetch(&ring, t0);
     let mut live: Vec<(String, i64)> = Vec::new();
@@ -116,50 +101,24 @@ async fn scheduled_rotations_never_fail_a_verification() {
         if now >= external.expires_at {
             external = CachingVerifier::fetch(&ring, now);
         }
-        let issued = service
-            .token(&creds, TokenRequest::ClientCredentials { scope: None })
-            .await
-            .unwrap();
-        let kid = jose::peek_header(&issued.access_token)
-            .unwrap()
-            .kid
-            .unwrap();
+        let issued = service.token(&creds, TokenRequest::ClientCredentials { scope: None }).await.unwrap();
+        let kid = jose::peek_header(&issued.access_token).unwrap().kid.unwrap();
         if signing_kids.last() != Some(&kid) {
             signing_kids.push(kid);
         }
         live.push((issued.access_token, now + 3600));
         live.retain(|(_, exp)| *exp > now);
         for (token, _) in &live {
-            external
-                .verify(token, now)
-                .unwrap_or_else(|e| panic!("external verifier failed at t0+{}s: {e}", now - t0));
-            service
-                .verify(token)
-                .await
-                .unwrap()
-                .unwrap_or_else(|e| panic!("server failed at t0+{}s: {e}", now - t0));
+            external.verify(token, now).unwrap_or_else(|e| panic!("external verifier failed at t0+{}s: {e}", now - t0));
+            service.verify(token).await.unwrap().unwrap_or_else(|e| panic!("server failed at t0+{}s: {e}", now - t0));
             checks += 1;
         }
     }
-    assert_eq!(
-        signing_kids.len(),
-        4,
-        "three scheduled rotations happened: {signing_kids:?}"
-    );
+    assert_eq!(signing_kids.len(), 4, "three scheduled rotations happened: {signing_kids:?}");
     assert!(checks > 25_000, "{checks} verifications");
     let keys = stores.keys.list_keys().await.unwrap();
     let purged = keys.iter().filter(|k| k.state == KeyState::Purged).count();
-    assert_eq!(
-        purged, 3,
-        "retired keys are purged once their tokens expired"
-    );
-    assert!(
-        keys.iter()
-            .filter(|k| k.state == KeyState::Purged)
-            .all(|k| k.sealed_private_key.is_empty())
-    );
-    assert_eq!(
-        keys.iter().filter(|k| k.state == KeyState::Active).count(),
-        1
-    );
+    assert_eq!(purged, 3, "retired keys are purged once their tokens expired");
+    assert!(keys.iter().filter(|k| k.state == KeyState::Purged).all(|k| k.sealed_private_key.is_empty()));
+    assert_eq!(keys.iter().filter(|k| k.state == KeyState::Active).count(), 1);
 }

@@ -39,18 +39,13 @@ async fn data_survives_reopen_and_migrations_are_idempotent() {
         stores.revocations.revoke("jti-1", i64::MAX).await.unwrap();
     }
     let stores = Arc::new(SqliteStore::open(&path).await.unwrap()).stores();
-    assert_eq!(
-        stores.clients.get_client(&client.id).await.unwrap(),
-        Some(client)
-    );
+    assert_eq!(stores.clients.get_client(&client.id).await.unwrap(), Some(client));
     assert!(stores.revocations.is_revoked("jti-1", 0).await.unwrap());
 }
 
 #[tokio::test]
 async fn unreadable_file_is_unavailable_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let err = SqliteStore::open(&dir.path().join("missing-dir/x/p.db"))
-        .await
-        .unwrap_err();
+    let err = SqliteStore::open(&dir.path().join("missing-dir/x/p.db")).await.unwrap_err();
     assert!(matches!(err, domain::StoreError::Unavailable(_)), "{err:?}");
 }

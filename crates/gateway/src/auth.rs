@@ -1,0 +1,253 @@
+//! Authentication and authorization of one request: credentials from the request (RFC 6750
+//! §2.1, and §2.3 only where a route opts in), the token verified in-process (our own
+//! tokens with the key ring, no network hop; external issuers with their cached JWKS), the
+//! per-route checks (issuer, audience, time, revocation), then scopes and roles.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use domain::clock::{Clock, UnixTime};
+use domain::jose::{self, MAX_TOKEN_LEN};
+use domain::keyring::KeyRing;
+use domain::revoked::RevokedSet;
+use domain::token::{self, JwtPolicy, TokenRejection};
+
+use crate::cache::{self, TokenCache};
+use crate::config::SELF_ISSUER;
+use crate::error::Downstream;
+use crate::jwks::ExternalIssuer;
+use crate::routes::Route;
+
+/// Who is calling, as established by a verified credential.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The token's `iss`.
+    pub issuer: String,
+    /// Issued by this Portcullis.
+    pub is_self: bool,
+    pub subject: String,
+    pub client_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub roles: Vec<String>,
+    pub audiences: Vec<String>,
+    pub jti: Option<String>,
+    pub expires_at: UnixTime,
+    pub not_before: Option<UnixTime>,
+}
+
+/// Verifies bearer tokens for every route.
+#[derive(Debug)]
+pub struct Authenticator {
+    self_issuer: String,
+    keys: Arc<KeyRing>,
+    external: HashMap<String, Arc<ExternalIssuer>>,
+    revoked: Arc<RevokedSet>,
+    cache: TokenCache,
+    clock: Arc<dyn Clock>,
+    leeway: i64,
+}
+
+const SELF_TYP: [&str; 2] = ["at+jwt", "application/at+jwt"];
+
+impl Authenticator {
+    #[must_use]
+    pub fn new(
+        self_issuer: String,
+        keys: Arc<KeyRing>,
+        external: Vec<Arc<ExternalIssuer>>,
+        revoked: Arc<RevokedSet>,
+        cache_size: usize,
+        clock: Arc<dyn Clock>,
+        leeway: i64,
+    ) -> Self {
+        let external = external.into_iter().map(|e| (e.config.issuer.clone(), e)).collect();
+        Self { self_issuer, keys, external, revoked, cache: TokenCache::new(cache_size), clock, leeway }
+    }
+
+    #[must_use]
+    pub fn external_issuers(&self) -> Vec<Arc<ExternalIssuer>> {
+        self.external.values().cloned().collect()
+    }
+
+    #[must_use]
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// Verifies a bearer token for `route`.
+    ///
+    /// # Errors
+    /// `InvalidToken` with the reason, for the log.
+    pub async fn verify(&self, token: &str, route: &Route) -> Result<Arc<Identity>, Downstream> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(Downstream::InvalidToken("too_long"));
+        }
+        let now = self.clock.now();
+        let key = cache::hash(token);
+        let identity = match self.cache.get(&key, now) {
+            Some(id) => id,
+            None => {
+                let id =
+                    Arc::new(self.verify_signature(token, now).await.map_err(|r| Downstream::InvalidToken(r.code()))?);
+                self.cache.insert(key, id.clone(), now);
+                id
+            }
+        };
+        self.check_for_route(&identity, route, now)?;
+        Ok(identity)
+    }
+
+    /// The expensive part, done once per distinct token: signature and claims.
+    async fn verify_signature(&self, token: &str, now: UnixTime) -> Result<Identity, TokenRejection> {
+        let iss = unverified_issuer(token).ok_or(TokenRejection::MalformedClaims)?;
+        let no_audience_yet: [String; 0] = [];
+        if iss == self.self_issuer {
+            let typ: Vec<String> = SELF_TYP.iter().map(|s| (*s).to_owned()).collect();
+            let policy = JwtPolicy {
+                issuer: &self.self_issuer,
+                audiences: &no_audience_yet,
+                leeway: self.leeway,
+                typ: Some(&typ),
+            };
+            let keys = self.keys.snapshot();
+            let claims = token::verify_jwt(token, |kid| keys.verifier(kid), &policy, now)?;
+            return Ok(identity_from_claims(&claims, true, "roles"));
+        }
+        let issuer = self.external.get(&iss).ok_or(TokenRejection::WrongIssuer)?;
+        let kid = jose::peek_header(token)?.kid.unwrap_or_default();
+        let verifier = issuer.verifier(&kid, now).await.ok_or(TokenRejection::Jws(jose::JwsError::UnknownKey))?;
+        let typ = (!issuer.config.typ.is_empty()).then_some(issuer.config.typ.as_slice());
+        let policy = JwtPolicy { issuer: &issuer.config.issuer, audiences: &no_audience_yet, leeway: self.leeway, typ };
+        let claims = token::verify_jwt(token, |_| Some(verifier.as_ref()), &policy, now)?;
+        Ok(identity_from_claims(&claims, false, &issuer.config.roles_claim))
+    }
+
+    /// The cheap per-request checks, also applied to cached identities.
+    fn check_for_route(&self, id: &Identity, route: &Route, now: UnixTime) -> Result<(), Downstream> {
+        let issuer_ok =
+            route.issuers.iter().any(|i| (i == SELF_ISSUER && id.is_self) || (!id.is_self && *i == id.issuer));
+        if !issuer_ok {
+            return Err(Downstream::InvalidToken("issuer_not_accepted_on_route"));
+        }
+        // RFC 9068 §4: the resource server MUST validate that `aud` identifies it.
+        if !id.audiences.iter().any(|a| route.audiences.contains(a)) {
+            return Err(Downstream::InvalidToken(TokenRejection::WrongAudience.code()));
+        }
+        if id.expires_at <= now - self.leeway {
+            return Err(Downstream::InvalidToken(TokenRejection::Expired.code()));
+        }
+        if id.not_before.is_some_and(|nbf| nbf > now + self.leeway) {
+            return Err(Downstream::InvalidToken(TokenRejection::NotYetValid.code()));
+        }
+        if id.jti.as_deref().is_some_and(|jti| self.revoked.contains(jti, now)) {
+            return Err(Downstream::InvalidToken(TokenRejection::Revoked.code()));
+        }
+        Ok(())
+    }
+}
+
+/// Reads `iss` from the payload without verifying anything, only to pick the key set.
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
+fn identity_from_claims(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    is_self: bool,
+    roles_claim: &str,
+) -> Identity {
+    let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let list = |value: Option<&serde_json::Value>| -> Vec<String> {
+        match value {
+            Some(serde_json::Value::String(s)) => s.split(' ').filter(|x| !x.is_empty()).map(str::to_owned).collect(),
+            Some(serde_json::Value::Array(a)) => {
+                a.iter().filter_map(serde_json::Value::as_str).map(str::to_owned).collect()
+            }
+            _ => Vec::new(),
+        }
+    };
+    Identity {
+        issuer: text("iss").unwrap_or_default(),
+        is_self,
+        subject: text("sub").unwrap_or_default(),
+        client_id: text("client_id").or_else(|| text("azp")).or_else(|| text("cid")),
+        scopes: list(claims.get("scope").or_else(|| claims.get("scp"))),
+        roles: list(claims.get(roles_claim)),
+        audiences: list(claims.get("aud")),
+        jti: text("jti"),
+        expires_at: claims.get("exp").and_then(serde_json::Value::as_i64).unwrap_or_default(),
+        not_before: claims.get("nbf").and_then(serde_json::Value::as_i64),
+    }
+}
+
+/// The bearer token of a request, if any.
+///
+/// # Errors
+/// `MalformedCredentials` for several `Authorization` headers, a query token on a route
+/// that does not accept one, or a token sent two ways at once.
+pub fn bearer_token(headers: &HeaderMap, query: Option<&str>, route: &Route) -> Result<Option<String>, Downstream> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let header_value = values.next();
+    if values.next().is_some() {
+        return Err(Downstream::MalformedCredentials("send one Authorization header"));
+    }
+    let from_header = match header_value.map(|v| v.to_str()) {
+        None => None,
+        Some(Err(_)) => return Err(Downstream::MalformedCredentials("the Authorization header is not ASCII")),
+        // RFC 7235 §2.1: the scheme is case-insensitive.
+        Some(Ok(v)) => match v.trim().split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                let token = token.trim();
+                if token.is_empty() || !token.bytes().all(is_token68) {
+                    return Err(Downstream::MalformedCredentials("the bearer token is malformed"));
+                }
+                Some(token.to_owned())
+            }
+            _ => None,
+        },
+    };
+    let from_query = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("access_token="))
+        .map(str::to_owned);
+    match (from_header, from_query) {
+        (Some(_), Some(_)) => Err(Downstream::MalformedCredentials("send the token one way only")),
+        (None, Some(_)) if !route.allow_query_token => {
+            Err(Downstream::MalformedCredentials("tokens in the query string are not accepted"))
+        }
+        (h, q) => Ok(h.or(q)),
+    }
+}
+
+/// RFC 6750 §2.1 `b64token` characters.
+const fn is_token68(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+}
+
+/// Scopes and roles the route requires.
+///
+/// # Errors
+/// `InsufficientScope` naming what is required.
+pub fn authorize(identity: &Identity, route: &Route) -> Result<(), Downstream> {
+    let has = |list: &[String], x: &String| list.contains(x);
+    if !route.scopes_all.iter().all(|s| has(&identity.scopes, s)) {
+        return Err(Downstream::InsufficientScope { required: route.scopes_all.join(" "), reason: "missing_scope" });
+    }
+    if !route.scopes_any.is_empty() && !route.scopes_any.iter().any(|s| has(&identity.scopes, s)) {
+        return Err(Downstream::InsufficientScope { required: route.scopes_any.join(" "), reason: "missing_scope" });
+    }
+    if !route.roles_all.iter().all(|r| has(&identity.roles, r)) {
+        return Err(Downstream::InsufficientScope { required: route.scopes_all.join(" "), reason: "missing_role" });
+    }
+    if !route.roles_any.is_empty() && !route.roles_any.iter().any(|r| has(&identity.roles, r)) {
+        return Err(Downstream::InsufficientScope { required: route.scopes_all.join(" "), reason: "missing_role" });
+    }
+    Ok(())
+}

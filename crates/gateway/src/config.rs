@@ -1,0 +1,269 @@
+//! The `[gateway]` configuration section, owned by this crate: the listener, the identity
+//! header names, external token issuers and the routes. The server crate deserializes it
+//! (reporting unknown keys) and calls [`GatewayConfig::validate`].
+
+use std::net::SocketAddr;
+
+use domain::jose::Algorithm;
+use domain::settings::Seconds;
+use serde::Deserialize;
+
+/// The issuer name that means "tokens issued by this Portcullis" (verified in-process).
+pub const SELF_ISSUER: &str = "self";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct GatewayConfig {
+    /// The gateway's listener; it starts when at least one route is configured.
+    pub listen: SocketAddr,
+    /// How many verified tokens to remember (keyed by SHA-256 of the token).
+    pub token_cache_size: usize,
+    /// Names of the identity headers sent to upstreams (and always stripped from clients).
+    pub headers: IdentityHeaders,
+    /// Issuers other than this Portcullis whose tokens routes may accept.
+    pub issuers: Vec<IssuerConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            token_cache_size: 10_000,
+            headers: IdentityHeaders::default(),
+            issuers: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct IdentityHeaders {
+    pub subject: String,
+    pub client_id: String,
+    pub scopes: String,
+    pub roles: String,
+    pub issuer: String,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        Self {
+            subject: "X-Portcullis-Subject".into(),
+            client_id: "X-Portcullis-Client-Id".into(),
+            scopes: "X-Portcullis-Scopes".into(),
+            roles: "X-Portcullis-Roles".into(),
+            issuer: "X-Portcullis-Issuer".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct IssuerConfig {
+    /// The exact `iss` value of its tokens.
+    pub issuer: String,
+    /// Where its public keys are published.
+    pub jwks_uri: String,
+    /// Algorithms accepted from this issuer (HMAC and `none` are not representable).
+    pub algorithms: Vec<Algorithm>,
+    /// Accepted `typ` header values; empty accepts any (many issuers send `JWT`).
+    pub typ: Vec<String>,
+    /// Background refresh of the key set.
+    pub refresh_interval: Seconds,
+    /// An unknown `kid` triggers a refetch at most this often (no JWKS storms).
+    pub min_refetch_interval: Seconds,
+    /// The claim holding roles (an array of strings, or a space-separated string).
+    pub roles_claim: String,
+}
+
+impl Default for IssuerConfig {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            jwks_uri: String::new(),
+            algorithms: vec![Algorithm::RS256, Algorithm::ES256],
+            typ: Vec::new(),
+            refresh_interval: Seconds(300),
+            min_refetch_interval: Seconds(30),
+            roles_claim: "roles".into(),
+        }
+    }
+}
+
+/// How a route authenticates its callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// No credentials required (identity headers are still stripped).
+    None,
+    /// A bearer JWT from this Portcullis or a configured issuer.
+    Jwt,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RouteConfig {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// Matches this path and everything below it (segment-wise, ASCII case-insensitive).
+    pub path_prefix: String,
+    /// Optional `Host` to match (case-insensitive, port ignored).
+    pub host: Option<String>,
+    /// Methods allowed; empty allows any.
+    pub methods: Vec<String>,
+    /// Upstream base URLs (`http://host:port`), used round-robin.
+    pub upstreams: Vec<String>,
+    /// Required: `"none"`, `"jwt"`, or a list meaning "any of".
+    pub auth: Option<AuthSpec>,
+    /// Issuers accepted on this route: `"self"` and/or configured issuer URLs.
+    pub issuers: Vec<String>,
+    /// The token's `aud` must contain one of these (required for `jwt`).
+    pub audiences: Vec<String>,
+    /// Every one of these scopes is required.
+    pub scopes_all: Vec<String>,
+    /// At least one of these scopes is required.
+    pub scopes_any: Vec<String>,
+    pub roles_all: Vec<String>,
+    pub roles_any: Vec<String>,
+    /// Send the client's `Authorization` header on to the upstream.
+    pub forward_authorization: bool,
+    /// Accept `?access_token=` (RFC 6750 §2.3; discouraged, off by default).
+    pub allow_query_token: bool,
+    /// Largest request body, in bytes.
+    pub body_limit: usize,
+    pub connect_timeout: Seconds,
+    pub request_timeout: Seconds,
+}
+
+impl Default for RouteConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            path_prefix: String::new(),
+            host: None,
+            methods: Vec::new(),
+            upstreams: Vec::new(),
+            auth: None,
+            issuers: vec![SELF_ISSUER.into()],
+            audiences: Vec::new(),
+            scopes_all: Vec::new(),
+            scopes_any: Vec::new(),
+            roles_all: Vec::new(),
+            roles_any: Vec::new(),
+            forward_authorization: false,
+            allow_query_token: false,
+            body_limit: 1024 * 1024,
+            connect_timeout: Seconds(2),
+            request_timeout: Seconds(30),
+        }
+    }
+}
+
+/// `auth = "jwt"` or `auth = ["jwt", "none"]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum AuthSpec {
+    One(AuthMethod),
+    AnyOf(Vec<AuthMethod>),
+}
+
+impl AuthSpec {
+    #[must_use]
+    pub fn methods(&self) -> Vec<AuthMethod> {
+        match self {
+            Self::One(m) => vec![*m],
+            Self::AnyOf(list) => list.clone(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Every semantic problem of the section.
+    #[must_use]
+    pub fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            let at = format!("gateway.issuers[{i}]");
+            if issuer.issuer.is_empty() || issuer.issuer == SELF_ISSUER {
+                errors.push(format!("{at}.issuer must be the issuer's URL"));
+            }
+            if !(issuer.jwks_uri.starts_with("https://") || is_loopback_http(&issuer.jwks_uri)) {
+                errors.push(format!("{at}.jwks_uri must be an https URL (http only on loopback)"));
+            }
+            if issuer.algorithms.is_empty() {
+                errors.push(format!("{at}.algorithms must not be empty"));
+            }
+            if issuer.min_refetch_interval.0 == 0 || issuer.refresh_interval.0 == 0 {
+                errors.push(format!("{at}: refresh intervals must be positive"));
+            }
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            errors.extend(self.validate_route(i, route));
+        }
+        errors
+    }
+
+    fn validate_route(&self, i: usize, route: &RouteConfig) -> Vec<String> {
+        let mut errors = Vec::new();
+        let at = if route.name.is_empty() {
+            format!("gateway.routes[{i}]")
+        } else {
+            format!("gateway.routes[{i}] ({})", route.name)
+        };
+        if !route.path_prefix.starts_with('/') || crate::path::normalize(&route.path_prefix).is_err() {
+            errors.push(format!("{at}: path_prefix must be an absolute, normalised path"));
+        }
+        if route.upstreams.is_empty() {
+            errors.push(format!("{at}: at least one upstream is required"));
+        }
+        for u in &route.upstreams {
+            if crate::proxy::Upstream::parse(u).is_none() {
+                errors.push(format!("{at}: upstream {u:?} must be http://host[:port] with no path or query"));
+            }
+        }
+        let methods = match &route.auth {
+            None => {
+                errors.push(format!("{at}: auth is required (\"none\", \"jwt\" or a list of them)"));
+                Vec::new()
+            }
+            Some(spec) => spec.methods(),
+        };
+        if methods.is_empty() && route.auth.is_some() {
+            errors.push(format!("{at}: auth list must not be empty"));
+        }
+        if methods.contains(&AuthMethod::Jwt) {
+            if route.audiences.is_empty() {
+                errors.push(format!("{at}: jwt routes need audiences (RFC 9068 §4: the audience MUST be checked)"));
+            }
+            for iss in &route.issuers {
+                if iss != SELF_ISSUER && !self.issuers.iter().any(|c| &c.issuer == iss) {
+                    errors.push(format!("{at}: issuer {iss:?} is not configured in [[gateway.issuers]]"));
+                }
+            }
+            if route.issuers.is_empty() {
+                errors.push(format!("{at}: jwt routes need at least one issuer"));
+            }
+        }
+        let needs_identity = !(route.scopes_all.is_empty()
+            && route.scopes_any.is_empty()
+            && route.roles_all.is_empty()
+            && route.roles_any.is_empty());
+        if needs_identity && methods.contains(&AuthMethod::None) {
+            errors.push(format!("{at}: a route that requires scopes or roles cannot allow auth \"none\""));
+        }
+        for m in &route.methods {
+            if axum::http::Method::from_bytes(m.as_bytes()).is_err() {
+                errors.push(format!("{at}: {m:?} is not an HTTP method"));
+            }
+        }
+        errors
+    }
+}
+
+fn is_loopback_http(url: &str) -> bool {
+    ["http://127.0.0.1", "http://localhost", "http://[::1]"].iter().any(|p| {
+        url.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with('/'))
+    })
+}

@@ -1,0 +1,147 @@
+//! The gateway's one error type and its one renderer. Each error knows which side failed
+//! (downstream client, upstream service, or us) — pingora's `ErrorSource` idea — and is
+//! answered in the protocol's format: RFC 6750 §3 `WWW-Authenticate` for credentials,
+//! RFC 9457 problem+json bodies for everything. Logged once, here.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// The realm in every `WWW-Authenticate` challenge.
+pub const REALM: &str = "portcullis";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    /// The client's request is at fault.
+    Downstream(Downstream),
+    /// The upstream service failed.
+    Upstream(Upstream),
+    /// We failed.
+    Internal(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Downstream {
+    BadPath(&'static str),
+    BadRequest(&'static str),
+    NoRoute,
+    MethodNotAllowed,
+    /// No credentials at all (RFC 6750 §3.1: no error code in the challenge).
+    MissingCredentials,
+    /// Malformed credentials (`invalid_request`).
+    MalformedCredentials(&'static str),
+    /// A token that did not verify; the reason is for the log only.
+    InvalidToken(&'static str),
+    /// Verified, but lacks what the route requires.
+    InsufficientScope {
+        required: String,
+        reason: &'static str,
+    },
+    PayloadTooLarge,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    Unreachable(String),
+    Timeout,
+}
+
+impl GatewayError {
+    fn parts(&self) -> (StatusCode, &'static str, String, Option<String>) {
+        let bearer = |extra: &str| Some(format!("Bearer realm=\"{REALM}\"{extra}"));
+        match self {
+            Self::Downstream(d) => match d {
+                Downstream::BadPath(why) => (StatusCode::BAD_REQUEST, "Bad Request", (*why).to_owned(), None),
+                Downstream::BadRequest(why) => (StatusCode::BAD_REQUEST, "Bad Request", (*why).to_owned(), None),
+                Downstream::NoRoute => {
+                    (StatusCode::NOT_FOUND, "Not Found", "no route matches this request".into(), None)
+                }
+                Downstream::MethodNotAllowed => (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "Method Not Allowed",
+                    "this route does not accept that method".into(),
+                    None,
+                ),
+                Downstream::MissingCredentials => {
+                    (StatusCode::UNAUTHORIZED, "Unauthorized", "credentials are required".into(), bearer(""))
+                }
+                Downstream::MalformedCredentials(why) => (
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    (*why).to_owned(),
+                    bearer(&format!(", error=\"invalid_request\", error_description=\"{why}\"")),
+                ),
+                Downstream::InvalidToken(_) => (
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "the access token is invalid".into(),
+                    bearer(", error=\"invalid_token\", error_description=\"the access token is invalid\""),
+                ),
+                Downstream::InsufficientScope { required, .. } => (
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "the access token does not grant access to this route".into(),
+                    bearer(&format!(", error=\"insufficient_scope\", scope=\"{required}\"")),
+                ),
+                Downstream::PayloadTooLarge => (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Payload Too Large",
+                    "the request body is too large for this route".into(),
+                    None,
+                ),
+            },
+            Self::Upstream(Upstream::Unreachable(_)) => {
+                (StatusCode::BAD_GATEWAY, "Bad Gateway", "the upstream service could not be reached".into(), None)
+            }
+            Self::Upstream(Upstream::Timeout) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "Gateway Timeout",
+                "the upstream service did not answer in time".into(),
+                None,
+            ),
+            Self::Internal(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", "the gateway failed".into(), None)
+            }
+        }
+    }
+
+    fn log(&self, status: StatusCode) {
+        match self {
+            Self::Downstream(Downstream::InvalidToken(reason)) => {
+                tracing::warn!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason, "invalid token");
+            }
+            Self::Downstream(Downstream::InsufficientScope { reason, .. }) => {
+                tracing::warn!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason, "insufficient scope");
+            }
+            Self::Downstream(Downstream::MissingCredentials | Downstream::MalformedCredentials(_)) => {
+                tracing::info!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason = "no_credentials", "missing credentials");
+            }
+            Self::Downstream(d) => {
+                tracing::info!(event = "gateway.rejected", status = status.as_u16(), detail = ?d, "request rejected")
+            }
+            Self::Upstream(u) => {
+                tracing::warn!(event = "gateway.upstream_failed", status = status.as_u16(), cause = ?u, "upstream failed")
+            }
+            Self::Internal(cause) => {
+                tracing::error!(event = "gateway.internal_error", cause = %cause, "gateway failed")
+            }
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let (status, title, detail, challenge) = self.parts();
+        self.log(status);
+        let body =
+            serde_json::json!({ "type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail });
+        let mut response = (status, body.to_string()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        response
+    }
+}

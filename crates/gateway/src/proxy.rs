@@ -1,0 +1,264 @@
+//! Forwarding to upstreams: pooled HTTP/1.1 keep-alive connections per route, round-robin,
+//! connect and request timeouts (502 / 504, never a hang), and header hygiene in both
+//! directions: hop-by-hop headers (RFC 9110 §7.6.1) and anything the client could use to
+//! impersonate (identity headers, `Forwarded`, `X-Forwarded-*`) are removed, then the
+//! verified identity and fresh forwarding headers are added.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header::{self, HeaderName};
+use axum::http::{HeaderMap, HeaderValue, Request, Response, Uri, request};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::auth::Identity;
+use crate::config::IdentityHeaders;
+use crate::error::{GatewayError, Upstream as UpstreamError};
+
+/// An upstream base: `http://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    authority: String,
+}
+
+impl Upstream {
+    #[must_use]
+    pub fn parse(url: &str) -> Option<Self> {
+        let uri: Uri = url.parse().ok()?;
+        let path_ok = matches!(uri.path(), "" | "/");
+        (uri.scheme_str() == Some("http") && uri.query().is_none() && path_ok)
+            .then(|| uri.authority().map(|a| Self { authority: a.as_str().to_owned() }))
+            .flatten()
+    }
+}
+
+#[derive(Debug)]
+pub struct RouteProxy {
+    upstreams: Vec<Upstream>,
+    next: AtomicUsize,
+    client: Client<HttpConnector, Full<Bytes>>,
+    request_timeout: Duration,
+}
+
+/// Everything about the request that forwarding needs, already verified.
+#[derive(Debug)]
+pub struct Forward<'a> {
+    pub path: &'a str,
+    pub query: Option<String>,
+    pub identity: Option<&'a Identity>,
+    pub header_names: &'a IdentityHeaders,
+    pub peer: Option<IpAddr>,
+    pub forward_authorization: bool,
+}
+
+impl RouteProxy {
+    #[must_use]
+    pub fn new(upstreams: Vec<Upstream>, connect_timeout: u64, request_timeout: u64) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(connect_timeout.max(1))));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self {
+            upstreams,
+            next: AtomicUsize::new(0),
+            client,
+            request_timeout: Duration::from_secs(request_timeout.max(1)),
+        }
+    }
+
+    fn pick(&self) -> Option<&Upstream> {
+        let n = self.upstreams.len();
+        (n > 0).then(|| self.next.fetch_add(1, Ordering::Relaxed) % n).and_then(|i| self.upstreams.get(i))
+    }
+
+    /// Sends the request upstream and returns its response (body streamed).
+    ///
+    /// # Errors
+    /// 502 when the upstream cannot be reached, 504 when it does not answer in time.
+    pub async fn forward(
+        &self,
+        parts: &request::Parts,
+        body: Bytes,
+        f: Forward<'_>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let upstream = self.pick().ok_or_else(|| GatewayError::Internal("route has no upstream".into()))?;
+        let path_and_query = match &f.query {
+            Some(q) if !q.is_empty() => format!("{}?{q}", f.path),
+            _ => f.path.to_owned(),
+        };
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(upstream.authority.as_str())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|e| GatewayError::Internal(format!("upstream uri: {e}")))?;
+        let mut request = Request::builder()
+            .method(parts.method.clone())
+            .uri(uri)
+            .body(Full::new(body))
+            .map_err(|e| GatewayError::Internal(format!("upstream request: {e}")))?;
+        *request.headers_mut() = upstream_headers(&parts.headers, &f);
+        let sent = tokio::time::timeout(self.request_timeout, self.client.request(request)).await;
+        let response = match sent {
+            Err(_) => return Err(GatewayError::Upstream(UpstreamError::Timeout)),
+            Ok(Err(e)) => return Err(GatewayError::Upstream(UpstreamError::Unreachable(e.to_string()))),
+            Ok(Ok(r)) => r,
+        };
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// RFC 9110 §7.6.1 hop-by-hop headers, plus `Proxy-*`.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Headers a client could use to lie about where it comes from.
+const FORWARDING: [&str; 5] = ["forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Whether a header name is one of ours: never accepted from a client.
+#[must_use]
+pub fn is_identity_header(name: &str, names: &IdentityHeaders) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.starts_with("x-portcullis-")
+        || [&names.subject, &names.client_id, &names.scopes, &names.roles, &names.issuer]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(&lower))
+}
+
+fn upstream_headers(incoming: &HeaderMap, f: &Forward<'_>) -> HeaderMap {
+    let mut headers = incoming.clone();
+    strip_hop_by_hop(&mut headers);
+    let original_host = headers.get(header::HOST).cloned();
+    headers.remove(header::HOST);
+    headers.remove(header::CONTENT_LENGTH);
+    for name in FORWARDING {
+        headers.remove(name);
+    }
+    let spoofable: Vec<HeaderName> =
+        headers.keys().filter(|n| is_identity_header(n.as_str(), f.header_names)).cloned().collect();
+    for name in spoofable {
+        headers.remove(name);
+    }
+    if !f.forward_authorization {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let mut set = |name: &str, value: &str| {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            headers.insert(n, v);
+        }
+    };
+    if let Some(id) = f.identity {
+        set(&f.header_names.subject, &id.subject);
+        if let Some(client) = &id.client_id {
+            set(&f.header_names.client_id, client);
+        }
+        set(&f.header_names.scopes, &id.scopes.join(" "));
+        set(&f.header_names.roles, &id.roles.join(" "));
+        set(&f.header_names.issuer, &id.issuer);
+    }
+    let host = original_host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+    if let Some(ip) = f.peer {
+        set("x-forwarded-for", &ip.to_string());
+        let node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let host_part = if host.is_empty() { String::new() } else { format!(";host=\"{host}\"") };
+        set("forwarded", &format!("for={node};proto=http{host_part}"));
+    }
+    set("x-forwarded-proto", "http");
+    if !host.is_empty() {
+        set("x-forwarded-host", host);
+    }
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        assert!(Upstream::parse("http://127.0.0.1:9000").is_some());
+        assert!(Upstream::parse("http://svc.internal").is_some());
+        assert!(Upstream::parse("http://svc/").is_some());
+        assert!(Upstream::parse("http://svc/path").is_none());
+        assert!(Upstream::parse("ftp://svc").is_none());
+        assert!(Upstream::parse("svc:80").is_none());
+    }
+
+    #[test]
+    fn spoofed_and_hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("x-portcullis-subject", "admin"),
+            ("X-Portcullis-Anything", "x"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("authorization", "Bearer abc"),
+            ("host", "api.example.com"),
+            ("accept", "application/json"),
+        ] {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_static(v));
+        }
+        let names = IdentityHeaders::default();
+        let id = Identity { subject: "alice".into(), scopes: vec!["a".into()], ..Identity::default() };
+        let f = Forward {
+            path: "/",
+            query: None,
+            identity: Some(&id),
+            header_names: &names,
+            peer: Some("10.0.0.9".parse().unwrap()),
+            forward_authorization: false,
+        };
+        let out = upstream_headers(&h, &f);
+        assert_eq!(out["x-portcullis-subject"], "alice");
+        assert!(out.get("x-portcullis-anything").is_none());
+        assert_eq!(out["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(out["forwarded"], "for=10.0.0.9;proto=http;host=\"api.example.com\"");
+        assert_eq!(out["x-forwarded-host"], "api.example.com");
+        for gone in ["connection", "x-secret", "te", "authorization", "host"] {
+            assert!(out.get(gone).is_none(), "{gone} forwarded");
+        }
+        assert_eq!(out["accept"], "application/json");
+    }
+}
