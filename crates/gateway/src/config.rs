@@ -162,11 +162,32 @@ impl Default for RouteConfig {
 }
 
 /// `auth = "jwt"` or `auth = ["jwt", "none"]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthSpec {
     One(AuthMethod),
     AnyOf(Vec<AuthMethod>),
+}
+
+impl<'de> Deserialize<'de> for AuthSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let method = |name: &str| match name {
+            "none" => Ok(AuthMethod::None),
+            "jwt" => Ok(AuthMethod::Jwt),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown auth method {other:?}; expected \"none\" or \"jwt\" (or a list of them)"
+            ))),
+        };
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("auth must be a string or a list of strings"))? {
+            Raw::One(name) => method(&name).map(Self::One),
+            Raw::Many(names) => names.iter().map(|n| method(n)).collect::<Result<_, _>>().map(Self::AnyOf),
+        }
+    }
 }
 
 impl AuthSpec {

@@ -230,7 +230,41 @@ fn from_table(table: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("tokens", tokens);
     section!("keys", keys);
     section!("log", log);
-    section!("gateway", gateway);
+    if let Some(value) = sections.remove("gateway") {
+        config.gateway = gateway_section(value, errors);
+    }
+    config
+}
+
+/// The gateway section, with routes and issuers read one by one so that a mistake in one
+/// route does not hide the problems of the others.
+fn gateway_section(value: toml::Value, errors: &mut Vec<String>) -> gateway::config::GatewayConfig {
+    let toml::Value::Table(mut table) = value else {
+        errors.push("[gateway] must be a table".into());
+        return gateway::config::GatewayConfig::default();
+    };
+    let mut list = |key: &str| match table.remove(key) {
+        Some(toml::Value::Array(items)) => items,
+        Some(_) => {
+            errors.push(format!("gateway.{key} must be an array of tables ([[gateway.{key}]])"));
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    let routes = list("routes");
+    let issuers = list("issuers");
+    let mut config: gateway::config::GatewayConfig =
+        section_value(toml::Value::Table(table), "gateway", errors).unwrap_or_default();
+    config.routes = routes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, v)| section_value(v, &format!("gateway.routes[{i}]"), errors))
+        .collect();
+    config.issuers = issuers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, v)| section_value(v, &format!("gateway.issuers[{i}]"), errors))
+        .collect();
     config
 }
 
@@ -389,6 +423,38 @@ mod tests {
     fn secrets_are_not_debug_printed() {
         let c = load(None, env(&[("PORTCULLIS_KEYS__MASTER_KEY", "c2VjcmV0")])).unwrap();
         assert!(!format!("{c:?}").contains("c2VjcmV0"));
+    }
+
+    #[test]
+    fn gateway_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gateway.example.toml");
+        let c = load(Some(&path), env(&[])).unwrap();
+        assert_eq!(c.gateway.routes.len(), 3);
+        assert_eq!(c.gateway.issuers.len(), 1);
+    }
+
+    #[test]
+    fn gateway_mistakes_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[[gateway.routes]]\npath_prefix = \"api\"\nupstreams = [\"https://x/y\"]\nauth = \"jwt\"\nissuers = [\"https://nope\"]\n\
+             [[gateway.routes]]\npath_prefix = \"/b\"\nupstreams = [\"http://127.0.0.1:1\"]\nscopes_all = [\"a\"]\nauth = \"none\"\n\
+             [[gateway.routes]]\npath_prefix = \"/c\"\nupstreams = [\"http://127.0.0.1:1\"]\nauth = \"basic\"\nupstream = 1\n",
+        )
+        .unwrap();
+        let all = load(Some(&path), env(&[])).unwrap_err().to_string();
+        for needle in [
+            "path_prefix",
+            "upstream \"https://x/y\"",
+            "need audiences",
+            "not configured",
+            "cannot allow auth",
+            "gateway",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 mod bad_input;
 mod cli;
+mod external_issuer;
 mod flow;
 mod gateway;
 mod harness;
