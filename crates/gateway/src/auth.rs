@@ -128,12 +128,12 @@ impl Authenticator {
     /// The cheap per-request checks, also applied to cached identities.
     fn check_for_route(&self, id: &Identity, route: &Route, now: UnixTime) -> Result<(), Downstream> {
         let issuer_ok =
-            route.issuers.iter().any(|i| (i == SELF_ISSUER && id.is_self) || (!id.is_self && *i == id.issuer));
+            route.cfg.issuers.iter().any(|i| (i == SELF_ISSUER && id.is_self) || (!id.is_self && *i == id.issuer));
         if !issuer_ok {
             return Err(Downstream::InvalidToken("issuer_not_accepted_on_route"));
         }
         // RFC 9068 §4: the resource server MUST validate that `aud` identifies it.
-        if !id.audiences.iter().any(|a| route.audiences.contains(a)) {
+        if !id.audiences.iter().any(|a| route.cfg.audiences.contains(a)) {
             return Err(Downstream::InvalidToken(TokenRejection::WrongAudience.code()));
         }
         if id.expires_at <= now - self.leeway {
@@ -219,7 +219,7 @@ pub fn bearer_token(headers: &HeaderMap, query: Option<&str>, route: &Route) -> 
         .map(str::to_owned);
     match (from_header, from_query) {
         (Some(_), Some(_)) => Err(Downstream::MalformedCredentials("send the token one way only")),
-        (None, Some(_)) if !route.allow_query_token => {
+        (None, Some(_)) if !route.cfg.allow_query_token => {
             Err(Downstream::MalformedCredentials("tokens in the query string are not accepted"))
         }
         (h, q) => Ok(h.or(q)),
@@ -237,17 +237,23 @@ const fn is_token68(b: u8) -> bool {
 /// `InsufficientScope` naming what is required.
 pub fn authorize(identity: &Identity, route: &Route) -> Result<(), Downstream> {
     let has = |list: &[String], x: &String| list.contains(x);
-    if !route.scopes_all.iter().all(|s| has(&identity.scopes, s)) {
-        return Err(Downstream::InsufficientScope { required: route.scopes_all.join(" "), reason: "missing_scope" });
+    if !route.cfg.scopes_all.iter().all(|s| has(&identity.scopes, s)) {
+        return Err(Downstream::InsufficientScope {
+            required: route.cfg.scopes_all.join(" "),
+            reason: "missing_scope",
+        });
     }
-    if !route.scopes_any.is_empty() && !route.scopes_any.iter().any(|s| has(&identity.scopes, s)) {
-        return Err(Downstream::InsufficientScope { required: route.scopes_any.join(" "), reason: "missing_scope" });
+    if !route.cfg.scopes_any.is_empty() && !route.cfg.scopes_any.iter().any(|s| has(&identity.scopes, s)) {
+        return Err(Downstream::InsufficientScope {
+            required: route.cfg.scopes_any.join(" "),
+            reason: "missing_scope",
+        });
     }
-    if !route.roles_all.iter().all(|r| has(&identity.roles, r)) {
-        return Err(Downstream::InsufficientScope { required: route.scopes_all.join(" "), reason: "missing_role" });
+    if !route.cfg.roles_all.iter().all(|r| has(&identity.roles, r)) {
+        return Err(Downstream::InsufficientScope { required: route.cfg.scopes_all.join(" "), reason: "missing_role" });
     }
-    if !route.roles_any.is_empty() && !route.roles_any.iter().any(|r| has(&identity.roles, r)) {
-        return Err(Downstream::InsufficientScope { required: route.scopes_all.join(" "), reason: "missing_role" });
+    if !route.cfg.roles_any.is_empty() && !route.cfg.roles_any.iter().any(|r| has(&identity.roles, r)) {
+        return Err(Downstream::InsufficientScope { required: route.cfg.scopes_all.join(" "), reason: "missing_role" });
     }
     Ok(())
 }

@@ -21,13 +21,22 @@ pub struct ExternalIssuer {
     pub config: IssuerConfig,
     keys: ArcSwap<HashMap<String, Arc<Verifier>>>,
     last_fetch: Mutex<Option<UnixTime>>,
+    /// Single-flight: one fetch at a time; requests meeting an unknown kid wait for the
+    /// fetch in progress and look again instead of starting their own.
+    fetching: tokio::sync::Mutex<()>,
     http: reqwest::Client,
 }
 
 impl ExternalIssuer {
     #[must_use]
     pub fn new(config: IssuerConfig, http: reqwest::Client) -> Self {
-        Self { config, keys: ArcSwap::from_pointee(HashMap::new()), last_fetch: Mutex::new(None), http }
+        Self {
+            config,
+            keys: ArcSwap::from_pointee(HashMap::new()),
+            last_fetch: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+            http,
+        }
     }
 
     /// Fetches the key set and swaps it in; on any failure the previous set stays.
@@ -35,6 +44,11 @@ impl ExternalIssuer {
     /// # Errors
     /// A description of what failed (network, status, size, no usable key).
     pub async fn refresh(&self, now: UnixTime) -> Result<usize, String> {
+        let _single_flight = self.fetching.lock().await;
+        self.fetch(now).await
+    }
+
+    async fn fetch(&self, now: UnixTime) -> Result<usize, String> {
         if let Ok(mut last) = self.last_fetch.lock() {
             *last = Some(now);
         }
@@ -77,6 +91,11 @@ impl ExternalIssuer {
         if let Some(v) = self.keys.load().get(kid) {
             return Some(v.clone());
         }
+        let _single_flight = self.fetching.lock().await;
+        // A fetch that was in flight (the startup fetch, another request's) may have it now.
+        if let Some(v) = self.keys.load().get(kid) {
+            return Some(v.clone());
+        }
         let may_refetch = self
             .last_fetch
             .lock()
@@ -85,7 +104,8 @@ impl ExternalIssuer {
         if !may_refetch {
             return None;
         }
-        match self.refresh(now).await {
+        // `fetch`, not `refresh`: this task already holds the single-flight lock.
+        match self.fetch(now).await {
             Ok(n) => {
                 tracing::info!(event = "jwks.refetched", issuer = %self.config.issuer, keys = n, "JWKS refetched for an unknown kid")
             }

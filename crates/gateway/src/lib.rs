@@ -76,10 +76,10 @@ impl Gateway {
 
         let declared =
             parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > route.body_limit as u64) {
+        if declared.is_some_and(|len| len > route.cfg.body_limit as u64) {
             return Err(GatewayError::Downstream(Downstream::PayloadTooLarge));
         }
-        let bytes = read_body(body, route.body_limit).await?;
+        let bytes = read_body(body, route.cfg.body_limit).await?;
         let query = parts
             .uri
             .query()
@@ -90,7 +90,7 @@ impl Gateway {
             identity: identity.as_deref(),
             header_names: &self.headers,
             peer,
-            forward_authorization: route.forward_authorization,
+            forward_authorization: route.cfg.forward_authorization,
         };
         route.proxy.forward(&parts, bytes, forward).await
     }

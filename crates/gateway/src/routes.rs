@@ -7,22 +7,15 @@ use axum::http::Method;
 use crate::config::{AuthMethod, RouteConfig};
 use crate::proxy::{RouteProxy, Upstream};
 
+/// A route: its configuration plus what was compiled from it once.
 #[derive(Debug)]
 pub struct Route {
     pub name: String,
+    pub cfg: RouteConfig,
     prefix: String,
     host: Option<String>,
     methods: Vec<Method>,
     pub auth: Vec<AuthMethod>,
-    pub issuers: Vec<String>,
-    pub audiences: Vec<String>,
-    pub scopes_all: Vec<String>,
-    pub scopes_any: Vec<String>,
-    pub roles_all: Vec<String>,
-    pub roles_any: Vec<String>,
-    pub forward_authorization: bool,
-    pub allow_query_token: bool,
-    pub body_limit: usize,
     pub proxy: RouteProxy,
 }
 
@@ -47,16 +40,8 @@ impl Route {
                 .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
                 .collect(),
             auth,
-            issuers: c.issuers.clone(),
-            audiences: c.audiences.clone(),
-            scopes_all: c.scopes_all.clone(),
-            scopes_any: c.scopes_any.clone(),
-            roles_all: c.roles_all.clone(),
-            roles_any: c.roles_any.clone(),
-            forward_authorization: c.forward_authorization,
-            allow_query_token: c.allow_query_token,
-            body_limit: c.body_limit,
             proxy: RouteProxy::new(upstreams, c.connect_timeout.0, c.request_timeout.0),
+            cfg: c.clone(),
         })
     }
 

@@ -138,19 +138,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
 
     tracing::info!(addr = %bound, issuer = %issuer, "portcullis listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    if let Some((gw_listener, gw_router)) = gateway_listener {
-        let mut gw_stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let served = axum::serve(gw_listener, gw_router.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = gw_stop.changed().await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(cause = %e, "gateway listener failed");
-            }
-        }));
-    }
+    let gateway_task = gateway_listener.map(|(l, r)| spawn_gateway(l, r, stop_rx.clone()));
     let mut stop_rx = stop_rx;
     let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
@@ -172,11 +160,33 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
             }
         }
     };
+    // The gateway drains in parallel with the main listener, within the same grace period.
+    if let Some(gw) = gateway_task {
+        let _ = tokio::time::timeout(grace, gw).await;
+    }
     for task in tasks {
         task.abort();
     }
     tracing::info!("portcullis stopped");
     result.map_err(StartupError::Serve)
+}
+
+/// Serves the gateway listener until the stop signal, then drains it.
+fn spawn_gateway(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(cause = %e, "gateway listener failed");
+        }
+    })
 }
 
 /// The gateway, when routes are configured.
