@@ -2,6 +2,7 @@
 //! verification, the signing-key model, and the ports (traits) that storage adapters
 //! implement. Knows nothing of HTTP frameworks, databases or Redis.
 
+pub mod apikey;
 pub mod client;
 pub mod clock;
 pub mod error;

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 
+use crate::apikey::ApiKey;
 use crate::client::Client;
 use crate::clock::UnixTime;
 use crate::error::StoreError;
@@ -55,6 +56,24 @@ pub trait RevocationStore: Send + Sync + std::fmt::Debug {
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError>;
 }
 
+/// API keys of the gateway, looked up by their public id.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync + std::fmt::Debug {
+    /// # Errors
+    /// `Conflict` when the id exists.
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// All keys, ordered by creation time then id.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+    /// Replaces expiry and revocation of the key with the same id.
+    ///
+    /// # Errors
+    /// `NotFound` when there is no such key.
+    async fn update_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    /// Records a use; never moves `last_used_at` backwards.
+    async fn touch_api_key(&self, id: &str, at: UnixTime) -> Result<(), StoreError>;
+}
+
 /// Readiness of the backing store.
 #[async_trait]
 pub trait Health: Send + Sync + std::fmt::Debug {
@@ -69,5 +88,6 @@ pub struct Stores {
     pub clients: std::sync::Arc<dyn ClientStore>,
     pub keys: std::sync::Arc<dyn KeyStore>,
     pub revocations: std::sync::Arc<dyn RevocationStore>,
+    pub api_keys: std::sync::Arc<dyn ApiKeyStore>,
     pub health: std::sync::Arc<dyn Health>,
 }

@@ -20,6 +20,14 @@ pub fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(&*buf)
 }
 
+/// `bytes` random bytes from the OS CSPRNG, lowercase hex (public identifiers).
+#[must_use]
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex(&buf)
+}
+
 /// The stored form of a secret: hex SHA-256.
 #[must_use]
 pub fn hash_secret(secret: &str) -> String {

@@ -72,6 +72,12 @@ impl Authenticator {
         self.external.values().cloned().collect()
     }
 
+    /// The gateway's clock reading.
+    #[must_use]
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
     #[must_use]
     pub fn cache(&self) -> &TokenCache {
         &self.cache
@@ -186,44 +192,73 @@ fn identity_from_claims(
     }
 }
 
-/// The bearer token of a request, if any.
+/// A credential presented with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// RFC 6750 bearer token (header, or query where the route allows it).
+    Bearer(String),
+    /// `X-API-Key: …` or `Authorization: ApiKey …`.
+    ApiKey(String),
+}
+
+/// The header that carries API keys.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The one credential of a request, if any.
 ///
 /// # Errors
-/// `MalformedCredentials` for several `Authorization` headers, a query token on a route
-/// that does not accept one, or a token sent two ways at once.
-pub fn bearer_token(headers: &HeaderMap, query: Option<&str>, route: &Route) -> Result<Option<String>, Downstream> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let header_value = values.next();
-    if values.next().is_some() {
-        return Err(Downstream::MalformedCredentials("send one Authorization header"));
-    }
-    let from_header = match header_value.map(|v| v.to_str()) {
-        None => None,
-        Some(Err(_)) => return Err(Downstream::MalformedCredentials("the Authorization header is not ASCII")),
+/// `MalformedCredentials` for several `Authorization` or `X-API-Key` headers, a malformed
+/// value, a query token on a route that does not accept one, an API key in the query
+/// string (never accepted), or credentials sent two ways at once.
+pub fn credentials(headers: &HeaderMap, query: Option<&str>, route: &Route) -> Result<Option<Credential>, Downstream> {
+    let mut found = Vec::with_capacity(1);
+    if let Some(value) = single(headers, header::AUTHORIZATION.as_str())? {
         // RFC 7235 §2.1: the scheme is case-insensitive.
-        Some(Ok(v)) => match v.trim().split_once(' ') {
+        let value = value.trim();
+        match value.split_once(' ').or(Some((value, ""))) {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
                 let token = token.trim();
                 if token.is_empty() || !token.bytes().all(is_token68) {
                     return Err(Downstream::MalformedCredentials("the bearer token is malformed"));
                 }
-                Some(token.to_owned())
+                found.push(Credential::Bearer(token.to_owned()));
             }
-            _ => None,
-        },
-    };
-    let from_query = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("access_token="))
-        .map(str::to_owned);
-    match (from_header, from_query) {
-        (Some(_), Some(_)) => Err(Downstream::MalformedCredentials("send the token one way only")),
-        (None, Some(_)) if !route.cfg.allow_query_token => {
-            Err(Downstream::MalformedCredentials("tokens in the query string are not accepted"))
+            Some((scheme, key)) if scheme.eq_ignore_ascii_case("apikey") => {
+                found.push(Credential::ApiKey(key.trim().to_owned()));
+            }
+            // Other schemes (Basic for an upstream's own use) are not ours to judge.
+            _ => {}
         }
-        (h, q) => Ok(h.or(q)),
     }
+    if let Some(value) = single(headers, API_KEY_HEADER)? {
+        found.push(Credential::ApiKey(value.trim().to_owned()));
+    }
+    let params = || query.into_iter().flat_map(|q| q.split('&'));
+    if params().any(|p| p.starts_with("api_key=") || p.starts_with("apikey=")) {
+        return Err(Downstream::MalformedCredentials("API keys are not accepted in the query string"));
+    }
+    if let Some(token) = params().find_map(|p| p.strip_prefix("access_token=")) {
+        if !route.cfg.allow_query_token {
+            return Err(Downstream::MalformedCredentials("tokens in the query string are not accepted"));
+        }
+        found.push(Credential::Bearer(token.to_owned()));
+    }
+    match found.len() {
+        0 | 1 => Ok(found.pop()),
+        _ => Err(Downstream::MalformedCredentials("send one credential, one way")),
+    }
+}
+
+/// The value of a header that must appear at most once, as ASCII.
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Downstream> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Downstream::MalformedCredentials("a credential header appears more than once"));
+    }
+    first
+        .map(|v| v.to_str().map_err(|_| Downstream::MalformedCredentials("a credential header is not ASCII")))
+        .transpose()
 }
 
 /// RFC 6750 §2.1 `b64token` characters.
@@ -249,11 +284,70 @@ pub fn authorize(identity: &Identity, route: &Route) -> Result<(), Downstream> {
             reason: "missing_scope",
         });
     }
+    // The challenge's `scope` names scopes only (RFC 6750 §3); roles are not scopes.
+    let scopes_required = || route.cfg.scopes_all.iter().chain(&route.cfg.scopes_any).cloned().collect::<Vec<_>>();
     if !route.cfg.roles_all.iter().all(|r| has(&identity.roles, r)) {
-        return Err(Downstream::InsufficientScope { required: route.cfg.scopes_all.join(" "), reason: "missing_role" });
+        return Err(Downstream::InsufficientScope { required: scopes_required().join(" "), reason: "missing_role" });
     }
     if !route.cfg.roles_any.is_empty() && !route.cfg.roles_any.iter().any(|r| has(&identity.roles, r)) {
-        return Err(Downstream::InsufficientScope { required: route.cfg.scopes_all.join(" "), reason: "missing_role" });
+        return Err(Downstream::InsufficientScope { required: scopes_required().join(" "), reason: "missing_role" });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderName, HeaderValue};
+
+    use super::*;
+    use crate::config::{AuthSpec, RouteConfig};
+
+    fn route(allow_query_token: bool) -> Route {
+        let cfg = RouteConfig {
+            path_prefix: "/x".into(),
+            upstreams: vec!["http://127.0.0.1:1".into()],
+            auth: Some(AuthSpec::AnyOf(vec![crate::config::AuthMethod::Jwt, crate::config::AuthMethod::ApiKey])),
+            allow_query_token,
+            ..RouteConfig::default()
+        };
+        Route::compile(&cfg).unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn each_way_of_sending_a_credential() {
+        let r = route(true);
+        let cred = |h: &[(&str, &str)], q: Option<&str>| credentials(&headers(h), q, &r);
+        assert_eq!(cred(&[("authorization", "bEaReR abc.def")], None), Ok(Some(Credential::Bearer("abc.def".into()))));
+        assert_eq!(cred(&[("authorization", "ApiKey pcs_1")], None), Ok(Some(Credential::ApiKey("pcs_1".into()))));
+        assert_eq!(cred(&[("x-api-key", " pcs_2 ")], None), Ok(Some(Credential::ApiKey("pcs_2".into()))));
+        assert_eq!(cred(&[], Some("a=1&access_token=t")), Ok(Some(Credential::Bearer("t".into()))));
+        assert_eq!(cred(&[("authorization", "Basic dTpw")], None), Ok(None));
+        assert_eq!(cred(&[], None), Ok(None));
+    }
+
+    #[test]
+    fn ambiguous_or_forbidden_credentials_are_refused() {
+        let strict = route(false);
+        let lax = route(true);
+        let refused = |h: &[(&str, &str)], q: Option<&str>, r: &Route| {
+            matches!(credentials(&headers(h), q, r), Err(Downstream::MalformedCredentials(_)))
+        };
+        assert!(refused(&[], Some("access_token=t"), &strict));
+        assert!(refused(&[], Some("api_key=pcs_1"), &lax));
+        assert!(refused(&[], Some("x=1&apikey=pcs_1"), &lax));
+        assert!(refused(&[("authorization", "Bearer a"), ("x-api-key", "pcs_1")], None, &lax));
+        assert!(refused(&[("authorization", "Bearer a")], Some("access_token=b"), &lax));
+        assert!(refused(&[("x-api-key", "a"), ("x-api-key", "b")], None, &lax));
+        assert!(refused(&[("authorization", "Bearer a"), ("authorization", "Bearer b")], None, &lax));
+        assert!(refused(&[("authorization", "Bearer a b")], None, &lax));
+        assert!(refused(&[("authorization", "Bearer ")], None, &lax));
+    }
 }

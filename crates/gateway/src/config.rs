@@ -18,6 +18,8 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// How many verified tokens to remember (keyed by SHA-256 of the token).
     pub token_cache_size: usize,
+    /// How long an API-key lookup is reused; a revocation takes effect within this time.
+    pub api_key_cache_ttl: Seconds,
     /// Names of the identity headers sent to upstreams (and always stripped from clients).
     pub headers: IdentityHeaders,
     /// Issuers other than this Portcullis whose tokens routes may accept.
@@ -30,6 +32,7 @@ impl Default for GatewayConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             token_cache_size: 10_000,
+            api_key_cache_ttl: Seconds(5),
             headers: IdentityHeaders::default(),
             issuers: Vec::new(),
             routes: Vec::new(),
@@ -100,6 +103,8 @@ pub enum AuthMethod {
     None,
     /// A bearer JWT from this Portcullis or a configured issuer.
     Jwt,
+    /// An API key made with `portcullis apikey create`.
+    ApiKey,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,7 +120,7 @@ pub struct RouteConfig {
     pub methods: Vec<String>,
     /// Upstream base URLs (`http://host:port`), used round-robin.
     pub upstreams: Vec<String>,
-    /// Required: `"none"`, `"jwt"`, or a list meaning "any of".
+    /// Required: `"none"`, `"jwt"`, `"api_key"`, or a list meaning "any of".
     pub auth: Option<AuthSpec>,
     /// Issuers accepted on this route: `"self"` and/or configured issuer URLs.
     pub issuers: Vec<String>,
@@ -127,7 +132,7 @@ pub struct RouteConfig {
     pub scopes_any: Vec<String>,
     pub roles_all: Vec<String>,
     pub roles_any: Vec<String>,
-    /// Send the client's `Authorization` header on to the upstream.
+    /// Send the client's credentials (`Authorization`, `X-API-Key`) on to the upstream.
     pub forward_authorization: bool,
     /// Accept `?access_token=` (RFC 6750 §2.3; discouraged, off by default).
     pub allow_query_token: bool,
@@ -179,8 +184,9 @@ impl<'de> Deserialize<'de> for AuthSpec {
         let method = |name: &str| match name {
             "none" => Ok(AuthMethod::None),
             "jwt" => Ok(AuthMethod::Jwt),
+            "api_key" => Ok(AuthMethod::ApiKey),
             other => Err(serde::de::Error::custom(format!(
-                "unknown auth method {other:?}; expected \"none\" or \"jwt\" (or a list of them)"
+                "unknown auth method {other:?}; expected \"none\", \"jwt\" or \"api_key\" (or a list of them)"
             ))),
         };
         match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("auth must be a string or a list of strings"))? {
@@ -246,7 +252,7 @@ impl GatewayConfig {
         }
         let methods = match &route.auth {
             None => {
-                errors.push(format!("{at}: auth is required (\"none\", \"jwt\" or a list of them)"));
+                errors.push(format!("{at}: auth is required (\"none\", \"jwt\", \"api_key\" or a list of them)"));
                 Vec::new()
             }
             Some(spec) => spec.methods(),

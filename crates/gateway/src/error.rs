@@ -15,6 +15,8 @@ pub enum GatewayError {
     Downstream(Downstream),
     /// The upstream service failed.
     Upstream(Upstream),
+    /// A store we depend on is down (503; the cause is for the log).
+    Unavailable(String),
     /// We failed.
     Internal(String),
 }
@@ -25,12 +27,20 @@ pub enum Downstream {
     BadRequest(&'static str),
     NoRoute,
     MethodNotAllowed,
-    /// No credentials at all (RFC 6750 §3.1: no error code in the challenge).
-    MissingCredentials,
+    /// No credentials at all (RFC 6750 §3.1: no error code in the challenge); the route's
+    /// accepted schemes are offered.
+    MissingCredentials {
+        bearer: bool,
+        api_key: bool,
+    },
     /// Malformed credentials (`invalid_request`).
     MalformedCredentials(&'static str),
     /// A token that did not verify; the reason is for the log only.
     InvalidToken(&'static str),
+    /// An API key that did not verify; the reason is for the log only.
+    InvalidApiKey(&'static str),
+    /// Credentials of a kind the route does not take (a bearer token on an API-key route).
+    WrongCredentialKind,
     /// Verified, but lacks what the route requires.
     InsufficientScope {
         required: String,
@@ -61,8 +71,13 @@ impl GatewayError {
                     "this route does not accept that method".into(),
                     None,
                 ),
-                Downstream::MissingCredentials => {
-                    (StatusCode::UNAUTHORIZED, "Unauthorized", "credentials are required".into(), bearer(""))
+                Downstream::MissingCredentials { bearer: takes_bearer, api_key } => {
+                    let challenges = [
+                        takes_bearer.then(|| format!("Bearer realm=\"{REALM}\"")),
+                        api_key.then(|| format!("ApiKey realm=\"{REALM}\"")),
+                    ];
+                    let challenge = challenges.into_iter().flatten().collect::<Vec<_>>().join(", ");
+                    (StatusCode::UNAUTHORIZED, "Unauthorized", "credentials are required".into(), Some(challenge))
                 }
                 Downstream::MalformedCredentials(why) => (
                     StatusCode::BAD_REQUEST,
@@ -75,6 +90,18 @@ impl GatewayError {
                     "Unauthorized",
                     "the access token is invalid".into(),
                     bearer(", error=\"invalid_token\", error_description=\"the access token is invalid\""),
+                ),
+                Downstream::InvalidApiKey(_) => (
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "the API key is invalid".into(),
+                    Some(format!("ApiKey realm=\"{REALM}\"")),
+                ),
+                Downstream::WrongCredentialKind => (
+                    StatusCode::UNAUTHORIZED,
+                    "Unauthorized",
+                    "this route does not accept that kind of credential".into(),
+                    bearer(""),
                 ),
                 Downstream::InsufficientScope { required, .. } => (
                     StatusCode::FORBIDDEN,
@@ -98,6 +125,12 @@ impl GatewayError {
                 "the upstream service did not answer in time".into(),
                 None,
             ),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                "the gateway cannot check credentials right now".into(),
+                None,
+            ),
             Self::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", "the gateway failed".into(), None)
             }
@@ -109,10 +142,17 @@ impl GatewayError {
             Self::Downstream(Downstream::InvalidToken(reason)) => {
                 tracing::warn!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason, "invalid token");
             }
+            Self::Downstream(Downstream::InvalidApiKey(reason)) => {
+                tracing::warn!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason, "invalid API key");
+            }
             Self::Downstream(Downstream::InsufficientScope { reason, .. }) => {
                 tracing::warn!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason, "insufficient scope");
             }
-            Self::Downstream(Downstream::MissingCredentials | Downstream::MalformedCredentials(_)) => {
+            Self::Downstream(
+                Downstream::MissingCredentials { .. }
+                | Downstream::MalformedCredentials(_)
+                | Downstream::WrongCredentialKind,
+            ) => {
                 tracing::info!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason = "no_credentials", "missing credentials");
             }
             Self::Downstream(d) => {
@@ -120,6 +160,9 @@ impl GatewayError {
             }
             Self::Upstream(u) => {
                 tracing::warn!(event = "gateway.upstream_failed", status = status.as_u16(), cause = ?u, "upstream failed")
+            }
+            Self::Unavailable(cause) => {
+                tracing::error!(event = "gateway.unavailable", cause = %cause, "a backing store is unavailable")
             }
             Self::Internal(cause) => {
                 tracing::error!(event = "gateway.internal_error", cause = %cause, "gateway failed")

@@ -3,6 +3,7 @@
 //! (no network hop); tokens of configured external issuers with their cached JWKS.
 //! Every error is rendered in one place (`error`).
 
+pub mod apikey;
 pub mod auth;
 pub mod cache;
 pub mod config;
@@ -23,7 +24,8 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tracing::Instrument as _;
 
-use crate::auth::Authenticator;
+use crate::apikey::ApiKeyVerifier;
+use crate::auth::{Authenticator, Credential, Identity};
 use crate::config::{AuthMethod, IdentityHeaders};
 use crate::error::{Downstream, GatewayError};
 use crate::routes::{Match, RouteTable};
@@ -33,13 +35,14 @@ use crate::routes::{Match, RouteTable};
 pub struct Gateway {
     routes: RouteTable,
     auth: Authenticator,
+    api_keys: ApiKeyVerifier,
     headers: IdentityHeaders,
 }
 
 impl Gateway {
     #[must_use]
-    pub fn new(routes: RouteTable, auth: Authenticator, headers: IdentityHeaders) -> Self {
-        Self { routes, auth, headers }
+    pub fn new(routes: RouteTable, auth: Authenticator, api_keys: ApiKeyVerifier, headers: IdentityHeaders) -> Self {
+        Self { routes, auth, api_keys, headers }
     }
 
     #[must_use]
@@ -60,15 +63,7 @@ impl Gateway {
         };
         tracing::Span::current().record("route", route.name.as_str());
 
-        let token = auth::bearer_token(&parts.headers, parts.uri.query(), route).map_err(GatewayError::Downstream)?;
-        let identity = match token {
-            Some(t) if route.auth.contains(&AuthMethod::Jwt) => {
-                Some(self.auth.verify(&t, route).await.map_err(GatewayError::Downstream)?)
-            }
-            // Credentials on a route that takes none are neither checked nor forwarded.
-            Some(_) | None if route.auth.contains(&AuthMethod::None) => None,
-            _ => return Err(GatewayError::Downstream(Downstream::MissingCredentials)),
-        };
+        let identity = self.authenticate(&parts, route).await?;
         if let Some(id) = &identity {
             auth::authorize(id, route).map_err(GatewayError::Downstream)?;
             tracing::debug!(subject = %id.subject, "request authenticated");
@@ -93,6 +88,36 @@ impl Gateway {
             forward_authorization: route.cfg.forward_authorization,
         };
         route.proxy.forward(&parts, bytes, forward).await
+    }
+}
+
+impl Gateway {
+    /// The caller's identity on `route`, or `None` on a route that takes anonymous calls.
+    async fn authenticate(
+        &self,
+        parts: &axum::http::request::Parts,
+        route: &routes::Route,
+    ) -> Result<Option<Arc<Identity>>, GatewayError> {
+        let takes = |m| route.auth.contains(&m);
+        let credential =
+            auth::credentials(&parts.headers, parts.uri.query(), route).map_err(GatewayError::Downstream)?;
+        Ok(match credential {
+            Some(Credential::Bearer(t)) if takes(AuthMethod::Jwt) => {
+                Some(self.auth.verify(&t, route).await.map_err(GatewayError::Downstream)?)
+            }
+            Some(Credential::ApiKey(k)) if takes(AuthMethod::ApiKey) => {
+                Some(Arc::new(self.api_keys.verify(&k, self.auth.now()).await?))
+            }
+            // Credentials on a route that takes none are neither checked nor forwarded.
+            _ if takes(AuthMethod::None) => None,
+            Some(_) => return Err(GatewayError::Downstream(Downstream::WrongCredentialKind)),
+            None => {
+                return Err(GatewayError::Downstream(Downstream::MissingCredentials {
+                    bearer: takes(AuthMethod::Jwt),
+                    api_key: takes(AuthMethod::ApiKey),
+                }));
+            }
+        })
     }
 }
 

@@ -177,6 +177,7 @@ fn upstream_headers(incoming: &HeaderMap, f: &Forward<'_>) -> HeaderMap {
     }
     if !f.forward_authorization {
         headers.remove(header::AUTHORIZATION);
+        headers.remove(crate::auth::API_KEY_HEADER);
     }
     let mut set = |name: &str, value: &str| {
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
@@ -235,6 +236,7 @@ mod tests {
             ("x-secret", "1"),
             ("te", "trailers"),
             ("authorization", "Bearer abc"),
+            ("x-api-key", "pcs_x"),
             ("host", "api.example.com"),
             ("accept", "application/json"),
         ] {
@@ -256,7 +258,7 @@ mod tests {
         assert_eq!(out["x-forwarded-for"], "10.0.0.9");
         assert_eq!(out["forwarded"], "for=10.0.0.9;proto=http;host=\"api.example.com\"");
         assert_eq!(out["x-forwarded-host"], "api.example.com");
-        for gone in ["connection", "x-secret", "te", "authorization", "host"] {
+        for gone in ["connection", "x-secret", "te", "authorization", "x-api-key", "host"] {
             assert!(out.get(gone).is_none(), "{gone} forwarded");
         }
         assert_eq!(out["accept"], "application/json");

@@ -222,7 +222,13 @@ fn build_gateway(
         runtime.clock.clone(),
         runtime.config.tokens.leeway.as_i64(),
     );
-    Some(Arc::new(gateway::Gateway::new(gateway::routes::RouteTable::new(routes), auth, config.headers.clone())))
+    let api_keys = gateway::apikey::ApiKeyVerifier::new(
+        runtime.stores.api_keys.clone(),
+        config.api_key_cache_ttl.as_i64(),
+        config.token_cache_size,
+    );
+    let table = gateway::routes::RouteTable::new(routes);
+    Some(Arc::new(gateway::Gateway::new(table, auth, api_keys, config.headers.clone())))
 }
 
 /// Keeps the in-memory revocation mirror in step with the store (other instances, CLI).

@@ -34,6 +34,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage API keys for the gateway.
+    #[command(subcommand)]
+    Apikey(crate::apikey_cli::ApiKeyCommand),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -1,6 +1,7 @@
 //! The `portcullis` binary's library half: CLI, configuration loading, wiring, listeners,
 //! telemetry and graceful shutdown. The only crate that reads files, the environment or argv.
 
+pub mod apikey_cli;
 pub mod app;
 pub mod cli;
 pub mod config;

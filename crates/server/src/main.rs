@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             Command::Serve => app::serve(config).await.map_err(cli::CliError::from),
             Command::Client(cmd) => cli::client(config, cmd).await,
             Command::Keys(cmd) => cli::keys(config, cmd).await,
+            Command::Apikey(cmd) => portcullis_server::apikey_cli::run(config, cmd).await,
             Command::Config(_) => Ok(()),
         }
     });

@@ -8,6 +8,7 @@
 #![allow(clippy::panic, clippy::indexing_slicing, reason = "assertions are the point of a test suite")]
 
 use domain::StoreError;
+use domain::apikey::{NewApiKey, rotate};
 use domain::client::{Client, GrantType};
 use domain::jose::Algorithm;
 use domain::keys::{KeyState, MasterKey};
@@ -25,6 +26,7 @@ pub async fn run_all(stores: &Stores) -> Result<(), StoreError> {
     clients(stores).await?;
     keys(stores).await?;
     revocations(stores).await?;
+    api_keys(stores).await?;
     stores.health.ping().await
 }
 
@@ -169,5 +171,47 @@ pub async fn revocations(stores: &Stores) -> Result<(), StoreError> {
     assert!(purged >= 1, "the expired entry is purged");
     assert!(!s.is_revoked(&short, NOW).await?, "purged entries are gone");
     assert!(s.is_revoked(&jti, NOW + 11).await?, "live entries survive a purge");
+    Ok(())
+}
+
+/// The API-key port.
+///
+/// # Errors
+/// An operation failed that should have succeeded.
+pub async fn api_keys(stores: &Stores) -> Result<(), StoreError> {
+    let s = &stores.api_keys;
+    let issued = NewApiKey {
+        name: "ci-bot".into(),
+        scopes: Scopes::parse("invoices:read").unwrap_or_default(),
+        roles: vec!["ci".into(), "deploy".into()],
+        lifetime: Some(3_600),
+    }
+    .issue(NOW);
+    let key = issued.stored;
+    s.insert_api_key(&key).await?;
+    assert_eq!(s.get_api_key(&key.id).await?.as_ref(), Some(&key), "api key round trip");
+    assert!(matches!(s.insert_api_key(&key).await, Err(StoreError::Conflict(_))), "duplicate id is a conflict");
+    assert_eq!(s.get_api_key("0000000000000000").await?, None);
+    assert!(s.list_api_keys().await?.iter().any(|k| k.id == key.id));
+
+    s.touch_api_key(&key.id, NOW + 10).await?;
+    s.touch_api_key(&key.id, NOW + 5).await?;
+    assert_eq!(s.get_api_key(&key.id).await?.and_then(|k| k.last_used_at), Some(NOW + 10), "never backwards");
+
+    let (retiring, successor) = rotate(&key, 60, NOW + 20);
+    s.insert_api_key(&successor.stored).await?;
+    s.update_api_key(&retiring).await?;
+    let stored = s.get_api_key(&key.id).await?;
+    assert_eq!(stored.and_then(|k| k.expires_at), Some(NOW + 80), "rotation cut the old key's expiry");
+    let stored = s.get_api_key(&successor.stored.id).await?;
+    assert_eq!(stored.and_then(|k| k.rotated_from), Some(key.id.clone()));
+
+    let mut revoked = retiring;
+    revoked.revoked_at = Some(NOW + 30);
+    s.update_api_key(&revoked).await?;
+    assert_eq!(s.get_api_key(&key.id).await?.and_then(|k| k.revoked_at), Some(NOW + 30));
+    let mut missing = revoked;
+    missing.id = "ffffffffffffffff".into();
+    assert!(matches!(s.update_api_key(&missing).await, Err(StoreError::NotFound)));
     Ok(())
 }

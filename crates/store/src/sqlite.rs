@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::StoreError;
+use domain::apikey::ApiKey;
 use domain::client::{Client, GrantType};
 use domain::clock::UnixTime;
 use domain::jose::{Algorithm, Jwk};
 use domain::keys::{KeyState, StoredKey};
-use domain::ports::{ClientStore, Health, KeyStore, RevocationStore, Stores};
+use domain::ports::{ApiKeyStore, ClientStore, Health, KeyStore, RevocationStore, Stores};
 use domain::scope::Scopes;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row as _, SqlitePool};
@@ -72,7 +73,13 @@ impl SqliteStore {
     /// Every port, served by this store.
     #[must_use]
     pub fn stores(self: Arc<Self>) -> Stores {
-        Stores { clients: self.clone(), keys: self.clone(), revocations: self.clone(), health: self }
+        Stores {
+            clients: self.clone(),
+            keys: self.clone(),
+            revocations: self.clone(),
+            api_keys: self.clone(),
+            health: self,
+        }
     }
 }
 
@@ -301,6 +308,84 @@ impl RevocationStore for SqliteStore {
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected())
+    }
+}
+
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
+    Ok(ApiKey {
+        id: row.try_get("id").map_err(map_err)?,
+        name: row.try_get("name").map_err(map_err)?,
+        key_hash: row.try_get("key_hash").map_err(map_err)?,
+        scopes: Scopes::parse(row.try_get("scopes").map_err(map_err)?).map_err(|_| corrupt("scopes"))?,
+        roles: serde_json::from_str(row.try_get("roles").map_err(map_err)?).map_err(|_| corrupt("roles"))?,
+        created_at: row.try_get("created_at").map_err(map_err)?,
+        expires_at: row.try_get("expires_at").map_err(map_err)?,
+        revoked_at: row.try_get("revoked_at").map_err(map_err)?,
+        last_used_at: row.try_get("last_used_at").map_err(map_err)?,
+        rotated_from: row.try_get("rotated_from").map_err(map_err)?,
+    })
+}
+
+#[async_trait]
+impl ApiKeyStore for SqliteStore {
+    async fn insert_api_key(&self, k: &ApiKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, key_hash, scopes, roles, created_at, expires_at, revoked_at, \
+             last_used_at, rotated_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&k.id)
+        .bind(&k.name)
+        .bind(&k.key_hash)
+        .bind(k.scopes.to_string())
+        .bind(to_json(&k.roles)?)
+        .bind(k.created_at)
+        .bind(k.expires_at)
+        .bind(k.revoked_at)
+        .bind(k.last_used_at)
+        .bind(&k.rotated_from)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn update_api_key(&self, k: &ApiKey) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE api_keys SET expires_at = ?, revoked_at = ? WHERE id = ?")
+            .bind(k.expires_at)
+            .bind(k.revoked_at)
+            .bind(&k.id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    async fn touch_api_key(&self, id: &str, at: UnixTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
+            .bind(at)
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 }
 

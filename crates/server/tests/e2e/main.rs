@@ -10,6 +10,7 @@
     reason = "tests: long lists of cases read best in one place"
 )]
 
+mod apikeys;
 mod bad_input;
 mod cli;
 mod external_issuer;
