@@ -140,6 +140,8 @@ pub struct RouteConfig {
     pub body_limit: usize,
     pub connect_timeout: Seconds,
     pub request_timeout: Seconds,
+    /// Cross-origin rules for browser callers; none means no CORS headers at all.
+    pub cors: Option<crate::cors::CorsConfig>,
 }
 
 impl Default for RouteConfig {
@@ -162,6 +164,7 @@ impl Default for RouteConfig {
             body_limit: 1024 * 1024,
             connect_timeout: Seconds(2),
             request_timeout: Seconds(30),
+            cors: None,
         }
     }
 }
@@ -279,6 +282,9 @@ impl GatewayConfig {
             && route.roles_any.is_empty());
         if needs_identity && methods.contains(&AuthMethod::None) {
             errors.push(format!("{at}: a route that requires scopes or roles cannot allow auth \"none\""));
+        }
+        if let Some(cors) = &route.cors {
+            errors.extend(cors.validate(&at));
         }
         for m in &route.methods {
             if axum::http::Method::from_bytes(m.as_bytes()).is_err() {

@@ -47,6 +47,8 @@ pub enum Downstream {
         reason: &'static str,
     },
     PayloadTooLarge,
+    /// A CORS preflight for an origin, method or header the route does not allow.
+    CorsRefused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,67 +57,73 @@ pub enum Upstream {
     Timeout,
 }
 
+/// Status, title, detail and challenge of a client-side failure.
+fn downstream_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option<String>) {
+    let bearer = |extra: &str| Some(format!("Bearer realm=\"{REALM}\"{extra}"));
+    match d {
+        Downstream::BadPath(why) => (StatusCode::BAD_REQUEST, "Bad Request", (*why).to_owned(), None),
+        Downstream::BadRequest(why) => (StatusCode::BAD_REQUEST, "Bad Request", (*why).to_owned(), None),
+        Downstream::NoRoute => (StatusCode::NOT_FOUND, "Not Found", "no route matches this request".into(), None),
+        Downstream::MethodNotAllowed => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+            "this route does not accept that method".into(),
+            None,
+        ),
+        Downstream::MissingCredentials { bearer: takes_bearer, api_key } => {
+            let challenges = [
+                takes_bearer.then(|| format!("Bearer realm=\"{REALM}\"")),
+                api_key.then(|| format!("ApiKey realm=\"{REALM}\"")),
+            ];
+            let challenge = challenges.into_iter().flatten().collect::<Vec<_>>().join(", ");
+            (StatusCode::UNAUTHORIZED, "Unauthorized", "credentials are required".into(), Some(challenge))
+        }
+        Downstream::MalformedCredentials(why) => (
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            (*why).to_owned(),
+            bearer(&format!(", error=\"invalid_request\", error_description=\"{why}\"")),
+        ),
+        Downstream::InvalidToken(_) => (
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "the access token is invalid".into(),
+            bearer(", error=\"invalid_token\", error_description=\"the access token is invalid\""),
+        ),
+        Downstream::InvalidApiKey(_) => (
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "the API key is invalid".into(),
+            Some(format!("ApiKey realm=\"{REALM}\"")),
+        ),
+        Downstream::WrongCredentialKind => (
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "this route does not accept that kind of credential".into(),
+            bearer(""),
+        ),
+        Downstream::InsufficientScope { required, .. } => (
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "the access token does not grant access to this route".into(),
+            bearer(&format!(", error=\"insufficient_scope\", scope=\"{required}\"")),
+        ),
+        Downstream::CorsRefused => {
+            (StatusCode::FORBIDDEN, "Forbidden", "this cross-origin request is not allowed".into(), None)
+        }
+        Downstream::PayloadTooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Payload Too Large",
+            "the request body is too large for this route".into(),
+            None,
+        ),
+    }
+}
+
 impl GatewayError {
     fn parts(&self) -> (StatusCode, &'static str, String, Option<String>) {
-        let bearer = |extra: &str| Some(format!("Bearer realm=\"{REALM}\"{extra}"));
         match self {
-            Self::Downstream(d) => match d {
-                Downstream::BadPath(why) => (StatusCode::BAD_REQUEST, "Bad Request", (*why).to_owned(), None),
-                Downstream::BadRequest(why) => (StatusCode::BAD_REQUEST, "Bad Request", (*why).to_owned(), None),
-                Downstream::NoRoute => {
-                    (StatusCode::NOT_FOUND, "Not Found", "no route matches this request".into(), None)
-                }
-                Downstream::MethodNotAllowed => (
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "Method Not Allowed",
-                    "this route does not accept that method".into(),
-                    None,
-                ),
-                Downstream::MissingCredentials { bearer: takes_bearer, api_key } => {
-                    let challenges = [
-                        takes_bearer.then(|| format!("Bearer realm=\"{REALM}\"")),
-                        api_key.then(|| format!("ApiKey realm=\"{REALM}\"")),
-                    ];
-                    let challenge = challenges.into_iter().flatten().collect::<Vec<_>>().join(", ");
-                    (StatusCode::UNAUTHORIZED, "Unauthorized", "credentials are required".into(), Some(challenge))
-                }
-                Downstream::MalformedCredentials(why) => (
-                    StatusCode::BAD_REQUEST,
-                    "Bad Request",
-                    (*why).to_owned(),
-                    bearer(&format!(", error=\"invalid_request\", error_description=\"{why}\"")),
-                ),
-                Downstream::InvalidToken(_) => (
-                    StatusCode::UNAUTHORIZED,
-                    "Unauthorized",
-                    "the access token is invalid".into(),
-                    bearer(", error=\"invalid_token\", error_description=\"the access token is invalid\""),
-                ),
-                Downstream::InvalidApiKey(_) => (
-                    StatusCode::UNAUTHORIZED,
-                    "Unauthorized",
-                    "the API key is invalid".into(),
-                    Some(format!("ApiKey realm=\"{REALM}\"")),
-                ),
-                Downstream::WrongCredentialKind => (
-                    StatusCode::UNAUTHORIZED,
-                    "Unauthorized",
-                    "this route does not accept that kind of credential".into(),
-                    bearer(""),
-                ),
-                Downstream::InsufficientScope { required, .. } => (
-                    StatusCode::FORBIDDEN,
-                    "Forbidden",
-                    "the access token does not grant access to this route".into(),
-                    bearer(&format!(", error=\"insufficient_scope\", scope=\"{required}\"")),
-                ),
-                Downstream::PayloadTooLarge => (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "Payload Too Large",
-                    "the request body is too large for this route".into(),
-                    None,
-                ),
-            },
+            Self::Downstream(d) => downstream_parts(d),
             Self::Upstream(Upstream::Unreachable(_)) => {
                 (StatusCode::BAD_GATEWAY, "Bad Gateway", "the upstream service could not be reached".into(), None)
             }

@@ -7,6 +7,7 @@ pub mod apikey;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod cors;
 pub mod error;
 pub mod jwks;
 pub mod path;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header;
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use tracing::Instrument as _;
@@ -50,19 +51,65 @@ impl Gateway {
         &self.auth
     }
 
-    async fn process(&self, req: Request, peer: Option<std::net::IpAddr>) -> Result<Response, GatewayError> {
+    /// Routes the request, answers CORS preflights, and adds the route's CORS headers to
+    /// whatever the route answers (errors included, so a browser app can read a 401).
+    async fn process(&self, req: Request, peer: Option<std::net::IpAddr>) -> Response {
         let (parts, body) = req.into_parts();
+        let preflight = cors::is_preflight(&parts.method, &parts.headers);
+        let (route, path) = match self.select(&parts, preflight) {
+            Ok(found) => found,
+            Err(e) => return e.into_response(),
+        };
+        tracing::Span::current().record("route", route.name.as_str());
+        let Some(cors) = &route.cfg.cors else {
+            return self.forward(parts, body, route, &path, peer).await.unwrap_or_else(IntoResponse::into_response);
+        };
+        if preflight {
+            return match cors.preflight(&parts.headers) {
+                Some(headers) => (StatusCode::NO_CONTENT, headers).into_response(),
+                None => GatewayError::Downstream(Downstream::CorsRefused).into_response(),
+            };
+        }
+        let cors_headers = cors.response_headers(&parts.headers);
+        let mut response =
+            self.forward(parts, body, route, &path, peer).await.unwrap_or_else(IntoResponse::into_response);
+        if let Some(headers) = cors_headers {
+            response.headers_mut().extend(headers);
+        }
+        response
+    }
+
+    /// The route for a request (for a preflight: the route of the method it asks about).
+    fn select(
+        &self,
+        parts: &axum::http::request::Parts,
+        preflight: bool,
+    ) -> Result<(&routes::Route, String), GatewayError> {
         reject_smuggling(&parts.headers)?;
         let path = path::normalize(parts.uri.path())
             .map_err(|e| GatewayError::Downstream(Downstream::BadPath(e.describe())))?;
         let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host());
-        let route = match self.routes.find(host, &path, &parts.method) {
-            Match::Found(r) => r,
-            Match::WrongMethod => return Err(GatewayError::Downstream(Downstream::MethodNotAllowed)),
-            Match::None => return Err(GatewayError::Downstream(Downstream::NoRoute)),
-        };
-        tracing::Span::current().record("route", route.name.as_str());
+        let asked = parts
+            .headers
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+            .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+            .filter(|_| preflight);
+        match self.routes.find(host, &path, asked.as_ref().unwrap_or(&parts.method)) {
+            Match::Found(r) => Ok((r, path)),
+            Match::WrongMethod => Err(GatewayError::Downstream(Downstream::MethodNotAllowed)),
+            Match::None => Err(GatewayError::Downstream(Downstream::NoRoute)),
+        }
+    }
 
+    /// Authenticate → authorize → read the body → forward.
+    async fn forward(
+        &self,
+        parts: axum::http::request::Parts,
+        body: Body,
+        route: &routes::Route,
+        path: &str,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Response, GatewayError> {
         let identity = self.authenticate(&parts, route).await?;
         if let Some(id) = &identity {
             auth::authorize(id, route).map_err(GatewayError::Downstream)?;
@@ -80,7 +127,7 @@ impl Gateway {
             .query()
             .map(|q| q.split('&').filter(|p| !p.starts_with("access_token=")).collect::<Vec<_>>().join("&"));
         let forward = proxy::Forward {
-            path: &path,
+            path,
             query,
             identity: identity.as_deref(),
             header_names: &self.headers,
@@ -155,8 +202,5 @@ async fn handle(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
         remote_addr = %peer.map(|p| p.to_string()).unwrap_or_default(),
         route = tracing::field::Empty,
     );
-    gateway.process(req, peer).instrument(span.clone()).await.unwrap_or_else(|e| {
-        let _entered = span.enter();
-        e.into_response()
-    })
+    gateway.process(req, peer).instrument(span).await
 }

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::master_key::{self, MasterKeyError};
+use crate::transport::{self, CertReloader, TlsError, TlsListener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -36,6 +37,8 @@ pub enum StartupError {
     Issuer(#[from] IssuerError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// The opened state every command works on.
@@ -119,9 +122,21 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         runtime.clock.clone(),
     );
     let revoked = tokens.revoked_set().clone();
-    let router = authserver::router(AppState::new(tokens, runtime.stores.health.clone()));
+    let tls = runtime.config.tls.clone();
+    let certs = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(CertReloader::new(cert.clone(), key.clone())?),
+        _ => None,
+    };
+    let hsts = tls.hsts();
+    let router = transport::secure_headers(
+        authserver::router(AppState::new(tokens, runtime.stores.health.clone())),
+        hsts.clone(),
+    );
     let mut tasks = vec![spawn_maintenance(&runtime, keys.clone())];
-    let gateway_listener = match build_gateway(&runtime, issuer.as_str(), keys, revoked.clone()) {
+    if let Some(certs) = &certs {
+        tasks.push(tokio::spawn(certs.clone().run(Duration::from_secs(tls.reload_interval.0))));
+    }
+    let gateway = match build_gateway(&runtime, issuer.as_str(), keys, revoked.clone()) {
         Some(gw) => {
             let addr = runtime.config.gateway.listen;
             let listener = TcpListener::bind(addr).await.map_err(|e| StartupError::Bind(addr, e))?;
@@ -129,64 +144,83 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
             for issuer in gw.authenticator().external_issuers() {
                 tasks.push(tokio::spawn(issuer.run_refresher(runtime.clock.clone())));
             }
-            tracing::info!(addr = %bound_gw, routes = runtime.config.gateway.routes.len(), "gateway listening");
-            Some((listener, gateway::router(gw)))
+            tracing::info!(addr = %bound_gw, tls = certs.is_some(), routes = runtime.config.gateway.routes.len(), "gateway listening");
+            Some((listener, transport::secure_headers(gateway::router(gw), hsts)))
         }
+        None => None,
+    };
+    let redirect = match tls.redirect_listen {
+        Some(addr) => Some(bind(addr, "redirect listening").await?),
         None => None,
     };
     tasks.push(spawn_revocation_sync(&runtime, revoked));
 
-    tracing::info!(addr = %bound, issuer = %issuer, "portcullis listening");
+    tracing::info!(addr = %bound, issuer = %issuer, tls = certs.is_some(), "portcullis listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let gateway_task = gateway_listener.map(|(l, r)| spawn_gateway(l, r, stop_rx.clone()));
-    let mut stop_rx = stop_rx;
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.changed().await;
-        })
-        .into_future();
-    tokio::pin!(server);
-    let result = tokio::select! {
-        result = &mut server => result,
-        () = shutdown_signal() => {
-            tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections, finishing in-flight requests");
-            let _ = stop_tx.send(true);
-            match tokio::time::timeout(grace, &mut server).await {
-                Ok(result) => result,
-                Err(_) => {
-                    tracing::warn!("grace period over; closing remaining connections");
-                    Ok(())
-                }
-            }
-        }
-    };
-    // The gateway drains in parallel with the main listener, within the same grace period.
-    if let Some(gw) = gateway_task {
-        let _ = tokio::time::timeout(grace, gw).await;
+    let handshake = Duration::from_secs(tls.handshake_timeout.0);
+    let mut listeners = tokio::task::JoinSet::new();
+    listeners.spawn(run_listener(listener, router, certs.clone(), handshake, stop_rx.clone()));
+    if let Some((listener, router)) = gateway {
+        listeners.spawn(run_listener(listener, router, certs.clone(), handshake, stop_rx.clone()));
     }
+    if let Some(listener) = redirect {
+        let router = transport::secure_headers(transport::redirect_router(tls.redirect_https_port), None);
+        listeners.spawn(run_listener(listener, router, None, handshake, stop_rx));
+    }
+    let result = run_until_stopped(listeners, &stop_tx, grace).await;
     for task in tasks {
         task.abort();
     }
     tracing::info!("portcullis stopped");
-    result.map_err(StartupError::Serve)
+    result
 }
 
-/// Serves the gateway listener until the stop signal, then drains it.
-fn spawn_gateway(
+async fn bind(addr: SocketAddr, message: &'static str) -> Result<TcpListener, StartupError> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| StartupError::Bind(addr, e))?;
+    let bound = listener.local_addr().map_err(|e| StartupError::Bind(addr, e))?;
+    tracing::info!(addr = %bound, "{message}");
+    Ok(listener)
+}
+
+/// Waits for SIGTERM/SIGINT (or a listener failing), then lets every listener drain in
+/// parallel within the one grace period.
+async fn run_until_stopped(
+    mut listeners: tokio::task::JoinSet<std::io::Result<()>>,
+    stop_tx: &tokio::sync::watch::Sender<bool>,
+    grace: Duration,
+) -> Result<(), StartupError> {
+    let result = tokio::select! {
+        // A listener never ends on its own; if one does, stop the others too.
+        Some(ended) = listeners.join_next() => {
+            let _ = stop_tx.send(true);
+            ended.map_err(|e| StartupError::Serve(std::io::Error::other(e))).and_then(|r| r.map_err(StartupError::Serve))
+        }
+        () = shutdown_signal() => {
+            tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections, finishing in-flight requests");
+            let _ = stop_tx.send(true);
+            Ok(())
+        }
+    };
+    let drained = tokio::time::timeout(grace, async { while listeners.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("grace period over; closing remaining connections");
+        listeners.abort_all();
+    }
+    result
+}
+
+/// Serves one listener (over TLS when `certs` is set) until the stop signal.
+async fn run_listener(
     listener: TcpListener,
     router: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(cause = %e, "gateway listener failed");
-        }
-    })
+    certs: Option<Arc<CertReloader>>,
+    handshake_timeout: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    match certs {
+        Some(certs) => transport::serve(TlsListener::new(listener, certs, handshake_timeout)?, router, stop).await,
+        None => transport::serve(listener, router, stop).await,
+    }
 }
 
 /// The gateway, when routes are configured.

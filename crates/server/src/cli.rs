@@ -37,9 +37,25 @@ pub enum Command {
     /// Manage API keys for the gateway.
     #[command(subcommand)]
     Apikey(crate::apikey_cli::ApiKeyCommand),
+    /// TLS tools.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Create a self-signed certificate for local development (ECDSA P-256, 90 days).
+    DevCert {
+        /// Directory for cert.pem and key.pem (default: <data_dir>/tls).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// DNS names and IP addresses the certificate is for (repeatable).
+        #[arg(long = "host", default_values = ["localhost", "127.0.0.1", "::1"])]
+        hosts: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,6 +351,39 @@ pub async fn keys(config: Config, command: KeysCommand) -> Result<(), CliError> 
             }
         }
     }
+    Ok(())
+}
+
+/// `portcullis tls dev-cert`: writes cert.pem and key.pem (0600) and prints the config lines.
+///
+/// # Errors
+/// A bad host name, or the files cannot be written.
+pub fn tls(config: &Config, command: TlsCommand) -> Result<(), CliError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let TlsCommand::DevCert { out, hosts } = command;
+    let dir = out.unwrap_or_else(|| config.server.data_dir.join("tls"));
+    let (cert, key) = crate::transport::dev_cert(&hosts).map_err(|e| CliError::Usage(format!("dev-cert: {e}")))?;
+    let io_err = |what: &std::path::Path, e: std::io::Error| CliError::Usage(format!("{}: {e}", what.display()));
+    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert).map_err(|e| io_err(&cert_path, e))?;
+    // Replace, never append to, an old key; readable by the owner only.
+    let _ = std::fs::remove_file(&key_path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .and_then(|mut f| f.write_all(key.as_bytes()))
+        .map_err(|e| io_err(&key_path, e))?;
+    println!("wrote {} and {} for {}", cert_path.display(), key_path.display(), hosts.join(", "));
+    println!();
+    println!("[tls]");
+    println!("cert_file = {:?}", cert_path.display().to_string());
+    println!("key_file = {:?}", key_path.display().to_string());
+    println!();
+    println!("Self-signed: clients must trust cert.pem explicitly (curl --cacert). Never use it in production.");
     Ok(())
 }
 

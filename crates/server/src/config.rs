@@ -26,6 +26,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Owned by the gateway crate.
     pub gateway: gateway::config::GatewayConfig,
+    /// TLS for both listeners.
+    pub tls: crate::transport::TlsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -33,7 +35,7 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address of the public listener (OAuth endpoints, discovery, health).
     pub listen: SocketAddr,
-    /// Issuer URL; defaults to `http://<listen address>` (allowed on loopback only).
+    /// Issuer URL; defaults to `http(s)://<listen address>` (plain http on loopback only).
     pub issuer: Option<String>,
     /// Where the SQLite database and the generated master key live.
     pub data_dir: PathBuf,
@@ -153,7 +155,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 6] = ["server", "database", "tokens", "keys", "log", "gateway"];
+const SECTIONS: [&str; 7] = ["server", "database", "tokens", "keys", "log", "gateway", "tls"];
 
 /// Loads the file (if any), overlays the environment, and checks everything.
 ///
@@ -230,6 +232,7 @@ fn from_table(table: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("tokens", tokens);
     section!("keys", keys);
     section!("log", log);
+    section!("tls", tls);
     if let Some(value) = sections.remove("gateway") {
         config.gateway = gateway_section(value, errors);
     }
@@ -321,6 +324,7 @@ fn validate(config: &Config) -> Vec<String> {
         errors.push("set only one of keys.master_key and keys.master_key_file".into());
     }
     errors.extend(config.gateway.validate());
+    errors.extend(config.tls.validate());
     if config.gateway.listen == config.server.listen
         && config.server.listen.port() != 0
         && !config.gateway.routes.is_empty()
@@ -341,6 +345,7 @@ impl Config {
     pub fn issuer(&self, bound: SocketAddr) -> Result<Issuer, domain::settings::IssuerError> {
         match &self.server.issuer {
             Some(i) => Issuer::parse(i),
+            None if self.tls.enabled() => Issuer::parse(&format!("https://{bound}")),
             None => Issuer::parse(&format!("http://{bound}")),
         }
     }
@@ -462,5 +467,24 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
         let c = load(Some(&path), env(&[])).unwrap();
         assert_eq!(c.keys.algorithm, Algorithm::ES256);
+        assert_eq!(c.tls.reload_interval, Seconds(10));
+    }
+
+    #[test]
+    fn tls_section_and_env_reach_the_config() {
+        let c = load(
+            None,
+            env(&[
+                ("PORTCULLIS_TLS__CERT_FILE", "/etc/c.pem"),
+                ("PORTCULLIS_TLS__KEY_FILE", "/etc/k.pem"),
+                ("PORTCULLIS_TLS__HSTS_MAX_AGE", "1d"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.hsts_max_age, Seconds(86_400));
+        assert_eq!(c.issuer("127.0.0.1:8443".parse().unwrap()).unwrap().as_str(), "https://127.0.0.1:8443");
+        let errors = load(None, env(&[("PORTCULLIS_TLS__CERT_FIEL", "x")])).unwrap_err();
+        assert!(errors.to_string().contains("cert_fiel"), "{errors}");
     }
 }

@@ -7,3 +7,4 @@ pub mod cli;
 pub mod config;
 pub mod master_key;
 pub mod telemetry;
+pub mod transport;

@@ -298,3 +298,87 @@ async fn upstream_down_is_502_and_slow_is_504() {
     assert_eq!(resp.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(4), "answered at the timeout, not when the upstream finished");
 }
+
+#[tokio::test]
+async fn cors_preflights_and_security_headers() {
+    let upstream = Upstream::start(None).await;
+    let cors = r#"
+[[gateway.routes]]
+name = "spa"
+path_prefix = "/spa"
+methods = ["GET", "PUT"]
+upstreams = ["UPSTREAM"]
+auth = "jwt"
+audiences = ["https://api.example.com"]
+[gateway.routes.cors]
+allowed_origins = ["https://app.example.com"]
+allowed_methods = ["GET", "PUT"]
+allowed_headers = ["authorization", "content-type"]
+expose_headers = ["x-request-id"]
+allow_credentials = true
+max_age = "5m"
+"#
+    .replace("UPSTREAM", &upstream.url());
+    let instance = Instance::new().with_config(&config(&upstream.url(), &cors));
+    let (id, secret) = instance.create_client("invoices:read", AUD);
+    let server = instance.serve();
+    let t = token(&server, &id, &secret, None).await["access_token"].as_str().unwrap().to_owned();
+
+    // The preflight is answered by the gateway: no credentials needed, upstream untouched.
+    let preflight = |origin: &str, method: &str, headers: &str| {
+        let mut req = http()
+            .request(reqwest::Method::OPTIONS, server.gw("/spa/items"))
+            .header("origin", origin)
+            .header("access-control-request-method", method);
+        if !headers.is_empty() {
+            req = req.header("access-control-request-headers", headers);
+        }
+        req.send()
+    };
+    let resp = preflight("https://app.example.com", "PUT", "authorization, content-type").await.unwrap();
+    assert_eq!(resp.status(), 204);
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(h["access-control-allow-methods"], "GET, PUT");
+    assert_eq!(h["access-control-allow-headers"], "authorization, content-type");
+    assert_eq!(h["access-control-max-age"], "300");
+    assert_eq!(h["vary"], "Origin");
+    for (origin, method, headers) in [
+        ("https://evil.example", "PUT", ""),
+        ("https://app.example.com.evil.example", "GET", ""),
+        ("null", "GET", ""),
+        ("https://app.example.com", "DELETE", ""),
+        ("https://app.example.com", "GET", "x-portcullis-subject"),
+    ] {
+        let resp = preflight(origin, method, headers).await.unwrap();
+        assert!(resp.status() == 403 || resp.status() == 405, "{origin} {method} {headers}: {}", resp.status());
+        assert!(resp.headers().get("access-control-allow-origin").is_none());
+    }
+    assert_eq!(upstream.count(), 0, "preflights never reach the upstream");
+
+    // Actual requests: CORS headers for the allowed origin, on errors too.
+    let resp = http().get(server.gw("/spa/items")).header("origin", "https://app.example.com").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "https://app.example.com");
+    let resp = http()
+        .get(server.gw("/spa/items"))
+        .header("origin", "https://app.example.com")
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(resp.headers()["access-control-expose-headers"], "x-request-id");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    assert!(resp.headers().get("strict-transport-security").is_none(), "no HSTS over plain HTTP");
+    let resp =
+        http().get(server.gw("/spa/items")).header("origin", "https://evil.example").bearer_auth(&t).send().await;
+    assert!(resp.unwrap().headers().get("access-control-allow-origin").is_none());
+
+    // A route without CORS config sends no CORS headers at all.
+    let resp = http().get(server.gw("/public/x")).header("origin", "https://app.example.com").send().await.unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+}

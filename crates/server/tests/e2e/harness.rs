@@ -121,11 +121,9 @@ impl Instance {
                     .then(|| (v["addr"].as_str().unwrap().to_owned(), v["issuer"].as_str().unwrap().to_owned()))
             });
             if let Some((addr, issuer)) = found {
-                let gateway = logs.lock().unwrap().iter().find_map(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                    (v["message"] == "gateway listening").then(|| format!("http://{}", v["addr"].as_str().unwrap()))
-                });
-                return Server { child, logs, base: format!("http://{addr}"), issuer, gateway };
+                let scheme = if issuer.starts_with("https://") { "https" } else { "http" };
+                let gateway = listening(&logs.lock().unwrap(), "gateway listening").map(|a| format!("{scheme}://{a}"));
+                return Server { child, logs, base: format!("{scheme}://{addr}"), issuer, gateway };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("portcullis exited with {status}: {:#?}", logs.lock().unwrap());
@@ -134,6 +132,14 @@ impl Instance {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The address a "… listening" log line reports.
+pub fn listening(logs: &[String], message: &str) -> Option<String> {
+    logs.iter().find_map(|l| {
+        let v: serde_json::Value = serde_json::from_str(l).ok()?;
+        (v["message"] == message).then(|| v["addr"].as_str().unwrap().to_owned())
+    })
 }
 
 pub struct CliOutput {

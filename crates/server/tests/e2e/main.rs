@@ -20,4 +20,5 @@ mod harness;
 mod keys_cli;
 mod logs;
 mod rotation;
+mod tls;
 mod upstream;
