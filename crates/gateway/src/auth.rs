@@ -297,10 +297,9 @@ pub fn authorize(identity: &Identity, route: &Route) -> Result<(), Downstream> {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::{HeaderName, HeaderValue};
-
     use super::*;
     use crate::config::{AuthSpec, RouteConfig};
+    use crate::test_support::headers;
 
     fn route(allow_query_token: bool) -> Route {
         let cfg = RouteConfig {
@@ -311,14 +310,6 @@ mod tests {
             ..RouteConfig::default()
         };
         Route::compile(&cfg).unwrap()
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        h
     }
 
     #[test]

@@ -164,9 +164,8 @@ fn is_serialized_origin(origin: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderName;
-
     use super::*;
+    use crate::test_support::headers;
 
     fn cfg(origins: &[&str], credentials: bool) -> CorsConfig {
         CorsConfig {
@@ -174,14 +173,6 @@ mod tests {
             allow_credentials: credentials,
             ..CorsConfig::default()
         }
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
-        }
-        h
     }
 
     #[test]

@@ -14,6 +14,9 @@ pub mod path;
 pub mod proxy;
 pub mod routes;
 
+#[cfg(test)]
+mod test_support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -113,7 +116,12 @@ impl Gateway {
         let identity = self.authenticate(&parts, route).await?;
         if let Some(id) = &identity {
             auth::authorize(id, route).map_err(GatewayError::Downstream)?;
-            tracing::debug!(subject = %id.subject, "request authenticated");
+            // The allow half of the decision log (denials are logged by `error`); identity
+            // only, never the credential.
+            tracing::info!(
+                target: "portcullis::audit", event = "gateway.allowed", subject = %id.subject,
+                client_id = id.client_id.as_deref().unwrap_or(""), issuer = %id.issuer, "request allowed"
+            );
         }
 
         let declared =

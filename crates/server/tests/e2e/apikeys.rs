@@ -141,4 +141,8 @@ async fn api_keys_authenticate_rotate_and_revoke() {
 
     let logs = server.logs().join("\n");
     assert!(!logs.contains(&key[20..]) && !logs.contains(&new_key[20..]), "no key in the logs");
+    let allowed = server.logs().iter().filter(|l| l.contains("gateway.allowed")).cloned().collect::<Vec<_>>();
+    assert!(allowed.iter().any(|l| l.contains(&format!("apikey:{id}"))), "allowed requests are audited");
+    let denied = server.logs().iter().filter(|l| l.contains("gateway.denied")).count();
+    assert!(denied >= 6, "denials are audited with their reason: {denied}");
 }
