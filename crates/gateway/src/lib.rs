@@ -92,12 +92,21 @@ impl Gateway {
         let path = path::normalize(parts.uri.path())
             .map_err(|e| GatewayError::Downstream(Downstream::BadPath(e.describe())))?;
         let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.host());
+        // A preflight is matched on the method it asks about, but only a route with CORS
+        // answers it; anywhere else it is an ordinary OPTIONS request, matched as such (so
+        // it cannot borrow another method's route and reach an upstream).
         let asked = parts
             .headers
             .get(header::ACCESS_CONTROL_REQUEST_METHOD)
             .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
             .filter(|_| preflight);
-        match self.routes.find(host, &path, asked.as_ref().unwrap_or(&parts.method)) {
+        if let Some(asked) = asked
+            && let Match::Found(r) = self.routes.find(host, &path, &asked)
+            && r.cfg.cors.is_some()
+        {
+            return Ok((r, path));
+        }
+        match self.routes.find(host, &path, &parts.method) {
             Match::Found(r) => Ok((r, path)),
             Match::WrongMethod => Err(GatewayError::Downstream(Downstream::MethodNotAllowed)),
             Match::None => Err(GatewayError::Downstream(Downstream::NoRoute)),

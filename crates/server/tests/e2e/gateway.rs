@@ -317,6 +317,13 @@ allowed_headers = ["authorization", "content-type"]
 expose_headers = ["x-request-id"]
 allow_credentials = true
 max_age = "5m"
+
+[[gateway.routes]]
+name = "read-only"
+path_prefix = "/readonly"
+methods = ["GET"]
+upstreams = ["UPSTREAM"]
+auth = "none"
 "#
     .replace("UPSTREAM", &upstream.url());
     let instance = Instance::new().with_config(&config(&upstream.url(), &cors));
@@ -355,6 +362,15 @@ max_age = "5m"
         assert!(resp.status() == 403 || resp.status() == 405, "{origin} {method} {headers}: {}", resp.status());
         assert!(resp.headers().get("access-control-allow-origin").is_none());
     }
+    // On a route without CORS, a preflight-shaped OPTIONS is matched on OPTIONS itself.
+    let resp = http()
+        .request(reqwest::Method::OPTIONS, server.gw("/readonly/x"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405, "OPTIONS cannot borrow the GET route");
     assert_eq!(upstream.count(), 0, "preflights never reach the upstream");
 
     // Actual requests: CORS headers for the allowed origin, on errors too.
