@@ -14,6 +14,7 @@ use domain::clock::UnixTime;
 use domain::ports::ApiKeyStore;
 
 use crate::auth::Identity;
+use crate::cache::make_room;
 use crate::error::{Downstream, GatewayError};
 
 /// The issuer recorded in identities established by an API key.
@@ -87,31 +88,40 @@ impl ApiKeyVerifier {
 
     /// The key with `id` (from cache when fresh) and whether this use should be recorded.
     async fn lookup(&self, id: &str, now: UnixTime) -> Result<(Option<ApiKey>, bool), GatewayError> {
-        if let Ok(mut map) = self.cache.lock()
-            && let Some(entry) = map.get_mut(id)
-            && now - entry.fetched_at < self.ttl
-        {
-            let touch = entry.key.is_some() && entry.touched_at.is_none_or(|t| now - t >= TOUCH_EVERY);
-            if touch {
-                entry.touched_at = Some(now);
-            }
-            return Ok((entry.key.clone(), touch));
-        }
-        let key =
-            self.store.get_api_key(id).await.map_err(|e| GatewayError::Unavailable(format!("API key lookup: {e}")))?;
-        if let Ok(mut map) = self.cache.lock() {
-            let touched_at = map.get(id).and_then(|e| e.touched_at);
-            let touch = key.is_some() && touched_at.is_none_or(|t| now - t >= TOUCH_EVERY);
-            if map.len() >= self.capacity {
-                map.retain(|_, e| now - e.fetched_at < self.ttl);
-                if map.len() >= self.capacity {
-                    map.clear();
+        let fresh = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|map| map.get(id).filter(|e| now - e.fetched_at < self.ttl).map(|e| e.key.clone()));
+        let key = match fresh {
+            Some(key) => key,
+            None => {
+                let key = self
+                    .store
+                    .get_api_key(id)
+                    .await
+                    .map_err(|e| GatewayError::Unavailable(format!("API key lookup: {e}")))?;
+                if let Ok(mut map) = self.cache.lock() {
+                    let touched_at = map.get(id).and_then(|e| e.touched_at);
+                    make_room(&mut map, self.capacity, |e| now - e.fetched_at >= self.ttl);
+                    map.insert(id.to_owned(), Cached { key: key.clone(), fetched_at: now, touched_at });
                 }
+                key
             }
-            let touched_at = if touch { Some(now) } else { touched_at };
-            map.insert(id.to_owned(), Cached { key: key.clone(), fetched_at: now, touched_at });
-            return Ok((key, touch));
+        };
+        let touch = key.is_some() && self.mark_used(id, now);
+        Ok((key, touch))
+    }
+
+    /// Whether this use is the first in `TOUCH_EVERY` seconds (and so should be written).
+    fn mark_used(&self, id: &str, now: UnixTime) -> bool {
+        let Ok(mut map) = self.cache.lock() else { return false };
+        match map.get_mut(id) {
+            Some(entry) if entry.touched_at.is_none_or(|t| now - t >= TOUCH_EVERY) => {
+                entry.touched_at = Some(now);
+                true
+            }
+            _ => false,
         }
-        Ok((key, false))
     }
 }

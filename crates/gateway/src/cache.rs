@@ -5,6 +5,7 @@
 //! distinct tokens.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use domain::clock::UnixTime;
@@ -17,6 +18,22 @@ pub type TokenHash = [u8; 32];
 #[must_use]
 pub fn hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// Makes room for one more entry in a map bounded to `capacity`: stale entries go first,
+/// then an arbitrary tenth, so a flood of distinct keys can neither grow the map nor
+/// flush it entirely.
+pub(crate) fn make_room<K: Eq + Hash + Clone, V>(map: &mut HashMap<K, V>, capacity: usize, stale: impl Fn(&V) -> bool) {
+    if map.len() < capacity {
+        return;
+    }
+    map.retain(|_, v| !stale(v));
+    if map.len() >= capacity {
+        let evict: Vec<K> = map.keys().take(capacity / 10 + 1).cloned().collect();
+        for k in evict {
+            map.remove(&k);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -49,15 +66,7 @@ impl TokenCache {
             return;
         }
         let Ok(mut map) = self.entries.lock() else { return };
-        if map.len() >= self.capacity {
-            map.retain(|_, id| id.expires_at > now);
-            if map.len() >= self.capacity {
-                let evict: Vec<TokenHash> = map.keys().take(self.capacity / 10 + 1).copied().collect();
-                for k in evict {
-                    map.remove(&k);
-                }
-            }
-        }
+        make_room(&mut map, self.capacity, |id| id.expires_at <= now);
         map.insert(key, identity);
     }
 

@@ -29,18 +29,16 @@ pub enum Downstream {
     MethodNotAllowed,
     /// No credentials at all (RFC 6750 §3.1: no error code in the challenge); the route's
     /// accepted schemes are offered.
-    MissingCredentials {
-        bearer: bool,
-        api_key: bool,
-    },
+    MissingCredentials(Schemes),
     /// Malformed credentials (`invalid_request`).
     MalformedCredentials(&'static str),
     /// A token that did not verify; the reason is for the log only.
     InvalidToken(&'static str),
     /// An API key that did not verify; the reason is for the log only.
     InvalidApiKey(&'static str),
-    /// Credentials of a kind the route does not take (a bearer token on an API-key route).
-    WrongCredentialKind,
+    /// Credentials of a kind the route does not take (a bearer token on an API-key route);
+    /// the challenge offers the kinds it does take.
+    WrongCredentialKind(Schemes),
     /// Verified, but lacks what the route requires.
     InsufficientScope {
         required: String,
@@ -49,6 +47,24 @@ pub enum Downstream {
     PayloadTooLarge,
     /// A CORS preflight for an origin, method or header the route does not allow.
     CorsRefused,
+}
+
+/// The credential schemes a route accepts, offered in its `WWW-Authenticate` challenge
+/// (RFC 6750 §3.1: no error code when no usable credential was sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schemes {
+    pub bearer: bool,
+    pub api_key: bool,
+}
+
+impl Schemes {
+    fn challenge(self) -> String {
+        let offered = [
+            self.bearer.then(|| format!("Bearer realm=\"{REALM}\"")),
+            self.api_key.then(|| format!("ApiKey realm=\"{REALM}\"")),
+        ];
+        offered.into_iter().flatten().collect::<Vec<_>>().join(", ")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,13 +86,8 @@ fn downstream_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option
             "this route does not accept that method".into(),
             None,
         ),
-        Downstream::MissingCredentials { bearer: takes_bearer, api_key } => {
-            let challenges = [
-                takes_bearer.then(|| format!("Bearer realm=\"{REALM}\"")),
-                api_key.then(|| format!("ApiKey realm=\"{REALM}\"")),
-            ];
-            let challenge = challenges.into_iter().flatten().collect::<Vec<_>>().join(", ");
-            (StatusCode::UNAUTHORIZED, "Unauthorized", "credentials are required".into(), Some(challenge))
+        Downstream::MissingCredentials(schemes) => {
+            (StatusCode::UNAUTHORIZED, "Unauthorized", "credentials are required".into(), Some(schemes.challenge()))
         }
         Downstream::MalformedCredentials(why) => (
             StatusCode::BAD_REQUEST,
@@ -96,11 +107,11 @@ fn downstream_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option
             "the API key is invalid".into(),
             Some(format!("ApiKey realm=\"{REALM}\"")),
         ),
-        Downstream::WrongCredentialKind => (
+        Downstream::WrongCredentialKind(schemes) => (
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "this route does not accept that kind of credential".into(),
-            bearer(""),
+            Some(schemes.challenge()),
         ),
         Downstream::InsufficientScope { required, .. } => (
             StatusCode::FORBIDDEN,
@@ -156,12 +167,11 @@ impl GatewayError {
             Self::Downstream(Downstream::InsufficientScope { reason, .. }) => {
                 tracing::warn!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason, "insufficient scope");
             }
-            Self::Downstream(
-                Downstream::MissingCredentials { .. }
-                | Downstream::MalformedCredentials(_)
-                | Downstream::WrongCredentialKind,
-            ) => {
+            Self::Downstream(Downstream::MissingCredentials(_) | Downstream::MalformedCredentials(_)) => {
                 tracing::info!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason = "no_credentials", "missing credentials");
+            }
+            Self::Downstream(Downstream::WrongCredentialKind(_)) => {
+                tracing::info!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason = "wrong_credential_kind", "credential kind not accepted");
             }
             Self::Downstream(d) => {
                 tracing::info!(event = "gateway.rejected", status = status.as_u16(), detail = ?d, "request rejected")

@@ -31,7 +31,7 @@ use tracing::Instrument as _;
 use crate::apikey::ApiKeyVerifier;
 use crate::auth::{Authenticator, Credential, Identity};
 use crate::config::{AuthMethod, IdentityHeaders};
-use crate::error::{Downstream, GatewayError};
+use crate::error::{Downstream, GatewayError, Schemes};
 use crate::routes::{Match, RouteTable};
 
 /// The gateway: its routes and how it authenticates.
@@ -153,9 +153,7 @@ impl Gateway {
         };
         route.proxy.forward(&parts, bytes, forward).await
     }
-}
 
-impl Gateway {
     /// The caller's identity on `route`, or `None` on a route that takes anonymous calls.
     async fn authenticate(
         &self,
@@ -174,12 +172,14 @@ impl Gateway {
             }
             // Credentials on a route that takes none are neither checked nor forwarded.
             _ if takes(AuthMethod::None) => None,
-            Some(_) => return Err(GatewayError::Downstream(Downstream::WrongCredentialKind)),
-            None => {
-                return Err(GatewayError::Downstream(Downstream::MissingCredentials {
-                    bearer: takes(AuthMethod::Jwt),
-                    api_key: takes(AuthMethod::ApiKey),
-                }));
+            other => {
+                let schemes = Schemes { bearer: takes(AuthMethod::Jwt), api_key: takes(AuthMethod::ApiKey) };
+                let refusal = if other.is_some() {
+                    Downstream::WrongCredentialKind(schemes)
+                } else {
+                    Downstream::MissingCredentials(schemes)
+                };
+                return Err(GatewayError::Downstream(refusal));
             }
         })
     }

@@ -105,8 +105,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let grace = Duration::from_secs(config.server.shutdown_grace.0);
     let runtime = Runtime::open(config).await?;
     let keys = runtime.key_ring().await?;
-    let listener = TcpListener::bind(listen).await.map_err(|e| StartupError::Bind(listen, e))?;
-    let bound = listener.local_addr().map_err(|e| StartupError::Bind(listen, e))?;
+    let (listener, bound) = bind(listen).await?;
     let issuer = runtime.config.issuer(bound)?;
     let settings = TokenSettings {
         issuer: issuer.clone(),
@@ -123,10 +122,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     );
     let revoked = tokens.revoked_set().clone();
     let tls = runtime.config.tls.clone();
-    let certs = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => Some(CertReloader::new(cert.clone(), key.clone())?),
-        _ => None,
-    };
+    let certs = tls.files().map(|(cert, key)| CertReloader::new(cert.to_owned(), key.to_owned())).transpose()?;
     let hsts = tls.hsts();
     let router = transport::secure_headers(
         authserver::router(AppState::new(tokens, runtime.stores.health.clone())),
@@ -138,9 +134,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     }
     let gateway = match build_gateway(&runtime, issuer.as_str(), keys, revoked.clone()) {
         Some(gw) => {
-            let addr = runtime.config.gateway.listen;
-            let listener = TcpListener::bind(addr).await.map_err(|e| StartupError::Bind(addr, e))?;
-            let bound_gw = listener.local_addr().map_err(|e| StartupError::Bind(addr, e))?;
+            let (listener, bound_gw) = bind(runtime.config.gateway.listen).await?;
             for issuer in gw.authenticator().external_issuers() {
                 tasks.push(tokio::spawn(issuer.run_refresher(runtime.clock.clone())));
             }
@@ -150,7 +144,11 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         None => None,
     };
     let redirect = match tls.redirect_listen {
-        Some(addr) => Some(bind(addr, "redirect listening").await?),
+        Some(addr) => {
+            let (listener, bound_redirect) = bind(addr).await?;
+            tracing::info!(addr = %bound_redirect, "redirect listening");
+            Some(listener)
+        }
         None => None,
     };
     tasks.push(spawn_revocation_sync(&runtime, revoked));
@@ -175,11 +173,11 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     result
 }
 
-async fn bind(addr: SocketAddr, message: &'static str) -> Result<TcpListener, StartupError> {
+/// Binds a listener and reports the address it got (port 0 picks one).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
     let listener = TcpListener::bind(addr).await.map_err(|e| StartupError::Bind(addr, e))?;
     let bound = listener.local_addr().map_err(|e| StartupError::Bind(addr, e))?;
-    tracing::info!(addr = %bound, "{message}");
-    Ok(listener)
+    Ok((listener, bound))
 }
 
 /// Waits for SIGTERM/SIGINT (or a listener failing), then lets every listener drain in

@@ -66,9 +66,15 @@ impl Default for TlsConfig {
 }
 
 impl TlsConfig {
+    /// The certificate and key files, when TLS is on (both set; `validate` refuses one).
+    #[must_use]
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert_file.as_deref()?, self.key_file.as_deref()?))
+    }
+
     #[must_use]
     pub fn enabled(&self) -> bool {
-        self.cert_file.is_some()
+        self.files().is_some()
     }
 
     /// Every problem with the section.

@@ -100,6 +100,10 @@ async fn api_keys_authenticate_rotate_and_revoke() {
     assert_eq!(resp.status(), 400, "never accepted in the query string");
     let resp = with_key(&server, "/jwt/x", &key).await;
     assert_eq!(resp.status(), 401, "a key on a jwt-only route");
+    assert_eq!(challenge(&resp), "Bearer realm=\"portcullis\"", "the challenge offers what the route takes");
+    let resp = http().get(server.gw("/reports/q1")).bearer_auth("abc.def.ghi").send().await.unwrap();
+    assert_eq!(resp.status(), 401, "a bearer token on an api-key-only route");
+    assert_eq!(challenge(&resp), "ApiKey realm=\"portcullis\"");
     let resp = with_key(&server, "/reports/q1", &weak_key).await;
     assert_eq!(resp.status(), 403, "the key lacks the route's scope");
     assert!(challenge(&resp).contains("insufficient_scope"));
