@@ -171,6 +171,19 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
+    /// The logs once a line containing `needle` has arrived: a response can reach the test
+    /// before the server's log line has come through the pipe.
+    pub fn logs_once(&self, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if logs.iter().any(|l| l.contains(needle)) || Instant::now() >= deadline {
+                return logs;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for a clean exit.
     pub fn stop(mut self) -> i32 {
         let pid = self.child.id().to_string();

@@ -36,7 +36,7 @@ async fn logs_have_events_and_no_secrets() {
     assert_eq!(wrong.status(), 401, "the rotated-away secret no longer works");
     assert_eq!(introspect(&server, id, &secret, "garbage.token.here").await["active"], false);
     post_form(&server.url("/oauth2/revoke"), id, &secret, &[("token", &t)]).await;
-    let logs = server.logs();
+    let logs = server.logs_once("token.revoked");
     drop(server);
 
     let master_key = std::fs::read_to_string(instance.data_dir().join("master.key")).unwrap();

@@ -107,7 +107,7 @@ auth = "none"
         assert!(Instant::now() < deadline, "the new certificate was not picked up");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(server.logs().iter().any(|l| l.contains("tls.reloaded")));
+    assert!(server.logs_once("tls.reloaded").iter().any(|l| l.contains("tls.reloaded")));
     assert!(server.logs().iter().any(|l| l.contains("tls.reload_failed")));
     assert_eq!(server.stop(), 0);
 }
