@@ -44,7 +44,8 @@ impl ApiError {
 /// RFC 6749 §5.2 status codes.
 const fn status_for(code: ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+        ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
+        ErrorCode::InsufficientScope => StatusCode::FORBIDDEN,
         ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::InvalidRequest
@@ -52,7 +53,14 @@ const fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::UnauthorizedClient
         | ErrorCode::UnsupportedGrantType
         | ErrorCode::InvalidScope
-        | ErrorCode::UnsupportedTokenType => StatusCode::BAD_REQUEST,
+        | ErrorCode::UnsupportedTokenType
+        | ErrorCode::AccessDenied
+        | ErrorCode::UnsupportedResponseType
+        | ErrorCode::LoginRequired
+        | ErrorCode::ConsentRequired
+        | ErrorCode::InteractionRequired
+        | ErrorCode::RequestNotSupported
+        | ErrorCode::RequestUriNotSupported => StatusCode::BAD_REQUEST,
     }
 }
 

@@ -53,12 +53,33 @@ pub struct Client {
     pub audience: Vec<String>,
     /// Per-client access-token lifetime in seconds; `None` means the server default.
     pub access_token_ttl: Option<u32>,
+    /// Registered redirect URIs, compared byte for byte (OAuth 2.1 §2.3.1).
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the browser afterwards.
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A first-party client skips the consent page.
+    #[serde(default)]
+    pub first_party: bool,
     pub disabled: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
 
 impl Client {
+    /// A public client (a single-page or native app) has no secret (RFC 6749 §2.1).
+    #[must_use]
+    pub const fn is_public(&self) -> bool {
+        self.secret_hash.is_none()
+    }
+
+    /// The `aud` of access tokens for this client: its configured audience, or its own id.
+    #[must_use]
+    pub fn token_audience(&self) -> Vec<String> {
+        if self.audience.is_empty() { vec![self.id.clone()] } else { self.audience.clone() }
+    }
+
     #[must_use]
     pub fn allows_grant(&self, grant: GrantType) -> bool {
         self.grant_types.contains(&grant)
@@ -87,6 +108,11 @@ pub struct ClientRegistration {
     pub default_scopes: Option<Scopes>,
     pub audience: Vec<String>,
     pub access_token_ttl: Option<u32>,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    /// No secret: the client cannot keep one (SPA, native app).
+    pub public: bool,
+    pub first_party: bool,
 }
 
 /// A freshly minted client secret, shown to the operator exactly once.
@@ -98,7 +124,7 @@ impl ClientRegistration {
     ///
     /// # Errors
     /// An empty name or grant list, default scopes that are not allowed, a zero lifetime.
-    pub fn into_client(self, now: UnixTime) -> Result<(Client, IssuedSecret), OAuthError> {
+    pub fn into_client(self, now: UnixTime) -> Result<(Client, Option<IssuedSecret>), OAuthError> {
         if self.name.trim().is_empty() {
             return Err(OAuthError::invalid_request("client name must not be empty"));
         }
@@ -119,21 +145,76 @@ impl ClientRegistration {
         if !default_scopes.is_subset(&self.allowed_scopes) {
             return Err(OAuthError::invalid_request("default scopes must be allowed scopes"));
         }
-        let secret = new_secret();
+        let code_flow = self.grant_types.contains(&GrantType::AuthorizationCode);
+        if code_flow && self.redirect_uris.is_empty() {
+            return Err(OAuthError::invalid_request("an authorization_code client needs a redirect URI"));
+        }
+        if !code_flow && !self.redirect_uris.is_empty() {
+            return Err(OAuthError::invalid_request("redirect URIs are only for authorization_code clients"));
+        }
+        if self.grant_types.contains(&GrantType::RefreshToken) && !code_flow {
+            return Err(OAuthError::invalid_request("refresh_token needs the authorization_code grant"));
+        }
+        // OAuth 2.1 §2.1: client credentials are for confidential clients only.
+        if self.public && self.grant_types.contains(&GrantType::ClientCredentials) {
+            return Err(OAuthError::invalid_request("a public client cannot use client_credentials"));
+        }
+        for uri in self.redirect_uris.iter().chain(&self.post_logout_redirect_uris) {
+            check_redirect_uri(uri)?;
+        }
+        let secret = (!self.public).then(new_secret);
         let client = Client {
             id: new_client_id(),
             name: self.name,
-            secret_hash: Some(secret::hash_secret(&secret.0)),
+            secret_hash: secret.as_ref().map(|s| secret::hash_secret(&s.0)),
             grant_types: self.grant_types,
             allowed_scopes: self.allowed_scopes,
             default_scopes,
             audience: self.audience,
             access_token_ttl: self.access_token_ttl,
+            redirect_uris: self.redirect_uris,
+            post_logout_redirect_uris: self.post_logout_redirect_uris,
+            first_party: self.first_party,
             disabled: false,
             created_at: now,
             updated_at: now,
         };
         Ok((client, secret))
+    }
+}
+
+/// Registration-time rules for a redirect URI (RFC 9700 §4.1.1, RFC 8252 §7): absolute,
+/// no fragment, no wildcard; `https`, `http` on a loopback address only, or a private-use
+/// scheme with a dot (`com.example.app:/cb`) for native apps.
+///
+/// # Errors
+/// `invalid_request` naming the rule.
+pub fn check_redirect_uri(uri: &str) -> Result<(), OAuthError> {
+    let bad = |why: &'static str| Err(OAuthError::invalid_request(why).with_cause(uri.to_owned()));
+    let Ok(url) = url::Url::parse(uri) else { return bad("a redirect URI must be an absolute URL") };
+    if url.fragment().is_some() || uri.contains('#') {
+        return bad("a redirect URI must not contain a fragment");
+    }
+    if uri.contains('*') {
+        return bad("a redirect URI must not contain a wildcard");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return bad("a redirect URI must not contain user information");
+    }
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+                None => false,
+            };
+            if loopback { Ok(()) } else { bad("a redirect URI must use https (http only on a loopback address)") }
+        }
+        "javascript" | "data" | "file" | "vbscript" => bad("that redirect URI scheme is not allowed"),
+        scheme if scheme.contains('.') => Ok(()),
+        _ => bad("a custom redirect URI scheme must be a reverse domain name (com.example.app)"),
     }
 }
 
@@ -182,12 +263,17 @@ mod tests {
             default_scopes: None,
             audience: vec!["https://api.example.com".into()],
             access_token_ttl: None,
+            redirect_uris: vec![],
+            post_logout_redirect_uris: vec![],
+            public: false,
+            first_party: false,
         }
     }
 
     #[test]
     fn registration_stores_only_the_hash() {
         let (client, secret) = registration().into_client(1).unwrap();
+        let secret = secret.unwrap();
         let hash = client.secret_hash.clone().unwrap();
         assert_ne!(hash, *secret.0);
         assert!(client.secret_matches(&secret.0));
@@ -198,8 +284,42 @@ mod tests {
     #[test]
     fn disabled_client_never_matches() {
         let (mut client, secret) = registration().into_client(1).unwrap();
+        let secret = secret.unwrap();
         client.disabled = true;
         assert!(!client.secret_matches(&secret.0));
+    }
+
+    #[test]
+    fn redirect_uri_rules() {
+        for ok in ["https://app.example.com/cb", "http://127.0.0.1:8081/cb", "http://localhost/cb", "com.example.app:/cb"] {
+            assert!(check_redirect_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "/cb",
+            "http://app.example.com/cb",
+            "https://app.example.com/cb#x",
+            "https://*.example.com/cb",
+            "javascript:alert(1)",
+            "myapp:/cb",
+            "https://user:pw@app.example.com/cb",
+        ] {
+            assert!(check_redirect_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn public_code_clients() {
+        let mut r = registration();
+        r.grant_types = vec![GrantType::AuthorizationCode, GrantType::RefreshToken];
+        r.audience = vec![];
+        r.public = true;
+        assert!(r.clone().into_client(1).is_err(), "needs a redirect URI");
+        r.redirect_uris = vec!["https://app.example.com/cb".into()];
+        let (client, secret) = r.clone().into_client(1).unwrap();
+        assert!(secret.is_none() && client.is_public());
+        assert_eq!(client.token_audience(), vec![client.id.clone()]);
+        r.grant_types.push(GrantType::ClientCredentials);
+        assert!(r.into_client(1).is_err(), "public clients cannot use client_credentials");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// Error codes of RFC 6749 §5.2 / §4.1.2.1 and RFC 7009 §2.2.1; no others are ever sent.
+/// Error codes of RFC 6749 §5.2 / §4.1.2.1, RFC 7009 §2.2.1, RFC 6750 §3.1 and OpenID
+/// Connect Core §3.1.2.6; no others are ever sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidRequest,
@@ -20,6 +21,18 @@ pub enum ErrorCode {
     UnsupportedTokenType,
     ServerError,
     TemporarilyUnavailable,
+    /// RFC 6749 §4.1.2.1
+    AccessDenied,
+    UnsupportedResponseType,
+    /// OpenID Connect Core §3.1.2.6
+    LoginRequired,
+    ConsentRequired,
+    InteractionRequired,
+    RequestNotSupported,
+    RequestUriNotSupported,
+    /// RFC 6750 §3.1 (userinfo)
+    InvalidToken,
+    InsufficientScope,
 }
 
 impl ErrorCode {
@@ -36,6 +49,15 @@ impl ErrorCode {
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::ServerError => "server_error",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::AccessDenied => "access_denied",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
+            Self::InteractionRequired => "interaction_required",
+            Self::RequestNotSupported => "request_not_supported",
+            Self::RequestUriNotSupported => "request_uri_not_supported",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
         }
     }
 }
@@ -78,6 +100,11 @@ impl OAuthError {
     #[must_use]
     pub fn invalid_client() -> Self {
         Self::new(ErrorCode::InvalidClient, "client authentication failed")
+    }
+
+    #[must_use]
+    pub fn invalid_grant(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidGrant, description)
     }
 
     #[must_use]

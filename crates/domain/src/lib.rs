@@ -3,19 +3,28 @@
 //! implement. Knows nothing of HTTP frameworks, databases or Redis.
 
 pub mod apikey;
+pub mod authorize;
 pub mod client;
 pub mod clock;
 pub mod error;
+pub mod grant;
 pub mod jose;
 pub mod keyring;
 pub mod keys;
+pub mod oidc;
+pub mod password;
+pub mod pkce;
 pub mod ports;
 pub mod request;
 pub mod revoked;
 pub mod scope;
 pub mod secret;
 pub mod service;
+pub mod signin;
+pub mod grants;
+pub mod throttle;
 pub mod settings;
 pub mod token;
+pub mod user;
 
 pub use error::{ErrorCode, OAuthError, StoreError};

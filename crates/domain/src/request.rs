@@ -4,6 +4,7 @@
 
 use crate::client::GrantType;
 use crate::error::{ErrorCode, OAuthError};
+use crate::pkce::CodeVerifier;
 use crate::scope::Scopes;
 
 /// Decoded `application/x-www-form-urlencoded` parameters, in order.
@@ -45,6 +46,10 @@ impl FormParams {
 pub enum TokenRequest {
     /// RFC 6749 §4.4.2.
     ClientCredentials { scope: Option<Scopes> },
+    /// RFC 6749 §4.1.3 with RFC 7636 §4.5: the verifier is required of every client.
+    AuthorizationCode { code: String, redirect_uri: Option<String>, verifier: CodeVerifier },
+    /// RFC 6749 §6.
+    RefreshToken { refresh_token: String, scope: Option<Scopes> },
 }
 
 impl TokenRequest {
@@ -55,7 +60,16 @@ impl TokenRequest {
         let grant = params.required("grant_type")?;
         match GrantType::parse(grant) {
             Some(GrantType::ClientCredentials) => Ok(Self::ClientCredentials { scope: parse_scope(params)? }),
-            _ => {
+            Some(GrantType::AuthorizationCode) => Ok(Self::AuthorizationCode {
+                code: params.required("code")?.to_owned(),
+                redirect_uri: params.optional("redirect_uri")?.map(str::to_owned),
+                verifier: CodeVerifier::parse(params.required("code_verifier")?)?,
+            }),
+            Some(GrantType::RefreshToken) => Ok(Self::RefreshToken {
+                refresh_token: params.required("refresh_token")?.to_owned(),
+                scope: parse_scope(params)?,
+            }),
+            None => {
                 Err(OAuthError::new(ErrorCode::UnsupportedGrantType, "the grant type is not supported by this server"))
             }
         }
@@ -65,6 +79,8 @@ impl TokenRequest {
     pub const fn grant_type(&self) -> GrantType {
         match self {
             Self::ClientCredentials { .. } => GrantType::ClientCredentials,
+            Self::AuthorizationCode { .. } => GrantType::AuthorizationCode,
+            Self::RefreshToken { .. } => GrantType::RefreshToken,
         }
     }
 }
@@ -121,6 +137,17 @@ mod tests {
         );
         assert_eq!(code(&[("grant_type", "password")]), ErrorCode::UnsupportedGrantType);
         assert_eq!(code(&[("grant_type", "implicit")]), ErrorCode::UnsupportedGrantType);
+        let verifier = "a".repeat(43);
+        assert_eq!(code(&[("grant_type", "authorization_code"), ("code", "c")]), ErrorCode::InvalidRequest);
+        assert_eq!(
+            code(&[("grant_type", "authorization_code"), ("code", "c"), ("code_verifier", "short")]),
+            ErrorCode::InvalidRequest
+        );
+        assert!(
+            TokenRequest::parse(&params(&[("grant_type", "authorization_code"), ("code", "c"), ("code_verifier", &verifier)]))
+                .is_ok()
+        );
+        assert_eq!(code(&[("grant_type", "refresh_token")]), ErrorCode::InvalidRequest);
         assert_eq!(code(&[("grant_type", "client_credentials"), ("scope", "a\"b")]), ErrorCode::InvalidScope);
         assert_eq!(
             code(&[("grant_type", "client_credentials"), ("scope", "a"), ("scope", "b")]),

@@ -54,6 +54,12 @@ impl Scopes {
         self.0.iter().map(String::as_str)
     }
 
+    /// Every scope of either set.
+    #[must_use]
+    pub fn union(&self, other: &Self) -> Self {
+        Self(self.0.union(&other.0).cloned().collect())
+    }
+
     /// The scopes granted for a request: the requested ones when they are a subset of the
     /// allowed ones, the defaults when none were requested.
     ///

@@ -8,7 +8,7 @@ use crate::client::{Client, ClientCredentials, GrantType};
 use crate::clock::Clock;
 use crate::error::{ErrorCode, OAuthError};
 use crate::keyring::KeyRing;
-use crate::ports::{ClientStore, RevocationStore};
+use crate::ports::{ClientStore, GrantStore, RevocationStore, Stores, UserStore};
 use crate::request::TokenRequest;
 use crate::revoked::RevokedSet;
 use crate::scope::Scopes;
@@ -22,6 +22,10 @@ pub struct IssuedToken {
     pub access_token: String,
     pub expires_in: u32,
     pub scope: Scopes,
+    /// Set by the authorization-code and refresh grants when the client may refresh.
+    pub refresh_token: Option<String>,
+    /// Set when the scope includes `openid`.
+    pub id_token: Option<String>,
 }
 
 /// The result of introspecting a token (RFC 7662 §2.2).
@@ -43,24 +47,29 @@ pub enum Revocation {
 /// The token service. Cheap to clone; shares its ports.
 #[derive(Debug, Clone)]
 pub struct TokenService {
-    settings: Arc<TokenSettings>,
-    clients: Arc<dyn ClientStore>,
-    revocations: Arc<dyn RevocationStore>,
-    keys: Arc<KeyRing>,
-    clock: Arc<dyn Clock>,
-    revoked: Arc<RevokedSet>,
+    pub(crate) settings: Arc<TokenSettings>,
+    pub(crate) clients: Arc<dyn ClientStore>,
+    pub(crate) revocations: Arc<dyn RevocationStore>,
+    pub(crate) users: Arc<dyn UserStore>,
+    pub(crate) grants: Arc<dyn GrantStore>,
+    pub(crate) keys: Arc<KeyRing>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) revoked: Arc<RevokedSet>,
 }
 
 impl TokenService {
     #[must_use]
-    pub fn new(
-        settings: TokenSettings,
-        clients: Arc<dyn ClientStore>,
-        revocations: Arc<dyn RevocationStore>,
-        keys: Arc<KeyRing>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self { settings: Arc::new(settings), clients, revocations, keys, clock, revoked: Arc::new(RevokedSet::new()) }
+    pub fn new(settings: TokenSettings, stores: &Stores, keys: Arc<KeyRing>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            settings: Arc::new(settings),
+            clients: stores.clients.clone(),
+            revocations: stores.revocations.clone(),
+            users: stores.users.clone(),
+            grants: stores.grants.clone(),
+            keys,
+            clock,
+            revoked: Arc::new(RevokedSet::new()),
+        }
     }
 
     /// The in-memory revocation mirror this service updates; share it with the gateway.
@@ -84,8 +93,26 @@ impl TokenService {
         &self.keys
     }
 
-    /// Authenticates a confidential client. Unknown id, disabled client, missing or wrong
-    /// secret are indistinguishable to the caller (one error, uniform timing).
+    /// Authenticates a client: a confidential one by its secret, a public one (no secret
+    /// registered) by its id alone, where `public_ok`. Unknown id, disabled client, missing
+    /// or wrong secret are indistinguishable to the caller (one error, uniform timing).
+    ///
+    /// # Errors
+    /// `invalid_client`, or `temporarily_unavailable` when the store is down.
+    pub async fn authenticate(&self, creds: &ClientCredentials, public_ok: bool) -> Result<Client, OAuthError> {
+        if let ClientCredentials::None { client_id } = creds {
+            if public_ok {
+                return match self.clients.get_client(client_id).await? {
+                    Some(c) if c.is_public() && !c.disabled => Ok(c),
+                    Some(_) => Err(OAuthError::invalid_client().with_cause("no secret presented, or client disabled")),
+                    None => Err(OAuthError::invalid_client().with_cause("unknown client id")),
+                };
+            }
+        }
+        self.authenticate_client(creds).await
+    }
+
+    /// Authenticates a confidential client by its secret.
     ///
     /// # Errors
     /// `invalid_client`, or `temporarily_unavailable` when the store is down.
@@ -117,7 +144,7 @@ impl TokenService {
     /// Client authentication failures, `unauthorized_client` when the client may not use the
     /// grant, `invalid_scope`, or a server-side failure.
     pub async fn token(&self, creds: &ClientCredentials, request: TokenRequest) -> Result<IssuedToken, OAuthError> {
-        let client = self.authenticate_client(creds).await?;
+        let client = self.authenticate(creds, true).await?;
         if !client.allows_grant(request.grant_type()) {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
@@ -127,7 +154,8 @@ impl TokenService {
         match request {
             TokenRequest::ClientCredentials { scope } => {
                 let scope = Scopes::grant(scope.as_ref(), &client.allowed_scopes, &client.default_scopes)?;
-                let issued = self.issue_access_token(&client.id, &client, scope)?;
+                let claims = self.access_claims(&client.id, &client, scope, None);
+                let issued = self.sign_access_token(&claims)?;
                 tracing::info!(
                     target: "portcullis::audit",
                     event = "token.issued",
@@ -140,32 +168,71 @@ impl TokenService {
                 );
                 Ok(issued)
             }
+            TokenRequest::AuthorizationCode { code, redirect_uri, verifier } => {
+                self.redeem_code(&client, &code, redirect_uri.as_deref(), &verifier).await
+            }
+            TokenRequest::RefreshToken { refresh_token, scope } => {
+                self.refresh(&client, &refresh_token, scope.as_ref()).await
+            }
         }
     }
 
-    fn issue_access_token(&self, subject: &str, client: &Client, scope: Scopes) -> Result<IssuedToken, OAuthError> {
+    /// The claims of a new access token; `user` is set for tokens issued to a person.
+    pub(crate) fn access_claims(
+        &self,
+        subject: &str,
+        client: &Client,
+        scope: Scopes,
+        user: Option<(&crate::user::User, crate::clock::UnixTime)>,
+    ) -> AccessTokenClaims {
         let ttl =
             client.access_token_ttl.unwrap_or(self.settings.access_token_ttl).min(self.settings.max_access_token_ttl);
         let now = self.clock.now();
-        let claims = AccessTokenClaims {
+        AccessTokenClaims {
             iss: self.settings.issuer.as_str().to_owned(),
             sub: subject.to_owned(),
-            aud: Audience::from_list(&client.audience),
+            aud: Audience::from_list(&client.token_audience()),
             exp: now + i64::from(ttl),
             iat: now,
             nbf: Some(now),
             jti: secret::random_token(16),
             client_id: client.id.clone(),
             scope: (!scope.is_empty()).then(|| scope.to_string()),
-        };
+            auth_time: user.map(|(_, t)| t),
+            roles: user.map(|(u, _)| u.roles.clone()).unwrap_or_default(),
+            groups: user.map(|(u, _)| u.groups.clone()).unwrap_or_default(),
+        }
+    }
+
+    pub(crate) fn sign_access_token(&self, claims: &AccessTokenClaims) -> Result<IssuedToken, OAuthError> {
+        let access_token = self.sign(ACCESS_TOKEN_TYP, claims)?;
+        let expires_in = u32::try_from(claims.exp - claims.iat).unwrap_or(0);
+        Ok(IssuedToken {
+            access_token,
+            expires_in,
+            scope: claims.scopes(),
+            refresh_token: None,
+            id_token: None,
+        })
+    }
+
+    /// Signs any JWT with the current signing key.
+    pub(crate) fn sign<T: serde::Serialize>(&self, typ: &str, claims: &T) -> Result<String, OAuthError> {
         let keys = self.keys.snapshot();
         let (kid, signer) = keys.signing().ok_or_else(|| {
             OAuthError::new(ErrorCode::TemporarilyUnavailable, "no signing key is available")
                 .with_cause("key ring has no active key")
         })?;
-        let access_token =
-            crate::jose::sign(signer, kid, ACCESS_TOKEN_TYP, &claims).map_err(OAuthError::server_error)?;
-        Ok(IssuedToken { access_token, expires_in: ttl, scope })
+        crate::jose::sign(signer, kid, typ, claims).map_err(OAuthError::server_error)
+    }
+
+    /// Puts access tokens on the blocklist (store and in-memory mirror).
+    pub(crate) async fn blocklist(&self, tokens: &[crate::grant::FamilyToken]) -> Result<(), OAuthError> {
+        for t in tokens {
+            self.revocations.revoke(&t.jti, t.expires_at).await?;
+            self.revoked.insert(&t.jti, t.expires_at);
+        }
+        Ok(())
     }
 
     /// Verifies one of our access tokens, including revocation.
@@ -219,7 +286,12 @@ impl TokenService {
     /// Client authentication failed, the token belongs to another client
     /// (`unauthorized_client`, as fosite answers), or the store is down.
     pub async fn revoke(&self, creds: &ClientCredentials, token: &str) -> Result<Revocation, OAuthError> {
-        let caller = self.authenticate_client(creds).await?;
+        // RFC 7009 §2.1 lets public clients revoke their own tokens too.
+        let caller = self.authenticate(creds, true).await?;
+        if !token.contains('.') {
+            // Not a JWT: one of our opaque refresh tokens, or nothing.
+            return self.revoke_refresh_token(&caller, token).await;
+        }
         let claims = match self.verify(token).await? {
             Ok(claims) => claims,
             // "invalid tokens do not cause an error response" (RFC 7009 §2.2).

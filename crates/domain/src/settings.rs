@@ -89,6 +89,39 @@ pub struct TokenSettings {
     pub max_access_token_ttl: u32,
     /// Clock leeway for `exp`/`nbf`/`iat` checks.
     pub leeway: u32,
+    /// Lifetimes of the sign-in flows.
+    pub flow: FlowSettings,
+}
+
+/// Lifetimes of codes, refresh tokens, sessions and ID tokens, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowSettings {
+    /// Authorization codes: single use, short (RFC 6749 §4.1.2 recommends at most 10 min).
+    pub code_ttl: i64,
+    /// A refresh token dies when unused this long…
+    pub refresh_idle_ttl: i64,
+    /// …and the whole chain this long after sign-in.
+    pub refresh_absolute_ttl: i64,
+    /// A rotated refresh token presented again by the same client within this window gets
+    /// the same successor back instead of revoking the family.
+    pub refresh_grace: i64,
+    pub session_idle_ttl: i64,
+    pub session_absolute_ttl: i64,
+    pub id_token_ttl: i64,
+}
+
+impl Default for FlowSettings {
+    fn default() -> Self {
+        Self {
+            code_ttl: 60,
+            refresh_idle_ttl: 7 * 86_400,
+            refresh_absolute_ttl: 30 * 86_400,
+            refresh_grace: 10,
+            session_idle_ttl: 8 * 3600,
+            session_absolute_ttl: 24 * 3600,
+            id_token_ttl: 3600,
+        }
+    }
 }
 
 /// A duration in whole seconds: an integer, or a string such as `"30s"`, `"15m"`, `"2h"`, `"90d"`.

@@ -51,6 +51,14 @@ pub struct AccessTokenClaims {
     pub client_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// When the user authenticated (tokens issued to a user only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<UnixTime>,
+    /// RFC 9068 §2.2.3.1 (from SCIM): the user's roles and groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 impl AccessTokenClaims {
@@ -240,6 +248,9 @@ mod tests {
             jti: "j1".into(),
             client_id: "c1".into(),
             scope: Some("a b".into()),
+            auth_time: None,
+            roles: vec![],
+            groups: vec![],
         }
     }
 
