@@ -99,7 +99,7 @@ impl Client {
 const DUMMY_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What `client create` asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientRegistration {
     pub name: String,
     pub grant_types: Vec<GrantType>,
@@ -262,11 +262,7 @@ mod tests {
             allowed_scopes: Scopes::parse("a b").unwrap(),
             default_scopes: None,
             audience: vec!["https://api.example.com".into()],
-            access_token_ttl: None,
-            redirect_uris: vec![],
-            post_logout_redirect_uris: vec![],
-            public: false,
-            first_party: false,
+            ..ClientRegistration::default()
         }
     }
 

@@ -10,6 +10,9 @@
 use domain::StoreError;
 use domain::apikey::{NewApiKey, rotate};
 use domain::client::{Client, GrantType};
+use domain::grant::{AuthCode, CodeRedemption, Consent, FamilyToken, GrantFamily, RefreshToken, Session};
+use domain::pkce::CodeChallenge;
+use domain::user::User;
 use domain::jose::Algorithm;
 use domain::keys::{KeyState, MasterKey};
 use domain::ports::Stores;
@@ -27,6 +30,9 @@ pub async fn run_all(stores: &Stores) -> Result<(), StoreError> {
     keys(stores).await?;
     revocations(stores).await?;
     api_keys(stores).await?;
+    users(stores).await?;
+    sessions(stores).await?;
+    grants(stores).await?;
     stores.health.ping().await
 }
 
@@ -40,6 +46,9 @@ fn client(id: &str) -> Client {
         default_scopes: Scopes::parse("invoices:read").unwrap_or_default(),
         audience: vec!["https://a.example".into(), "https://b.example".into()],
         access_token_ttl: Some(600),
+        redirect_uris: vec!["https://app.example/cb".into(), "com.example.app:/cb".into()],
+        post_logout_redirect_uris: vec!["https://app.example/bye".into()],
+        first_party: true,
         disabled: false,
         created_at: NOW,
         updated_at: NOW,
@@ -213,5 +222,223 @@ pub async fn api_keys(stores: &Stores) -> Result<(), StoreError> {
     let mut missing = revoked;
     missing.id = "ffffffffffffffff".into();
     assert!(matches!(s.update_api_key(&missing).await, Err(StoreError::NotFound)));
+    Ok(())
+}
+
+fn user(id: &str) -> User {
+    let mut attributes = serde_json::Map::new();
+    attributes.insert("tenant".into(), serde_json::json!("acme"));
+    attributes.insert("level".into(), serde_json::json!(3));
+    User {
+        id: id.to_owned(),
+        username: format!("user-{}", id.to_ascii_lowercase()),
+        email: Some(format!("{}@example.com", id.to_ascii_lowercase())),
+        email_verified: true,
+        name: Some("Alice Example".into()),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        roles: vec!["editor".into()],
+        groups: vec!["finance".into(), "staff".into()],
+        attributes,
+        disabled: false,
+        created_at: NOW,
+        updated_at: NOW,
+    }
+}
+
+/// The user port, with consents.
+///
+/// # Errors
+/// An operation failed that should have succeeded.
+pub async fn users(stores: &Stores) -> Result<(), StoreError> {
+    let s = &stores.users;
+    let u = user(&random_token(9));
+    s.insert_user(&u).await?;
+    assert_eq!(s.get_user(&u.id).await?.as_ref(), Some(&u), "user round trip");
+    assert_eq!(s.get_user_by_username(&u.username).await?.as_ref(), Some(&u), "lookup by username");
+    let mut twin = user(&random_token(9));
+    twin.username.clone_from(&u.username);
+    assert!(matches!(s.insert_user(&twin).await, Err(StoreError::Conflict(_))), "usernames are unique");
+    assert!(s.list_users().await?.iter().any(|x| x.id == u.id));
+
+    let mut changed = u.clone();
+    changed.disabled = true;
+    changed.email = None;
+    changed.roles = vec![];
+    changed.updated_at = NOW + 9;
+    s.update_user(&changed).await?;
+    assert_eq!(s.get_user(&u.id).await?.as_ref(), Some(&changed), "update round trip");
+    assert!(matches!(s.update_user(&user("missing-user")).await, Err(StoreError::NotFound)));
+
+    let c = client(&format!("c-{}", random_token(9)));
+    stores.clients.insert_client(&c).await?;
+    assert_eq!(s.get_consent(&u.id, &c.id).await?, None);
+    let consent = Consent {
+        user_id: u.id.clone(),
+        client_id: c.id.clone(),
+        scope: Scopes::parse("openid profile").unwrap_or_default(),
+        granted_at: NOW,
+    };
+    s.put_consent(&consent).await?;
+    let wider = Consent { scope: Scopes::parse("openid profile email").unwrap_or_default(), ..consent.clone() };
+    s.put_consent(&wider).await?;
+    assert_eq!(s.get_consent(&u.id, &c.id).await?.as_ref(), Some(&wider), "consent replaced");
+    assert_eq!(s.list_consents(&u.id).await?, vec![wider]);
+    assert!(s.delete_consent(&u.id, &c.id).await?);
+    assert!(!s.delete_consent(&u.id, &c.id).await?);
+
+    s.delete_user(&u.id).await?;
+    assert_eq!(s.get_user(&u.id).await?, None);
+    assert!(matches!(s.delete_user(&u.id).await, Err(StoreError::NotFound)));
+    stores.clients.delete_client(&c.id).await?;
+    Ok(())
+}
+
+/// The session port.
+///
+/// # Errors
+/// An operation failed that should have succeeded.
+pub async fn sessions(stores: &Stores) -> Result<(), StoreError> {
+    let s = &stores.sessions;
+    let u = user(&random_token(9));
+    stores.users.insert_user(&u).await?;
+    let session = |n: i64| Session {
+        id_hash: random_token(32),
+        user_id: u.id.clone(),
+        auth_time: NOW,
+        amr: vec!["pwd".into()],
+        created_at: NOW,
+        last_seen_at: NOW,
+        expires_at: NOW + n,
+    };
+    let (a, b) = (session(100), session(10));
+    s.insert_session(&a).await?;
+    s.insert_session(&b).await?;
+    assert_eq!(s.get_session(&a.id_hash).await?.as_ref(), Some(&a), "session round trip");
+    s.touch_session(&a.id_hash, NOW + 50).await?;
+    s.touch_session(&a.id_hash, NOW + 20).await?;
+    assert_eq!(s.get_session(&a.id_hash).await?.map(|x| x.last_seen_at), Some(NOW + 50), "never backwards");
+    assert!(s.purge_sessions(NOW + 10).await? >= 1);
+    assert_eq!(s.get_session(&b.id_hash).await?, None, "expired session purged");
+    assert!(s.get_session(&a.id_hash).await?.is_some(), "live session kept");
+    s.insert_session(&session(100)).await?;
+    assert_eq!(s.delete_user_sessions(&u.id).await?, 2);
+    assert!(!s.delete_session(&a.id_hash).await?);
+    stores.users.delete_user(&u.id).await?;
+    Ok(())
+}
+
+/// The grant port: families, single-use codes, refresh rotation and family revocation.
+///
+/// # Errors
+/// An operation failed that should have succeeded.
+pub async fn grants(stores: &Stores) -> Result<(), StoreError> {
+    let g = &stores.grants;
+    let u = user(&random_token(9));
+    stores.users.insert_user(&u).await?;
+    let c = client(&format!("c-{}", random_token(9)));
+    stores.clients.insert_client(&c).await?;
+    let family = |session: &str| GrantFamily {
+        id: random_token(16),
+        client_id: c.id.clone(),
+        user_id: u.id.clone(),
+        session_hash: Some(session.to_owned()),
+        scope: Scopes::parse("openid offline_access").unwrap_or_default(),
+        auth_time: NOW - 5,
+        amr: vec!["pwd".into()],
+        created_at: NOW,
+        expires_at: NOW + 1000,
+        revoked_at: None,
+    };
+    let session = random_token(32);
+    let f = family(&session);
+    g.insert_family(&f).await?;
+    assert_eq!(g.get_family(&f.id).await?.as_ref(), Some(&f), "family round trip");
+
+    // A code is spent exactly once, even when many redeem it at the same time.
+    let code = AuthCode {
+        code_hash: random_token(32),
+        family_id: f.id.clone(),
+        client_id: c.id.clone(),
+        redirect_uri: "https://app.example/cb".into(),
+        redirect_uri_given: true,
+        challenge: CodeChallenge::from_stored("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        nonce: Some("n-1".into()),
+        created_at: NOW,
+        expires_at: NOW + 60,
+    };
+    g.insert_code(&code).await?;
+    let mut racers = Vec::new();
+    for _ in 0..16 {
+        let (g, hash) = (g.clone(), code.code_hash.clone());
+        racers.push(tokio::spawn(async move { g.redeem_code(&hash, NOW + 1).await }));
+    }
+    let mut first = 0;
+    for racer in racers {
+        let result = racer.await.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        match result? {
+            Some(CodeRedemption::First(found)) => {
+                first += 1;
+                assert_eq!(found, code, "code round trip");
+            }
+            Some(CodeRedemption::Replayed(_)) => {}
+            None => panic!("code vanished"),
+        }
+    }
+    assert_eq!(first, 1, "exactly one redemption wins");
+    assert_eq!(g.redeem_code("no-such-code", NOW).await?, None);
+
+    // Refresh rotation: one winner, the successor is stored, the loser changes nothing.
+    let rt = RefreshToken {
+        token_hash: random_token(32),
+        family_id: f.id.clone(),
+        client_id: c.id.clone(),
+        created_at: NOW,
+        expires_at: NOW + 500,
+        used_at: None,
+        successor: None,
+    };
+    g.insert_refresh_token(&rt).await?;
+    let found = g.get_refresh_token(&rt.token_hash).await?;
+    assert_eq!(found.as_ref().map(|l| &l.token), Some(&rt), "refresh token round trip");
+    assert_eq!(found.map(|l| l.family), Some(f.clone()), "joined with its family");
+    let next = |n: u8| RefreshToken { token_hash: random_token(32), created_at: NOW + i64::from(n), ..rt.clone() };
+    let (s1, s2) = (next(1), next(2));
+    assert!(g.rotate_refresh_token(&rt.token_hash, NOW + 1, b"sealed-1", &s1).await?);
+    assert!(!g.rotate_refresh_token(&rt.token_hash, NOW + 2, b"sealed-2", &s2).await?, "second rotation loses");
+    let old = g.get_refresh_token(&rt.token_hash).await?.map(|l| l.token);
+    assert_eq!(old.as_ref().and_then(|t| t.used_at), Some(NOW + 1));
+    assert_eq!(old.and_then(|t| t.successor), Some(b"sealed-1".to_vec()), "winner's successor kept");
+    assert!(g.get_refresh_token(&s1.token_hash).await?.is_some());
+    assert!(g.get_refresh_token(&s2.token_hash).await?.is_none(), "loser inserted nothing");
+
+    // Family revocation returns the live access tokens, once.
+    let live = FamilyToken { jti: random_token(12), expires_at: NOW + 900 };
+    g.record_access_token(&f.id, &live).await?;
+    g.record_access_token(&f.id, &FamilyToken { jti: random_token(12), expires_at: NOW - 1 }).await?;
+    assert_eq!(g.revoke_family(&f.id, NOW).await?, vec![live.clone()]);
+    let revoked = g.get_family(&f.id).await?;
+    assert_eq!(revoked.as_ref().and_then(|x| x.revoked_at), Some(NOW));
+    assert_eq!(g.get_refresh_token(&s1.token_hash).await?.and_then(|l| l.family.revoked_at), Some(NOW));
+
+    // By session, by user, by client.
+    let other_session = random_token(32);
+    let (f2, f3) = (family(&other_session), family(&random_token(32)));
+    g.insert_family(&f2).await?;
+    g.insert_family(&f3).await?;
+    let t2 = FamilyToken { jti: random_token(12), expires_at: NOW + 900 };
+    g.record_access_token(&f2.id, &t2).await?;
+    assert_eq!(g.revoke_session_families(&other_session, NOW).await?, vec![t2]);
+    assert_eq!(g.get_family(&f3.id).await?.and_then(|x| x.revoked_at), None, "other sessions untouched");
+    g.revoke_user_families(&u.id, NOW + 1).await?;
+    assert_eq!(g.get_family(&f3.id).await?.and_then(|x| x.revoked_at), Some(NOW + 1));
+    let f4 = family(&session);
+    g.insert_family(&f4).await?;
+    g.revoke_client_families(&c.id, NOW + 2).await?;
+    assert_eq!(g.get_family(&f4.id).await?.and_then(|x| x.revoked_at), Some(NOW + 2));
+
+    assert!(g.purge_grants(NOW + 1000 + 86_400).await? >= 4);
+    assert_eq!(g.get_family(&f.id).await?, None, "ended families purged");
+    stores.users.delete_user(&u.id).await?;
+    stores.clients.delete_client(&c.id).await?;
     Ok(())
 }

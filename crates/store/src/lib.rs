@@ -3,5 +3,6 @@
 
 pub mod conformance;
 pub mod sqlite;
+mod sqlite_users;
 
 pub use sqlite::SqliteStore;

@@ -24,7 +24,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// All ports backed by one SQLite database.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -78,13 +78,16 @@ impl SqliteStore {
             keys: self.clone(),
             revocations: self.clone(),
             api_keys: self.clone(),
+            users: self.clone(),
+            sessions: self.clone(),
+            grants: self.clone(),
             health: self,
         }
     }
 }
 
 /// Maps driver errors onto the port's error model.
-fn map_err(e: sqlx::Error) -> StoreError {
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_owned()),
         sqlx::Error::RowNotFound => StoreError::NotFound,
@@ -95,11 +98,11 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn corrupt(what: &str) -> StoreError {
+pub(crate) fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("unreadable {what}"))
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -112,6 +115,9 @@ fn client_from_row(row: &SqliteRow) -> Result<Client, StoreError> {
         Scopes::parse(row.try_get(col).map_err(map_err)?).map_err(|_| corrupt(col))
     };
     let ttl: Option<i64> = row.try_get("access_token_ttl").map_err(map_err)?;
+    let uris = |col: &str| -> Result<Vec<String>, StoreError> {
+        serde_json::from_str(row.try_get(col).map_err(map_err)?).map_err(|_| corrupt(col))
+    };
     Ok(Client {
         id: row.try_get("id").map_err(map_err)?,
         name: row.try_get("name").map_err(map_err)?,
@@ -121,6 +127,9 @@ fn client_from_row(row: &SqliteRow) -> Result<Client, StoreError> {
         default_scopes: scopes("default_scopes")?,
         audience: serde_json::from_str(row.try_get("audience").map_err(map_err)?).map_err(|_| corrupt("audience"))?,
         access_token_ttl: ttl.map(|t| u32::try_from(t).map_err(|_| corrupt("access_token_ttl"))).transpose()?,
+        redirect_uris: uris("redirect_uris")?,
+        post_logout_redirect_uris: uris("post_logout_redirect_uris")?,
+        first_party: row.try_get("first_party").map_err(map_err)?,
         disabled: row.try_get("disabled").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
@@ -136,7 +145,8 @@ impl ClientStore for SqliteStore {
     async fn insert_client(&self, c: &Client) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO clients (id, name, secret_hash, grant_types, allowed_scopes, default_scopes, audience, \
-             access_token_ttl, disabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             access_token_ttl, redirect_uris, post_logout_redirect_uris, first_party, disabled, created_at, \
+             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -146,6 +156,9 @@ impl ClientStore for SqliteStore {
         .bind(c.default_scopes.to_string())
         .bind(to_json(&c.audience)?)
         .bind(c.access_token_ttl.map(i64::from))
+        .bind(to_json(&c.redirect_uris)?)
+        .bind(to_json(&c.post_logout_redirect_uris)?)
+        .bind(c.first_party)
         .bind(c.disabled)
         .bind(c.created_at)
         .bind(c.updated_at)
@@ -175,7 +188,8 @@ impl ClientStore for SqliteStore {
     async fn update_client(&self, c: &Client) -> Result<(), StoreError> {
         let done = sqlx::query(
             "UPDATE clients SET name = ?, secret_hash = ?, grant_types = ?, allowed_scopes = ?, default_scopes = ?, \
-             audience = ?, access_token_ttl = ?, disabled = ?, updated_at = ? WHERE id = ?",
+             audience = ?, access_token_ttl = ?, redirect_uris = ?, post_logout_redirect_uris = ?, first_party = ?, \
+             disabled = ?, updated_at = ? WHERE id = ?",
         )
         .bind(&c.name)
         .bind(&c.secret_hash)
@@ -184,6 +198,9 @@ impl ClientStore for SqliteStore {
         .bind(c.default_scopes.to_string())
         .bind(to_json(&c.audience)?)
         .bind(c.access_token_ttl.map(i64::from))
+        .bind(to_json(&c.redirect_uris)?)
+        .bind(to_json(&c.post_logout_redirect_uris)?)
+        .bind(c.first_party)
         .bind(c.disabled)
         .bind(c.updated_at)
         .bind(&c.id)

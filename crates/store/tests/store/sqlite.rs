@@ -29,7 +29,7 @@ async fn data_survives_reopen_and_migrations_are_idempotent() {
         allowed_scopes: Scopes::parse("a").unwrap(),
         default_scopes: None,
         audience: vec!["https://api.example.com".into()],
-        access_token_ttl: None,
+        ..ClientRegistration::default()
     }
     .into_client(1)
     .unwrap();
