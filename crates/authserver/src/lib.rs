@@ -6,6 +6,8 @@ pub mod extract;
 pub mod health;
 pub mod metadata;
 pub mod oauth;
+pub mod pages;
+pub mod signin;
 pub mod telemetry;
 pub mod wire;
 
@@ -18,6 +20,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use domain::ports::Health;
 use domain::service::TokenService;
+use domain::signin::SignIn;
 
 /// Paths of the public endpoints, below the issuer URL.
 pub mod paths {
@@ -27,6 +30,12 @@ pub mod paths {
     pub const JWKS: &str = "/oauth2/jwks";
     pub const OAUTH_METADATA: &str = "/.well-known/oauth-authorization-server";
     pub const OIDC_METADATA: &str = "/.well-known/openid-configuration";
+    pub const AUTHORIZE: &str = "/oauth2/authorize";
+    pub const LOGIN: &str = "/oauth2/login";
+    pub const CONSENT: &str = "/oauth2/consent";
+    pub const LOGOUT: &str = "/oauth2/logout";
+    pub const USERINFO: &str = "/oauth2/userinfo";
+    pub const ASSETS_CSS: &str = "/assets/portcullis.css";
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
 }
@@ -35,16 +44,26 @@ pub mod paths {
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub tokens: TokenService,
+    pub signin: SignIn,
+    pub pages: Arc<pages::Pages>,
     pub health: Arc<dyn Health>,
     /// The serialized metadata document, built once.
     pub metadata: Arc<String>,
 }
 
 impl AppState {
-    #[must_use]
-    pub fn new(tokens: TokenService, health: Arc<dyn Health>) -> Self {
-        let metadata = metadata::document(&tokens.settings().issuer).to_string();
-        Self { tokens, health, metadata: Arc::new(metadata) }
+    /// # Errors
+    /// A page template does not compile.
+    pub fn new(
+        signin: SignIn,
+        health: Arc<dyn Health>,
+        algorithm: domain::jose::Algorithm,
+    ) -> Result<Self, minijinja::Error> {
+        let tokens = signin.tokens().clone();
+        let issuer = &tokens.settings().issuer;
+        let metadata = metadata::document(issuer, algorithm).to_string();
+        let pages = pages::Pages::new(issuer.as_str().starts_with("https://"))?;
+        Ok(Self { tokens, signin, pages: Arc::new(pages), health, metadata: Arc::new(metadata) })
     }
 }
 
@@ -60,6 +79,12 @@ pub fn router(state: AppState) -> Router {
             paths::REVOKE,
             post(oauth::post_revoke).layer(DefaultBodyLimit::max(extract::body_limit(extract::REVOKE))),
         )
+        .route(paths::AUTHORIZE, get(signin::get_authorize).post(signin::post_authorize))
+        .route(paths::LOGIN, post(signin::post_login))
+        .route(paths::CONSENT, post(signin::post_consent))
+        .route(paths::LOGOUT, get(signin::logout).post(signin::logout))
+        .route(paths::USERINFO, get(signin::userinfo).post(signin::userinfo))
+        .route(paths::ASSETS_CSS, get(signin::get_css))
         .route(paths::JWKS, get(metadata::get_jwks))
         .route(paths::OAUTH_METADATA, get(metadata::get_metadata))
         .route(paths::OIDC_METADATA, get(metadata::get_metadata))

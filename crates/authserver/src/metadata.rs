@@ -4,6 +4,7 @@
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use domain::jose::Algorithm;
 use domain::settings::Issuer;
 use serde_json::{Value, json};
 
@@ -12,20 +13,36 @@ use crate::paths;
 
 /// Builds the metadata document once, at startup.
 #[must_use]
-pub fn document(issuer: &Issuer) -> Value {
-    let auth_methods = json!(["client_secret_basic", "client_secret_post"]);
+pub fn document(issuer: &Issuer, algorithm: Algorithm) -> Value {
+    let confidential = json!(["client_secret_basic", "client_secret_post"]);
+    let any = json!(["client_secret_basic", "client_secret_post", "none"]);
     json!({
         "issuer": issuer.as_str(),
+        "authorization_endpoint": issuer.endpoint(paths::AUTHORIZE),
         "token_endpoint": issuer.endpoint(paths::TOKEN),
+        "userinfo_endpoint": issuer.endpoint(paths::USERINFO),
+        "end_session_endpoint": issuer.endpoint(paths::LOGOUT),
         "jwks_uri": issuer.endpoint(paths::JWKS),
         "introspection_endpoint": issuer.endpoint(paths::INTROSPECT),
         "revocation_endpoint": issuer.endpoint(paths::REVOKE),
-        "grant_types_supported": ["client_credentials"],
-        // No authorization endpoint yet: no response type is supported.
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": auth_methods,
-        "introspection_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [algorithm.as_str()],
+        "scopes_supported": ["openid", "profile", "email"],
+        "claims_supported": [
+            "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "amr", "azp",
+            "name", "preferred_username", "updated_at", "email", "email_verified"
+        ],
+        "prompt_values_supported": ["none", "login", "consent", "select_account"],
+        "authorization_response_iss_parameter_supported": true,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "token_endpoint_auth_methods_supported": any,
+        "introspection_endpoint_auth_methods_supported": confidential,
+        "revocation_endpoint_auth_methods_supported": any,
         "service_documentation": "https://github.com/portcullis/portcullis",
     })
 }

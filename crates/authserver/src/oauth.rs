@@ -25,6 +25,8 @@ pub async fn post_token(State(state): State<AppState>, form: OAuthForm<TOKEN>) -
         token_type: "Bearer",
         expires_in: issued.expires_in,
         scope: (!issued.scope.is_empty()).then(|| issued.scope.to_string()),
+        refresh_token: issued.refresh_token.as_deref(),
+        id_token: issued.id_token.as_deref(),
     };
     Ok(no_store_json(to_json(&body)).into_response())
 }
@@ -63,6 +65,10 @@ struct TokenResponse<'a> {
     expires_in: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<&'a str>,
 }
 
 /// RFC 7662 §2.2 response for an active token: the token's claims plus `active` and

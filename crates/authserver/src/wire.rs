@@ -94,11 +94,19 @@ impl IntoResponse for ApiError {
             "error_description": sanitize(&self.error.description),
         });
         let mut response = (status, no_store_json(body.to_string())).into_response();
-        if self.error.code == ErrorCode::InvalidClient {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Basic realm="portcullis", charset="UTF-8""#),
-            );
+        let challenge = match self.error.code {
+            ErrorCode::InvalidClient => Some(HeaderValue::from_static(r#"Basic realm="portcullis", charset="UTF-8""#)),
+            // RFC 6750 §3.
+            ErrorCode::InvalidToken => {
+                Some(HeaderValue::from_static(r#"Bearer realm="portcullis", error="invalid_token""#))
+            }
+            ErrorCode::InsufficientScope => Some(HeaderValue::from_static(
+                r#"Bearer realm="portcullis", error="insufficient_scope", scope="openid""#,
+            )),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

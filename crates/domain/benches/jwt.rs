@@ -18,6 +18,9 @@ fn claims() -> AccessTokenClaims {
         jti: "b1lqQ3bQ4wC3Gk2w7Dq1ZQ".into(),
         client_id: "billing".into(),
         scope: Some("invoices:read invoices:write".into()),
+        auth_time: None,
+        roles: vec![],
+        groups: vec![],
     }
 }
 

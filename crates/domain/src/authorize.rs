@@ -109,7 +109,10 @@ pub fn resolve_client(params: &FormParams, client: Option<Client>) -> Result<(Cl
         _ => return Err(OAuthError::invalid_request("unknown client").with_cause("client_id not found or disabled")),
     };
     if !client.allows_grant(GrantType::AuthorizationCode) {
-        return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "this client may not use the authorization code flow"));
+        return Err(OAuthError::new(
+            ErrorCode::UnauthorizedClient,
+            "this client may not use the authorization code flow",
+        ));
     }
     match params.optional("redirect_uri")? {
         // OAuth 2.1 §2.3.1: "exact string matching" — no prefix, case, port or slash leniency.
@@ -181,7 +184,9 @@ pub fn parse(
     let max_age = match p("max_age")? {
         None => None,
         Some(m) => Some(
-            m.parse::<u32>().map(i64::from).map_err(|_| fail(OAuthError::invalid_request("max_age must be a number")))?,
+            m.parse::<u32>()
+                .map(i64::from)
+                .map_err(|_| fail(OAuthError::invalid_request("max_age must be a number")))?,
         ),
     };
     let login_hint = p("login_hint")?.filter(|h| h.len() <= 256).map(str::to_owned);

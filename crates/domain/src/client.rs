@@ -287,7 +287,9 @@ mod tests {
 
     #[test]
     fn redirect_uri_rules() {
-        for ok in ["https://app.example.com/cb", "http://127.0.0.1:8081/cb", "http://localhost/cb", "com.example.app:/cb"] {
+        for ok in
+            ["https://app.example.com/cb", "http://127.0.0.1:8081/cb", "http://localhost/cb", "com.example.app:/cb"]
+        {
             assert!(check_redirect_uri(ok).is_ok(), "{ok}");
         }
         for bad in [

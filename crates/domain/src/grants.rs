@@ -87,7 +87,8 @@ impl TokenService {
         if !code.challenge.verify(verifier) {
             return Err(invalid().with_cause("PKCE verifier does not match the challenge"));
         }
-        let family = self.live_family(&code.family_id, now).await?.ok_or_else(|| invalid().with_cause("grant revoked"))?;
+        let family =
+            self.live_family(&code.family_id, now).await?.ok_or_else(|| invalid().with_cause("grant revoked"))?;
         let user = self.active_user(&family.user_id).await?.ok_or_else(|| invalid().with_cause("user disabled"))?;
         let (issued, access) =
             self.issue_for_family(client, &family, &user, family.scope.clone(), code.nonce.as_deref())?;
@@ -170,17 +171,18 @@ impl TokenService {
         now: UnixTime,
     ) -> Result<IssuedToken, OAuthError> {
         let used_at = token.used_at.unwrap_or(now);
-        if now - used_at <= self.settings.flow.refresh_grace && family.revoked_at.is_none() {
-            if let Some(response) = token.successor.as_deref().and_then(|s| open_successor(presented, &family.id, s)) {
-                tracing::info!(
-                    target: "portcullis::audit",
-                    event = "token.refresh_retry",
-                    client_id = %client.id,
-                    family = %family.id,
-                    "rotated refresh token retried within the grace window; same successor returned"
-                );
-                return Ok(response);
-            }
+        let in_grace = now - used_at < self.settings.flow.refresh_grace && family.revoked_at.is_none();
+        if let Some(response) =
+            token.successor.as_deref().filter(|_| in_grace).and_then(|s| open_successor(presented, &family.id, s))
+        {
+            tracing::info!(
+                target: "portcullis::audit",
+                event = "token.refresh_retry",
+                client_id = %client.id,
+                family = %family.id,
+                "rotated refresh token retried within the grace window; same successor returned"
+            );
+            return Ok(response);
         }
         let revoked = self.revoke_family(&family.id, now).await?;
         tracing::warn!(
@@ -192,7 +194,8 @@ impl TokenService {
             revoked_access_tokens = revoked,
             "rotated refresh token reused; the whole grant family is revoked"
         );
-        Err(OAuthError::invalid_grant("the refresh token is invalid, expired or revoked").with_cause("refresh token reuse"))
+        Err(OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
+            .with_cause("refresh token reuse"))
     }
 
     /// RFC 7009 for a refresh token: revokes its family (§2.1: "SHOULD also invalidate all
@@ -266,7 +269,12 @@ impl TokenService {
     }
 
     /// A new refresh token of the family, when the client may refresh.
-    fn refresh_token_for(&self, client: &Client, family: &GrantFamily, now: UnixTime) -> Option<(String, RefreshToken)> {
+    fn refresh_token_for(
+        &self,
+        client: &Client,
+        family: &GrantFamily,
+        now: UnixTime,
+    ) -> Option<(String, RefreshToken)> {
         if !client.allows_grant(GrantType::RefreshToken) {
             return None;
         }

@@ -114,7 +114,11 @@ impl PasswordHasher {
     ///
     /// # Errors
     /// `temporarily_unavailable` when the pool is saturated.
-    pub async fn verify(&self, password: Zeroizing<String>, stored: Option<String>) -> Result<Verification, OAuthError> {
+    pub async fn verify(
+        &self,
+        password: Zeroizing<String>,
+        stored: Option<String>,
+    ) -> Result<Verification, OAuthError> {
         let exists = stored.is_some();
         let stored = stored.unwrap_or_else(|| self.dummy_hash.as_str().to_owned());
         let argon = self.argon.clone();
@@ -190,7 +194,8 @@ mod tests {
         assert!(!old.verify(pw("correct horse battery"), None).await.unwrap().ok);
         assert!(!old.verify(pw("x"), Some("not a hash".into())).await.unwrap().ok);
 
-        let new = PasswordHasher::new(PasswordParams { memory_kib: 128, ..cheap() }, 2, Duration::from_secs(5)).unwrap();
+        let new =
+            PasswordHasher::new(PasswordParams { memory_kib: 128, ..cheap() }, 2, Duration::from_secs(5)).unwrap();
         let v = new.verify(pw("correct horse battery"), Some(hash)).await.unwrap();
         assert_eq!(v, Verification { ok: true, needs_rehash: true });
     }

@@ -147,8 +147,7 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug {
     /// Revokes a family; returns its access tokens that are still unexpired at `now`.
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<Vec<FamilyToken>, StoreError>;
     /// Revokes every family made in a session; returns their unexpired access tokens.
-    async fn revoke_session_families(&self, session_hash: &str, now: UnixTime)
-    -> Result<Vec<FamilyToken>, StoreError>;
+    async fn revoke_session_families(&self, session_hash: &str, now: UnixTime) -> Result<Vec<FamilyToken>, StoreError>;
     /// Revokes every family of a user; returns their unexpired access tokens.
     async fn revoke_user_families(&self, user_id: &str, now: UnixTime) -> Result<Vec<FamilyToken>, StoreError>;
     /// Revokes every family of a client; returns their unexpired access tokens.

@@ -144,8 +144,12 @@ mod tests {
             ErrorCode::InvalidRequest
         );
         assert!(
-            TokenRequest::parse(&params(&[("grant_type", "authorization_code"), ("code", "c"), ("code_verifier", &verifier)]))
-                .is_ok()
+            TokenRequest::parse(&params(&[
+                ("grant_type", "authorization_code"),
+                ("code", "c"),
+                ("code_verifier", &verifier)
+            ]))
+            .is_ok()
         );
         assert_eq!(code(&[("grant_type", "refresh_token")]), ErrorCode::InvalidRequest);
         assert_eq!(code(&[("grant_type", "client_credentials"), ("scope", "a\"b")]), ErrorCode::InvalidScope);

@@ -31,7 +31,7 @@ pub struct IssuedToken {
 /// The result of introspecting a token (RFC 7662 §2.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Introspection {
-    Active(AccessTokenClaims),
+    Active(Box<AccessTokenClaims>),
     /// `{"active": false}` on the wire; the reason is for the log only.
     Inactive(TokenRejection),
 }
@@ -100,14 +100,12 @@ impl TokenService {
     /// # Errors
     /// `invalid_client`, or `temporarily_unavailable` when the store is down.
     pub async fn authenticate(&self, creds: &ClientCredentials, public_ok: bool) -> Result<Client, OAuthError> {
-        if let ClientCredentials::None { client_id } = creds {
-            if public_ok {
-                return match self.clients.get_client(client_id).await? {
-                    Some(c) if c.is_public() && !c.disabled => Ok(c),
-                    Some(_) => Err(OAuthError::invalid_client().with_cause("no secret presented, or client disabled")),
-                    None => Err(OAuthError::invalid_client().with_cause("unknown client id")),
-                };
-            }
+        if let (ClientCredentials::None { client_id }, true) = (creds, public_ok) {
+            return match self.clients.get_client(client_id).await? {
+                Some(c) if c.is_public() && !c.disabled => Ok(c),
+                Some(_) => Err(OAuthError::invalid_client().with_cause("no secret presented, or client disabled")),
+                None => Err(OAuthError::invalid_client().with_cause("unknown client id")),
+            };
         }
         self.authenticate_client(creds).await
     }
@@ -207,13 +205,7 @@ impl TokenService {
     pub(crate) fn sign_access_token(&self, claims: &AccessTokenClaims) -> Result<IssuedToken, OAuthError> {
         let access_token = self.sign(ACCESS_TOKEN_TYP, claims)?;
         let expires_in = u32::try_from(claims.exp - claims.iat).unwrap_or(0);
-        Ok(IssuedToken {
-            access_token,
-            expires_in,
-            scope: claims.scopes(),
-            refresh_token: None,
-            id_token: None,
-        })
+        Ok(IssuedToken { access_token, expires_in, scope: claims.scopes(), refresh_token: None, id_token: None })
     }
 
     /// Signs any JWT with the current signing key.
@@ -262,7 +254,7 @@ impl TokenService {
     pub async fn introspect(&self, creds: &ClientCredentials, token: &str) -> Result<Introspection, OAuthError> {
         let caller = self.authenticate_client(creds).await?;
         let result = match self.verify(token).await? {
-            Ok(claims) => Introspection::Active(claims),
+            Ok(claims) => Introspection::Active(Box::new(claims)),
             Err(rejection) => Introspection::Inactive(rejection),
         };
         if let Introspection::Inactive(reason) = &result {

@@ -13,7 +13,7 @@ use crate::clock::UnixTime;
 use crate::error::{ErrorCode, OAuthError};
 use crate::grant::{AuthCode, Consent, GrantFamily, Session};
 use crate::password::PasswordHasher;
-use crate::ports::{SessionStore, Stores, UserStore};
+use crate::ports::Stores;
 use crate::request::FormParams;
 use crate::secret;
 use crate::service::TokenService;
@@ -52,6 +52,18 @@ pub enum LoginOutcome {
     Locked { retry_after: i64 },
 }
 
+/// A checked RP-initiated logout request (RP-Initiated Logout 1.0 §2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutRequest {
+    /// Where to send the browser afterwards: a registered URI with `state` appended.
+    pub redirect: Option<String>,
+    /// The subject of a valid `id_token_hint`.
+    pub hint_sub: Option<String>,
+}
+
+/// How long after a login the consent step still counts as part of it (for `prompt=login`).
+const FRESH_LOGIN: i64 = 300;
+
 /// What logout did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedOut {
@@ -64,8 +76,7 @@ pub struct LoggedOut {
 #[derive(Debug, Clone)]
 pub struct SignIn {
     tokens: TokenService,
-    users: Arc<dyn UserStore>,
-    sessions: Arc<dyn SessionStore>,
+    stores: Stores,
     hasher: PasswordHasher,
     throttle: Arc<LoginThrottle>,
 }
@@ -73,7 +84,7 @@ pub struct SignIn {
 impl SignIn {
     #[must_use]
     pub fn new(tokens: TokenService, stores: &Stores, hasher: PasswordHasher, throttle: Arc<LoginThrottle>) -> Self {
-        Self { tokens, users: stores.users.clone(), sessions: stores.sessions.clone(), hasher, throttle }
+        Self { tokens, stores: stores.clone(), hasher, throttle }
     }
 
     #[must_use]
@@ -116,14 +127,14 @@ impl SignIn {
         let Some(cookie) = cookie.filter(|c| c.len() <= 128) else { return Ok(None) };
         let now = self.now();
         let hash = secret::hash_secret(cookie);
-        let Some(session) = self.sessions.get_session(&hash).await? else { return Ok(None) };
+        let Some(session) = self.stores.sessions.get_session(&hash).await? else { return Ok(None) };
         if !session.is_live(now, self.tokens.settings.flow.session_idle_ttl) {
-            self.sessions.delete_session(&hash).await?;
+            self.stores.sessions.delete_session(&hash).await?;
             return Ok(None);
         }
         let Some(user) = self.tokens.active_user(&session.user_id).await? else { return Ok(None) };
         if now - session.last_seen_at >= TOUCH_EVERY {
-            self.sessions.touch_session(&hash, now).await?;
+            self.stores.sessions.touch_session(&hash, now).await?;
         }
         Ok(Some(SignedIn { session, user }))
     }
@@ -144,8 +155,7 @@ impl SignIn {
         let needs_login = match &signed_in {
             None => true,
             Some(s) => {
-                !fresh_login
-                    && (request.prompt.login || request.max_age.is_some_and(|m| now - s.session.auth_time > m))
+                !fresh_login && (request.prompt.login || request.max_age.is_some_and(|m| now - s.session.auth_time > m))
             }
         };
         let signed_in = match signed_in {
@@ -158,7 +168,7 @@ impl SignIn {
         };
         let client = &request.client;
         if !client.first_party && !consented {
-            let remembered = self.users.get_consent(&signed_in.user.id, &client.id).await?;
+            let remembered = self.stores.users.get_consent(&signed_in.user.id, &client.id).await?;
             let covered = remembered.is_some_and(|c| request.scope.is_subset(&c.scope));
             if request.prompt.consent || !covered {
                 if request.prompt.none {
@@ -178,6 +188,27 @@ impl SignIn {
         }
         params.push(("iss", self.issuer()));
         Ok(Next::Redirect(authorize::with_query(&request.redirect_uri, &params)))
+    }
+
+    /// The consent form: allow continues the authorization, deny answers `access_denied`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn consent(
+        &self,
+        request: AuthorizationRequest,
+        signed_in: Option<SignedIn>,
+        allow: bool,
+    ) -> Result<Next, OAuthError> {
+        let Some(signed_in) = signed_in else {
+            // The session ended while the page was open: sign in again.
+            return self.authorize(request, None, false, false).await;
+        };
+        if !allow {
+            return Ok(Next::Redirect(self.deny(&request, &signed_in.user)));
+        }
+        let fresh = self.now() - signed_in.session.auth_time <= FRESH_LOGIN;
+        self.authorize(request, Some(signed_in), fresh, true).await
     }
 
     /// The user said no on the consent page.
@@ -201,10 +232,13 @@ impl SignIn {
         now: UnixTime,
     ) -> Result<(), OAuthError> {
         let mut scope = request.scope.clone();
-        if let Some(old) = self.users.get_consent(&user.id, &client.id).await? {
+        if let Some(old) = self.stores.users.get_consent(&user.id, &client.id).await? {
             scope = scope.union(&old.scope);
         }
-        self.users.put_consent(&Consent { user_id: user.id.clone(), client_id: client.id.clone(), scope, granted_at: now }).await?;
+        self.stores
+            .users
+            .put_consent(&Consent { user_id: user.id.clone(), client_id: client.id.clone(), scope, granted_at: now })
+            .await?;
         tracing::info!(
             target: "portcullis::audit",
             event = "consent.granted",
@@ -303,7 +337,7 @@ impl SignIn {
                 Gate::Open => {}
             }
         }
-        let user = self.users.get_user_by_username(&name).await?;
+        let user = self.stores.users.get_user_by_username(&name).await?;
         let stored = user.as_ref().map(|u| u.password_hash.clone());
         let verified = self.hasher.verify(password.clone(), stored).await?;
         let user = match user {
@@ -318,7 +352,7 @@ impl SignIn {
             self.upgrade_hash(&user, password).await;
         }
         if let Some(previous) = previous {
-            self.sessions.delete_session(&secret::hash_secret(previous)).await?;
+            self.stores.sessions.delete_session(&secret::hash_secret(previous)).await?;
         }
         let cookie = Zeroizing::new(secret::random_token(32));
         let flow = self.tokens.settings.flow;
@@ -331,7 +365,7 @@ impl SignIn {
             last_seen_at: now,
             expires_at: now + flow.session_absolute_ttl,
         };
-        self.sessions.insert_session(&session).await?;
+        self.stores.sessions.insert_session(&session).await?;
         tracing::info!(target: "portcullis::audit", event = "login.succeeded", user_id = %user.id, ip, "user signed in");
         Ok(LoginOutcome::Ok { cookie, signed_in: Box::new(SignedIn { session, user }) })
     }
@@ -377,7 +411,7 @@ impl SignIn {
         if let Ok(hash) = self.hasher.hash(password).await {
             let mut updated = user.clone();
             updated.password_hash = hash;
-            if self.users.update_user(&updated).await.is_ok() {
+            if self.stores.users.update_user(&updated).await.is_ok() {
                 tracing::info!(target: "portcullis::audit", event = "user.password_rehashed", user_id = %user.id, "password hash upgraded to current parameters");
             }
         }
@@ -408,8 +442,8 @@ impl SignIn {
     pub async fn logout(&self, cookie: &str) -> Result<LoggedOut, OAuthError> {
         let now = self.now();
         let hash = secret::hash_secret(cookie);
-        let session = self.sessions.get_session(&hash).await?;
-        let ended = self.sessions.delete_session(&hash).await?;
+        let session = self.stores.sessions.get_session(&hash).await?;
+        let ended = self.stores.sessions.delete_session(&hash).await?;
         let tokens = self.tokens.grants.revoke_session_families(&hash, now).await?;
         self.tokens.blocklist(&tokens).await?;
         let out = LoggedOut {
@@ -432,24 +466,82 @@ impl SignIn {
     /// # Errors
     /// Store failures.
     pub async fn logout_everywhere(&self, user_id: &str) -> Result<LoggedOut, OAuthError> {
-        let now = self.now();
-        let sessions = self.sessions.delete_user_sessions(user_id).await?;
-        let tokens = self.tokens.grants.revoke_user_families(user_id, now).await?;
-        self.tokens.blocklist(&tokens).await?;
-        tracing::warn!(
-            target: "portcullis::audit",
-            event = "user.logged_out_everywhere",
-            user_id,
-            sessions,
-            revoked_access_tokens = tokens.len(),
-            "every session and grant of the user ended"
-        );
-        Ok(LoggedOut { user_id: Some(user_id.to_owned()), sessions, revoked_access_tokens: tokens.len() })
+        let (out, tokens) = end_user_everywhere(&self.stores, user_id, self.now()).await?;
+        for t in &tokens {
+            self.tokens.revoked.insert(&t.jti, t.expires_at);
+        }
+        Ok(out)
     }
 
-    /// Validates an `id_token_hint` (signature and issuer; may be expired): `(sub, aud)`.
-    #[must_use]
-    pub fn id_token_hint(&self, hint: &str) -> Option<(String, String)> {
-        crate::oidc::verify_hint(hint, &self.tokens.keys.snapshot(), self.issuer())
+    /// Checks the parameters of RP-initiated logout: a valid `id_token_hint` if given, a
+    /// `client_id` agreeing with it, and a `post_logout_redirect_uri` registered for that
+    /// client byte for byte — else no redirect happens at all.
+    ///
+    /// # Errors
+    /// `invalid_request` for anything that does not check out (shown on a page).
+    pub async fn logout_request(&self, params: &FormParams) -> Result<LogoutRequest, OAuthError> {
+        let hint = match params.optional("id_token_hint")? {
+            Some(h) => Some(
+                crate::oidc::verify_hint(h, &self.tokens.keys.snapshot(), self.issuer())
+                    .ok_or_else(|| OAuthError::invalid_request("the id_token_hint is not valid"))?,
+            ),
+            None => None,
+        };
+        let client_id = match (params.optional("client_id")?, &hint) {
+            (Some(c), Some((_, aud))) if c != aud => {
+                return Err(OAuthError::invalid_request("client_id does not match the id_token_hint"));
+            }
+            (Some(c), _) => Some(c.to_owned()),
+            (None, Some((_, aud))) => Some(aud.clone()),
+            (None, None) => None,
+        };
+        let redirect = match params.optional("post_logout_redirect_uri")? {
+            None => None,
+            Some(uri) => {
+                let client = match &client_id {
+                    Some(id) => self.tokens.clients.get_client(id).await?,
+                    None => None,
+                };
+                let registered = client.is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
+                if !registered {
+                    return Err(OAuthError::invalid_request("the post_logout_redirect_uri is not registered")
+                        .with_cause(format!("post_logout_redirect_uri {uri:?}")));
+                }
+                let state = params.optional("state")?;
+                Some(match state {
+                    Some(state) => authorize::with_query(uri, &[("state", state)]),
+                    None => uri.to_owned(),
+                })
+            }
+        };
+        Ok(LogoutRequest { redirect, hint_sub: hint.map(|(sub, _)| sub) })
     }
+}
+
+/// Ends every session of a user, revokes every grant family and blocklists the families'
+/// live access tokens — the incident command, shared by the server and the CLI (whose
+/// blocklist entries reach running servers through the revocation sync).
+///
+/// # Errors
+/// Store failures.
+pub async fn end_user_everywhere(
+    stores: &Stores,
+    user_id: &str,
+    now: UnixTime,
+) -> Result<(LoggedOut, Vec<crate::grant::FamilyToken>), OAuthError> {
+    let sessions = stores.sessions.delete_user_sessions(user_id).await?;
+    let tokens = stores.grants.revoke_user_families(user_id, now).await?;
+    for t in &tokens {
+        stores.revocations.revoke(&t.jti, t.expires_at).await?;
+    }
+    tracing::warn!(
+        target: "portcullis::audit",
+        event = "user.logged_out_everywhere",
+        user_id,
+        sessions,
+        revoked_access_tokens = tokens.len(),
+        "every session and grant of the user ended"
+    );
+    let out = LoggedOut { user_id: Some(user_id.to_owned()), sessions, revoked_access_tokens: tokens.len() };
+    Ok((out, tokens))
 }

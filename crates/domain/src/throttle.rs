@@ -69,7 +69,9 @@ pub enum Gate {
     /// Open, and a lock on this key has just run out (reported once).
     Unlocked,
     /// Locked for this many more seconds.
-    Locked { retry_after: i64 },
+    Locked {
+        retry_after: i64,
+    },
 }
 
 /// What recording a failure did.
@@ -164,7 +166,14 @@ mod tests {
     use super::*;
 
     fn policy() -> ThrottlePolicy {
-        ThrottlePolicy { account_free_failures: 3, ip_free_failures: 5, base_lock: 10, max_lock: 60, window: 100, capacity: 10 }
+        ThrottlePolicy {
+            account_free_failures: 3,
+            ip_free_failures: 5,
+            base_lock: 10,
+            max_lock: 60,
+            window: 100,
+            capacity: 10,
+        }
     }
 
     #[test]

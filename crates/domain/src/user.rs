@@ -97,11 +97,9 @@ impl User {
             }
             claims.insert("updated_at".into(), Value::from(self.updated_at));
         }
-        if scope.contains("email") {
-            if let Some(email) = &self.email {
-                claims.insert("email".into(), Value::String(email.clone()));
-                claims.insert("email_verified".into(), Value::Bool(self.email_verified));
-            }
+        if let Some(email) = self.email.as_ref().filter(|_| scope.contains("email")) {
+            claims.insert("email".into(), Value::String(email.clone()));
+            claims.insert("email_verified".into(), Value::Bool(self.email_verified));
         }
         claims
     }

@@ -15,6 +15,7 @@ use domain::keys::RotationPolicy;
 use domain::ports::Stores;
 use domain::service::TokenService;
 use domain::settings::{IssuerError, TokenSettings};
+use domain::signin::SignIn;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -39,6 +40,10 @@ pub enum StartupError {
     Serve(std::io::Error),
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
+    #[error("passwords: {0}")]
+    Passwords(#[from] domain::password::PasswordError),
+    #[error("page templates: {0}")]
+    Templates(String),
 }
 
 /// The opened state every command works on.
@@ -112,22 +117,18 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         access_token_ttl: runtime.config.tokens.access_token_ttl.as_u32(),
         max_access_token_ttl: runtime.config.tokens.max_access_token_ttl.as_u32(),
         leeway: runtime.config.tokens.leeway.as_u32(),
+        flow: runtime.config.signin.flow(),
     };
-    let tokens = TokenService::new(
-        settings,
-        runtime.stores.clients.clone(),
-        runtime.stores.revocations.clone(),
-        keys.clone(),
-        runtime.clock.clone(),
-    );
+    let tokens = TokenService::new(settings, &runtime.stores, keys.clone(), runtime.clock.clone());
     let revoked = tokens.revoked_set().clone();
+    let throttle = Arc::new(domain::throttle::LoginThrottle::new(runtime.config.signin.throttle()));
+    let signin = SignIn::new(tokens, &runtime.stores, runtime.config.passwords.hasher()?, throttle);
+    let state = AppState::new(signin, runtime.stores.health.clone(), runtime.config.keys.algorithm)
+        .map_err(|e| StartupError::Templates(e.to_string()))?;
     let tls = runtime.config.tls.clone();
     let certs = tls.files().map(|(cert, key)| CertReloader::new(cert.to_owned(), key.to_owned())).transpose()?;
     let hsts = tls.hsts();
-    let router = transport::secure_headers(
-        authserver::router(AppState::new(tokens, runtime.stores.health.clone())),
-        hsts.clone(),
-    );
+    let router = transport::secure_headers(authserver::router(state), hsts.clone());
     let mut tasks = vec![spawn_maintenance(&runtime, keys.clone())];
     if let Some(certs) = &certs {
         tasks.push(tokio::spawn(certs.clone().run(Duration::from_secs(tls.reload_interval.0))));
@@ -286,6 +287,8 @@ fn spawn_revocation_sync(runtime: &Runtime, revoked: Arc<domain::revoked::Revoke
 fn spawn_maintenance(runtime: &Runtime, keys: Arc<KeyRing>) -> tokio::task::JoinHandle<()> {
     let every = Duration::from_secs(runtime.config.keys.refresh_interval.0.max(1));
     let revocations = runtime.stores.revocations.clone();
+    let sessions = runtime.stores.sessions.clone();
+    let grants = runtime.stores.grants.clone();
     let clock = runtime.clock.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -304,6 +307,17 @@ fn spawn_maintenance(runtime: &Runtime, keys: Arc<KeyRing>) -> tokio::task::Join
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(cause = %e, "purging revocation entries failed"),
+                }
+                let now = clock.now();
+                let purged = match (sessions.purge_sessions(now).await, grants.purge_grants(now).await) {
+                    (Ok(a), Ok(b)) => a + b,
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::warn!(cause = %e, "purging ended sessions and grants failed");
+                        0
+                    }
+                };
+                if purged > 0 {
+                    tracing::info!(purged, "ended sessions, codes and grants purged");
                 }
             }
         }

@@ -34,6 +34,9 @@ pub enum Command {
     /// Manage signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage users (people who sign in).
+    #[command(subcommand)]
+    User(crate::user_cli::UserCommand),
     /// Manage API keys for the gateway.
     #[command(subcommand)]
     Apikey(crate::apikey_cli::ApiKeyCommand),
@@ -95,9 +98,22 @@ pub struct JsonFlag {
 pub struct CreateClient {
     #[arg(long)]
     pub name: String,
-    /// Grant type(s): client_credentials (repeat or comma-separate for several).
+    /// Grant type(s): client_credentials, authorization_code, refresh_token (repeat or
+    /// comma-separate for several).
     #[arg(long = "grant", value_delimiter = ',', required = true)]
     pub grants: Vec<String>,
+    /// Redirect URI for authorization_code (repeatable); compared byte for byte.
+    #[arg(long = "redirect-uri")]
+    pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may return to (repeatable).
+    #[arg(long = "post-logout-redirect-uri")]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A public client (SPA, native app): no secret; PKCE protects its codes.
+    #[arg(long)]
+    pub public: bool,
+    /// A first-party client: users are not asked for consent.
+    #[arg(long)]
+    pub first_party: bool,
     /// Space-separated scopes the client may request.
     #[arg(long, default_value = "")]
     pub scope: String,
@@ -171,6 +187,10 @@ pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliErr
         ClientCommand::Enable { id } => set_disabled(&rt, &id, false).await?,
         ClientCommand::RotateSecret { id, json } => rotate_secret(&rt, &id, json.json).await?,
         ClientCommand::Delete { id } => {
+            // Its users' grants die with it; their live access tokens go on the blocklist.
+            for t in rt.stores.grants.revoke_client_families(&id, rt.clock.now()).await? {
+                rt.stores.revocations.revoke(&t.jti, t.expires_at).await?;
+            }
             store.delete_client(&id).await.map_err(|e| not_found(e, &id))?;
             tracing::info!(target: "portcullis::audit", event = "admin.client.deleted", client_id = %id, "client deleted");
             println!("deleted client {id}");
@@ -180,7 +200,7 @@ pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliErr
 }
 
 async fn create_client(rt: &Runtime, args: CreateClient) -> Result<(), CliError> {
-    let registration = registration(
+    let mut registration = registration(
         args.name,
         args.grants,
         &args.scope,
@@ -188,17 +208,30 @@ async fn create_client(rt: &Runtime, args: CreateClient) -> Result<(), CliError>
         args.audiences,
         args.token_ttl,
     )?;
-    let (client, secret) =
-        registration.into_client(rt.clock.now()).map_err(|e| CliError::Usage(e.description.into_owned()))?;
+    registration.redirect_uris = args.redirect_uris;
+    registration.post_logout_redirect_uris = args.post_logout_redirect_uris;
+    registration.public = args.public;
+    registration.first_party = args.first_party;
+    let (client, secret) = registration.into_client(rt.clock.now()).map_err(|e| {
+        let detail = e.cause.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+        CliError::Usage(format!("{}{detail}", e.description))
+    })?;
     rt.stores.clients.insert_client(&client).await?;
     tracing::info!(target: "portcullis::audit", event = "admin.client.created", client_id = %client.id, "client created");
-    print_secret(&client.id, &secret.0, args.json.json);
+    match secret {
+        Some(secret) => print_secret(&client.id, &secret.0, args.json.json),
+        None if args.json.json => println!("{}", json!({ "client_id": client.id })),
+        None => println!("client_id:     {}\n\nA public client: no secret; it must use PKCE (S256).", client.id),
+    }
     Ok(())
 }
 
 async fn rotate_secret(rt: &Runtime, id: &str, as_json: bool) -> Result<(), CliError> {
     let mut c =
         rt.stores.clients.get_client(id).await?.ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
+    if c.is_public() {
+        return Err(CliError::Usage(format!("client {id} is public and has no secret")));
+    }
     let secret = new_secret();
     c.secret_hash = Some(secret::hash_secret(&secret.0));
     c.updated_at = rt.clock.now();
@@ -218,9 +251,12 @@ fn registration(
 ) -> Result<ClientRegistration, CliError> {
     let grant_types = grants
         .iter()
-        .map(|g| match GrantType::parse(g.trim()) {
-            Some(GrantType::ClientCredentials) => Ok(GrantType::ClientCredentials),
-            _ => Err(CliError::Usage(format!("unsupported grant type {g:?} (supported: client_credentials)"))),
+        .map(|g| {
+            GrantType::parse(g.trim()).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "unsupported grant type {g:?} (supported: client_credentials, authorization_code, refresh_token)"
+                ))
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let parse = |s: &str| Scopes::parse(s).map_err(|e| CliError::Usage(e.to_string()));
@@ -231,6 +267,7 @@ fn registration(
         default_scopes: default_scope.map(parse).transpose()?,
         audience,
         access_token_ttl,
+        ..ClientRegistration::default()
     })
 }
 
@@ -282,6 +319,10 @@ fn client_json(c: &Client) -> serde_json::Value {
         "default_scope": c.default_scopes.to_string(),
         "audience": c.audience,
         "access_token_ttl": c.access_token_ttl,
+        "redirect_uris": c.redirect_uris,
+        "post_logout_redirect_uris": c.post_logout_redirect_uris,
+        "public": c.is_public(),
+        "first_party": c.first_party,
         "created_at": c.created_at,
         "updated_at": c.updated_at,
     })
@@ -296,7 +337,13 @@ fn show_client(c: &Client) {
     println!("default_scope:    {}", c.default_scopes);
     println!("audience:         {}", c.audience.join(" "));
     println!("access_token_ttl: {}", c.access_token_ttl.map_or("server default".into(), |t| format!("{t}s")));
-    println!("secret:           {}", if c.secret_hash.is_some() { "set (stored as SHA-256 hash)" } else { "none" });
+    println!("redirect_uris:    {}", c.redirect_uris.join(" "));
+    println!("logout_redirects: {}", c.post_logout_redirect_uris.join(" "));
+    println!("first_party:      {}", c.first_party);
+    println!(
+        "secret:           {}",
+        if c.secret_hash.is_some() { "set (stored as SHA-256 hash)" } else { "none (public client)" }
+    );
     println!("created_at:       {}", rfc3339(c.created_at));
 }
 
@@ -435,5 +482,6 @@ mod tests {
         .unwrap();
         assert!(matches!(cli.command, Command::Client(ClientCommand::Create(_))));
         assert!(registration("x".into(), vec!["password".into()], "", None, vec![], None).is_err());
+        assert!(registration("x".into(), vec!["implicit".into()], "", None, vec![], None).is_err());
     }
 }

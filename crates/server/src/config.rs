@@ -28,6 +28,174 @@ pub struct Config {
     pub gateway: gateway::config::GatewayConfig,
     /// TLS for both listeners.
     pub tls: crate::transport::TlsConfig,
+    /// People signing in: lifetimes of codes, sessions and refresh tokens; login lockout.
+    pub signin: SigninConfig,
+    /// argon2id cost and the hashing pool.
+    pub passwords: PasswordsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SigninConfig {
+    /// Authorization codes (single use).
+    pub code_ttl: Seconds,
+    /// A refresh token unused this long dies…
+    pub refresh_idle_ttl: Seconds,
+    /// …and every refresh chain ends this long after sign-in.
+    pub refresh_absolute_ttl: Seconds,
+    /// A rotated refresh token presented again by its client within this window gets the
+    /// same successor (two tabs, a retried request) instead of revoking the family.
+    pub refresh_grace: Seconds,
+    pub session_idle_ttl: Seconds,
+    pub session_absolute_ttl: Seconds,
+    pub id_token_ttl: Seconds,
+    /// Failed logins per account name before the first lockout.
+    pub lockout_account_failures: u32,
+    /// Failed logins per source IP before the first lockout.
+    pub lockout_ip_failures: u32,
+    /// First lockout; doubles with each further failure.
+    pub lockout_base: Seconds,
+    pub lockout_max: Seconds,
+    /// Failures older than this are forgotten.
+    pub lockout_window: Seconds,
+}
+
+impl Default for SigninConfig {
+    fn default() -> Self {
+        let f = domain::settings::FlowSettings::default();
+        let t = domain::throttle::ThrottlePolicy::default();
+        let secs = |v: i64| Seconds(u64::try_from(v).unwrap_or(0));
+        Self {
+            code_ttl: secs(f.code_ttl),
+            refresh_idle_ttl: secs(f.refresh_idle_ttl),
+            refresh_absolute_ttl: secs(f.refresh_absolute_ttl),
+            refresh_grace: secs(f.refresh_grace),
+            session_idle_ttl: secs(f.session_idle_ttl),
+            session_absolute_ttl: secs(f.session_absolute_ttl),
+            id_token_ttl: secs(f.id_token_ttl),
+            lockout_account_failures: t.account_free_failures,
+            lockout_ip_failures: t.ip_free_failures,
+            lockout_base: secs(t.base_lock),
+            lockout_max: secs(t.max_lock),
+            lockout_window: secs(t.window),
+        }
+    }
+}
+
+impl SigninConfig {
+    #[must_use]
+    pub fn flow(&self) -> domain::settings::FlowSettings {
+        domain::settings::FlowSettings {
+            code_ttl: self.code_ttl.as_i64(),
+            refresh_idle_ttl: self.refresh_idle_ttl.as_i64(),
+            refresh_absolute_ttl: self.refresh_absolute_ttl.as_i64(),
+            refresh_grace: self.refresh_grace.as_i64(),
+            session_idle_ttl: self.session_idle_ttl.as_i64(),
+            session_absolute_ttl: self.session_absolute_ttl.as_i64(),
+            id_token_ttl: self.id_token_ttl.as_i64(),
+        }
+    }
+
+    #[must_use]
+    pub fn throttle(&self) -> domain::throttle::ThrottlePolicy {
+        domain::throttle::ThrottlePolicy {
+            account_free_failures: self.lockout_account_failures,
+            ip_free_failures: self.lockout_ip_failures,
+            base_lock: self.lockout_base.as_i64(),
+            max_lock: self.lockout_max.as_i64(),
+            window: self.lockout_window.as_i64(),
+            ..domain::throttle::ThrottlePolicy::default()
+        }
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.code_ttl.0 == 0 || self.code_ttl.0 > 600 {
+            errors.push("signin.code_ttl must be between 1s and 10m (RFC 6749 §4.1.2)".into());
+        }
+        if self.refresh_idle_ttl.0 == 0 || self.refresh_idle_ttl.0 > self.refresh_absolute_ttl.0 {
+            errors.push("signin.refresh_idle_ttl must be positive and at most signin.refresh_absolute_ttl".into());
+        }
+        if self.refresh_grace.0 > 60 {
+            errors.push("signin.refresh_grace above 60s weakens refresh-token reuse detection".into());
+        }
+        if self.session_idle_ttl.0 == 0 || self.session_idle_ttl.0 > self.session_absolute_ttl.0 {
+            errors.push("signin.session_idle_ttl must be positive and at most signin.session_absolute_ttl".into());
+        }
+        if self.id_token_ttl.0 == 0 {
+            errors.push("signin.id_token_ttl must be positive".into());
+        }
+        if self.lockout_account_failures == 0 || self.lockout_ip_failures == 0 {
+            errors.push("signin.lockout_account_failures and lockout_ip_failures must be positive".into());
+        }
+        if self.lockout_base.0 == 0 || self.lockout_base.0 > self.lockout_max.0 {
+            errors.push("signin.lockout_base must be positive and at most signin.lockout_max".into());
+        }
+        errors
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PasswordsConfig {
+    /// argon2id memory cost in KiB (OWASP: 19456 = 19 MiB).
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hashes computed at once; 0 means one per CPU core. Logins beyond it wait in line.
+    pub concurrency: usize,
+    /// How long a login may wait for a hashing slot before it is answered 503.
+    pub queue_timeout: Seconds,
+}
+
+impl Default for PasswordsConfig {
+    fn default() -> Self {
+        let p = domain::password::PasswordParams::default();
+        Self {
+            memory_kib: p.memory_kib,
+            iterations: p.iterations,
+            parallelism: p.parallelism,
+            concurrency: 0,
+            queue_timeout: Seconds(10),
+        }
+    }
+}
+
+impl PasswordsConfig {
+    #[must_use]
+    pub const fn params(&self) -> domain::password::PasswordParams {
+        domain::password::PasswordParams {
+            memory_kib: self.memory_kib,
+            iterations: self.iterations,
+            parallelism: self.parallelism,
+        }
+    }
+
+    /// The hasher these settings describe.
+    ///
+    /// # Errors
+    /// Parameters argon2 refuses.
+    pub fn hasher(&self) -> Result<domain::password::PasswordHasher, domain::password::PasswordError> {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let concurrency = if self.concurrency == 0 { cores } else { self.concurrency };
+        domain::password::PasswordHasher::new(
+            self.params(),
+            concurrency,
+            std::time::Duration::from_secs(self.queue_timeout.0),
+        )
+    }
+
+    fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        // OWASP's floor for argon2id: m ≥ 7 MiB with t ≥ 5, or 19 MiB with t ≥ 2, …
+        if self.memory_kib < 7 * 1024 || self.iterations == 0 || self.parallelism == 0 {
+            errors.push("passwords: argon2id needs memory_kib ≥ 7168 and positive iterations and parallelism".into());
+        }
+        if self.memory_kib > 4 * 1024 * 1024 {
+            errors.push("passwords.memory_kib above 4 GiB per hash would exhaust memory".into());
+        }
+        errors
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,7 +323,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 7] = ["server", "database", "tokens", "keys", "log", "gateway", "tls"];
+const SECTIONS: [&str; 9] = ["server", "database", "tokens", "keys", "log", "gateway", "tls", "signin", "passwords"];
 
 /// Loads the file (if any), overlays the environment, and checks everything.
 ///
@@ -233,6 +401,8 @@ fn from_table(table: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("keys", keys);
     section!("log", log);
     section!("tls", tls);
+    section!("signin", signin);
+    section!("passwords", passwords);
     if let Some(value) = sections.remove("gateway") {
         config.gateway = gateway_section(value, errors);
     }
@@ -325,6 +495,8 @@ fn validate(config: &Config) -> Vec<String> {
     }
     errors.extend(config.gateway.validate());
     errors.extend(config.tls.validate());
+    errors.extend(config.signin.validate());
+    errors.extend(config.passwords.validate());
     if config.gateway.listen == config.server.listen
         && config.server.listen.port() != 0
         && !config.gateway.routes.is_empty()

@@ -8,3 +8,4 @@ pub mod config;
 pub mod master_key;
 pub mod telemetry;
 pub mod transport;
+pub mod user_cli;

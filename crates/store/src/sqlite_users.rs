@@ -82,8 +82,11 @@ impl UserStore for SqliteStore {
     }
 
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
-        let row =
-            sqlx::query("SELECT * FROM users WHERE id = ?").bind(id).fetch_optional(&self.pool).await.map_err(map_err)?;
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
         row.as_ref().map(user_from_row).transpose()
     }
 
@@ -442,16 +445,17 @@ impl GrantStore for SqliteStore {
         successor: &RefreshToken,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await.map_err(map_err)?;
-        let claimed =
-            sqlx::query("UPDATE refresh_tokens SET used_at = ?, successor = ? WHERE token_hash = ? AND used_at IS NULL")
-                .bind(now)
-                .bind(sealed_successor)
-                .bind(old_hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?
-                .rows_affected()
-                == 1;
+        let claimed = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = ?, successor = ? WHERE token_hash = ? AND used_at IS NULL",
+        )
+        .bind(now)
+        .bind(sealed_successor)
+        .bind(old_hash)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected()
+            == 1;
         if !claimed {
             tx.rollback().await.map_err(map_err)?;
             return Ok(false);

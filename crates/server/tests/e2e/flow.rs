@@ -105,10 +105,23 @@ async fn discovery_and_jwks_describe_what_is_supported() {
         assert_eq!(doc["jwks_uri"], server.url("/oauth2/jwks"));
         assert_eq!(doc["introspection_endpoint"], server.url("/oauth2/introspect"));
         assert_eq!(doc["revocation_endpoint"], server.url("/oauth2/revoke"));
-        assert_eq!(doc["grant_types_supported"], serde_json::json!(["client_credentials"]));
-        let methods = serde_json::json!(["client_secret_basic", "client_secret_post"]);
+        assert_eq!(
+            doc["grant_types_supported"],
+            serde_json::json!(["authorization_code", "client_credentials", "refresh_token"])
+        );
+        let methods = serde_json::json!(["client_secret_basic", "client_secret_post", "none"]);
         assert_eq!(doc["token_endpoint_auth_methods_supported"], methods);
-        assert!(doc.get("authorization_endpoint").is_none(), "not implemented, not advertised");
+        assert_eq!(
+            doc["introspection_endpoint_auth_methods_supported"],
+            serde_json::json!(["client_secret_basic", "client_secret_post"])
+        );
+        assert_eq!(doc["authorization_endpoint"], server.url("/oauth2/authorize"));
+        assert_eq!(doc["userinfo_endpoint"], server.url("/oauth2/userinfo"));
+        assert_eq!(doc["end_session_endpoint"], server.url("/oauth2/logout"));
+        assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]), "no implicit flow");
+        assert_eq!(doc["code_challenge_methods_supported"], serde_json::json!(["S256"]), "no plain PKCE");
+        assert_eq!(doc["id_token_signing_alg_values_supported"], serde_json::json!(["ES256"]));
+        assert_eq!(doc["authorization_response_iss_parameter_supported"], true);
     }
     let resp = http().get(server.url("/oauth2/jwks")).send().await.unwrap();
     let cache = resp.headers()["cache-control"].to_str().unwrap().to_owned();

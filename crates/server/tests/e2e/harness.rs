@@ -229,3 +229,163 @@ pub async fn introspect(server: &Server, id: &str, secret: &str, token: &str) ->
 pub fn data_path(instance: &Instance, name: &str) -> PathBuf {
     instance.data_dir().join(name)
 }
+
+/// The password every test user gets (≥ 12 characters).
+#[allow(dead_code, reason = "used by some test modules only")]
+pub const PASSWORD: &str = "correct horse battery staple";
+
+#[allow(dead_code, reason = "used by some test modules only")]
+impl Instance {
+    /// Runs a CLI command with `input` on standard input.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> CliOutput {
+        use std::io::Write as _;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run portcullis");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        CliOutput {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Creates a user with [`PASSWORD`]; returns its id.
+    pub fn create_user(&self, username: &str, extra: &[&str]) -> String {
+        let mut args = vec!["user", "create", username, "--password-stdin", "--json"];
+        args.extend_from_slice(extra);
+        let out = self.cli_stdin(&args, &format!("{PASSWORD}\n"));
+        assert_eq!(out.status, 0, "user create failed: {}", out.stderr);
+        let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers an authorization-code client; returns the `--json` output (client_id and,
+    /// for confidential clients, client_secret).
+    pub fn create_app(&self, name: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "client",
+            "create",
+            "--name",
+            name,
+            "--grant",
+            "authorization_code,refresh_token",
+            "--scope",
+            "openid profile email invoices:read",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        assert_eq!(out.status, 0, "client create failed: {}", out.stderr);
+        serde_json::from_str(out.stdout.trim()).unwrap()
+    }
+}
+
+/// A browser without JavaScript: follows nothing by itself, keeps cookies.
+#[allow(dead_code, reason = "used by some test modules only")]
+pub struct Browser {
+    http: reqwest::Client,
+    pub cookies: Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+/// One response as the browser saw it.
+#[allow(dead_code, reason = "used by some test modules only")]
+#[derive(Debug)]
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+#[allow(dead_code, reason = "used by some test modules only")]
+impl Page {
+    pub fn location(&self) -> String {
+        self.headers.get("location").expect("a Location header").to_str().unwrap().to_owned()
+    }
+
+    /// The value of a hidden form field (HTML-unescaped).
+    pub fn field(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start =
+            self.body.find(&marker).unwrap_or_else(|| panic!("no field {name} in {}", self.body)) + marker.len();
+        let end = self.body[start..].find('"').unwrap() + start;
+        html_unescape(&self.body[start..end])
+    }
+
+    /// A query parameter of the Location header.
+    pub fn redirect_param(&self, name: &str) -> Option<String> {
+        let url = url::Url::parse(&self.location()).unwrap();
+        url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    }
+}
+
+pub fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#x2f;", "/")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+#[allow(dead_code, reason = "used by some test modules only")]
+impl Browser {
+    pub fn new() -> Self {
+        Self { http: http(), cookies: Mutex::new(std::collections::BTreeMap::new()) }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.lock().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn finish(&self, resp: reqwest::Response) -> Page {
+        for set in resp.headers().get_all("set-cookie") {
+            let set = set.to_str().unwrap();
+            let (pair, attrs) = set.split_once(';').unwrap_or((set, ""));
+            let (k, v) = pair.split_once('=').unwrap();
+            let mut cookies = self.cookies.lock().unwrap();
+            if attrs.contains("Max-Age=0") || v.is_empty() {
+                cookies.remove(k);
+            } else {
+                cookies.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        Page { status, headers, body: resp.text().await.unwrap() }
+    }
+
+    pub async fn get(&self, url: &str) -> Page {
+        let resp = self.http.get(url).header("cookie", self.cookie_header()).send().await.unwrap();
+        self.finish(resp).await
+    }
+
+    pub async fn post(&self, url: &str, form: &[(&str, &str)]) -> Page {
+        let resp = self.http.post(url).header("cookie", self.cookie_header()).form(form).send().await.unwrap();
+        self.finish(resp).await
+    }
+
+    /// Submits the login form of `page`.
+    pub async fn login(&self, server: &Server, page: &Page, username: &str, password: &str) -> Page {
+        assert_eq!(page.status, 200, "expected the login page: {}", page.body);
+        let (csrf, request) = (page.field("csrf"), page.field("request"));
+        self.post(
+            &server.url("/oauth2/login"),
+            &[("csrf", &csrf), ("request", &request), ("username", username), ("password", password)],
+        )
+        .await
+    }
+
+    /// Answers the consent page of `page`.
+    pub async fn consent(&self, server: &Server, page: &Page, decision: &str) -> Page {
+        assert!(page.body.contains("Allow access?"), "expected the consent page: {}", page.body);
+        let (csrf, request) = (page.field("csrf"), page.field("request"));
+        self.post(&server.url("/oauth2/consent"), &[("csrf", &csrf), ("request", &request), ("decision", decision)])
+            .await
+    }
+}

@@ -19,6 +19,7 @@ mod gateway;
 mod harness;
 mod keys_cli;
 mod logs;
+mod oidc;
 mod rotation;
 mod tls;
 mod upstream;

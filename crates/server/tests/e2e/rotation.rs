@@ -73,21 +73,21 @@ async fn scheduled_rotations_never_fail_a_verification() {
         access_token_ttl: 3600,
         max_access_token_ttl: 3600,
         leeway: 30,
+        flow: domain::settings::FlowSettings::default(),
     };
-    let service =
-        TokenService::new(settings, stores.clients.clone(), stores.revocations.clone(), ring.clone(), clock.clone());
+    let service = TokenService::new(settings, &stores, ring.clone(), clock.clone());
     let (client, secret) = ClientRegistration {
         name: "svc".into(),
         grant_types: vec![GrantType::ClientCredentials],
         allowed_scopes: Scopes::parse("a").unwrap(),
         default_scopes: None,
         audience: vec!["https://api.example.com".into()],
-        access_token_ttl: None,
+        ..ClientRegistration::default()
     }
     .into_client(t0)
     .unwrap();
     stores.clients.insert_client(&client).await.unwrap();
-    let creds = ClientCredentials::Basic { client_id: client.id.clone(), client_secret: secret.0.to_string() };
+    let creds = ClientCredentials::Basic { client_id: client.id.clone(), client_secret: secret.unwrap().0.to_string() };
 
     let mut external = CachingVerifier::fetch(&ring, t0);
     let mut live: Vec<(String, i64)> = Vec::new();
