@@ -12,9 +12,9 @@ use crate::clock::UnixTime;
 /// Throttle settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottlePolicy {
-    /// Failures per account before the first lock.
+    /// Failures per account that start the first lock.
     pub account_free_failures: u32,
-    /// Failures per source IP before the first lock (one IP may serve many people).
+    /// Failures per source IP that start the first lock (one IP may serve many people).
     pub ip_free_failures: u32,
     /// Length of the first lock, in seconds; doubles with every further failure.
     pub base_lock: i64,
@@ -140,7 +140,8 @@ impl LoginThrottle {
         }
         entry.failures = entry.failures.saturating_add(1);
         entry.last_failure = now;
-        let over = entry.failures.saturating_sub(free);
+        // The `free`-th failure starts the first lock.
+        let over = (entry.failures + 1).saturating_sub(free);
         let locked_for = (over > 0).then(|| {
             let lock = self.policy.base_lock.saturating_mul(1_i64 << (over - 1).min(30)).min(self.policy.max_lock);
             entry.locked_until = now + lock;
@@ -180,7 +181,7 @@ mod tests {
     fn locks_grow_exponentially_and_cap() {
         let t = LoginThrottle::new(policy());
         let a = ThrottleKey::Account("alice");
-        for _ in 0..3 {
+        for _ in 0..2 {
             assert_eq!(t.fail(a, 0).locked_for, None);
         }
         assert_eq!(t.check(a, 0), Gate::Open);

@@ -49,9 +49,9 @@ pub struct SigninConfig {
     pub session_idle_ttl: Seconds,
     pub session_absolute_ttl: Seconds,
     pub id_token_ttl: Seconds,
-    /// Failed logins per account name before the first lockout.
+    /// Failed logins per account name that start the first lockout.
     pub lockout_account_failures: u32,
-    /// Failed logins per source IP before the first lockout.
+    /// Failed logins per source IP that start the first lockout.
     pub lockout_ip_failures: u32,
     /// First lockout; doubles with each further failure.
     pub lockout_base: Seconds,

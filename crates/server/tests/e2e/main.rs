@@ -21,5 +21,7 @@ mod keys_cli;
 mod logs;
 mod oidc;
 mod rotation;
+mod signin_clock;
+mod signin_rejections;
 mod tls;
 mod upstream;
