@@ -12,6 +12,7 @@
 
 mod apikeys;
 mod bad_input;
+mod browser;
 mod cli;
 mod external_issuer;
 mod flow;
@@ -25,3 +26,4 @@ mod signin_clock;
 mod signin_rejections;
 mod tls;
 mod upstream;
+mod webdriver;
