@@ -640,6 +640,25 @@ mod tests {
         let c = load(Some(&path), env(&[])).unwrap();
         assert_eq!(c.keys.algorithm, Algorithm::ES256);
         assert_eq!(c.tls.reload_interval, Seconds(10));
+        assert_eq!(c.signin.flow(), domain::settings::FlowSettings::default(), "example documents the defaults");
+        assert_eq!(c.signin.throttle(), domain::throttle::ThrottlePolicy::default());
+        assert_eq!(c.passwords.params(), domain::password::PasswordParams::default());
+    }
+
+    #[test]
+    fn unsafe_signin_settings_are_refused() {
+        let errors = load(
+            None,
+            env(&[
+                ("PORTCULLIS_SIGNIN__CODE_TTL", "1h"),
+                ("PORTCULLIS_SIGNIN__REFRESH_GRACE", "5m"),
+                ("PORTCULLIS_SIGNIN__SESSION_IDLE_TTL", "48h"),
+                ("PORTCULLIS_PASSWORDS__MEMORY_KIB", "1024"),
+                ("PORTCULLIS_SIGNIN__LOCKOUT_ACCOUNT_FAILURES", "0"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(errors.0.len(), 5, "{errors}");
     }
 
     #[test]
