@@ -1,6 +1,9 @@
 // oidc-provider as the peer of the token-endpoint benchmark: client_credentials with
 // client_secret_basic, RFC 9068-style JWT access tokens signed ES256, 15-minute lifetime,
 // introspection on. Usage: node server.mjs PORT CLIENT_ID CLIENT_SECRET [jwt|opaque]
+// For the sign-in benchmark (bench/signin.sh) it also has a public client `app` (code + PKCE,
+// refresh tokens rotated on every use, as Portcullis does) and its development interactions
+// (login form accepting any name, consent form).
 // oidc-provider cannot introspect JWT-format access tokens, so the introspection scenario
 // runs against a second instance that issues opaque ones.
 import crypto from 'node:crypto';
@@ -21,11 +24,21 @@ const provider = new Provider(`http://127.0.0.1:${port}`, {
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'ES256',
     scope: 'invoices:read invoices:write',
+  }, {
+    client_id: 'app',
+    token_endpoint_auth_method: 'none',
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: ['http://127.0.0.1:9/cb'],
+    id_token_signed_response_alg: 'ES256',
   }],
+  // Same refresh policy as Portcullis: always issued to a client allowed the grant, rotated on every use.
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+  rotateRefreshToken: true,
   jwks: { keys: [jwk] },
-  scopes: ['invoices:read', 'invoices:write'],
+  scopes: ['openid', 'offline_access', 'invoices:read', 'invoices:write'],
   features: {
-    devInteractions: { enabled: false },
+    devInteractions: { enabled: true },
     clientCredentials: { enabled: true },
     introspection: { enabled: true },
     resourceIndicators: {

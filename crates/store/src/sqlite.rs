@@ -1,6 +1,8 @@
-//! The SQLite adapter (the embedded default): every domain port on one `sqlx` pool, WAL
+//! The SQLite adapter (the embedded default): every domain port on `sqlx` pools, WAL
 //! journal so the CLI and a running server can share the file, migrations embedded in the
-//! binary.
+//! binary. Reads use a pool of connections; every write goes through one dedicated writer
+//! connection, so writers queue in the process (cheap, async) instead of colliding on
+//! SQLite's single write lock and backing off in its busy handler (sleeps of milliseconds).
 
 use std::path::Path;
 use std::str::FromStr as _;
@@ -24,7 +26,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// All ports backed by one SQLite database.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Readers.
     pub(crate) pool: SqlitePool,
+    /// The one writer connection (the same pool as `pool` for an in-memory database).
+    pub(crate) writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -40,13 +45,20 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await
+            .map_err(map_err)?;
+        MIGRATOR.run(&writer).await.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.read_only(true))
             .await
             .map_err(map_err)?;
-        Self::migrated(pool).await
+        Ok(Self { pool, writer })
     }
 
     /// A private in-memory database (one connection, so every query sees the same data).
@@ -62,12 +74,8 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(map_err)?;
-        Self::migrated(pool).await
-    }
-
-    async fn migrated(pool: SqlitePool) -> Result<Self, StoreError> {
         MIGRATOR.run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self { writer: pool.clone(), pool })
     }
 
     /// Every port, served by this store.
@@ -162,7 +170,7 @@ impl ClientStore for SqliteStore {
         .bind(c.disabled)
         .bind(c.created_at)
         .bind(c.updated_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -204,7 +212,7 @@ impl ClientStore for SqliteStore {
         .bind(c.disabled)
         .bind(c.updated_at)
         .bind(&c.id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
@@ -212,7 +220,7 @@ impl ClientStore for SqliteStore {
 
     async fn delete_client(&self, id: &str) -> Result<(), StoreError> {
         let done =
-            sqlx::query("DELETE FROM clients WHERE id = ?").bind(id).execute(&self.pool).await.map_err(map_err)?;
+            sqlx::query("DELETE FROM clients WHERE id = ?").bind(id).execute(&self.writer).await.map_err(map_err)?;
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 }
@@ -258,7 +266,7 @@ impl KeyStore for SqliteStore {
         .bind(k.activates_at)
         .bind(k.retired_at)
         .bind(k.purge_after)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -275,7 +283,7 @@ impl KeyStore for SqliteStore {
         .bind(k.retired_at)
         .bind(k.purge_after)
         .bind(&k.kid)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
@@ -291,7 +299,7 @@ impl RevocationStore for SqliteStore {
         )
         .bind(jti)
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -321,7 +329,7 @@ impl RevocationStore for SqliteStore {
     async fn purge_expired(&self, now: UnixTime) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= ?")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected())
@@ -360,7 +368,7 @@ impl ApiKeyStore for SqliteStore {
         .bind(k.revoked_at)
         .bind(k.last_used_at)
         .bind(&k.rotated_from)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -388,7 +396,7 @@ impl ApiKeyStore for SqliteStore {
             .bind(k.expires_at)
             .bind(k.revoked_at)
             .bind(&k.id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
@@ -399,7 +407,7 @@ impl ApiKeyStore for SqliteStore {
             .bind(at)
             .bind(id)
             .bind(at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(())

@@ -75,7 +75,7 @@ impl UserStore for SqliteStore {
         .bind(u.disabled)
         .bind(u.created_at)
         .bind(u.updated_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -121,14 +121,15 @@ impl UserStore for SqliteStore {
         .bind(u.disabled)
         .bind(u.updated_at)
         .bind(&u.id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     async fn delete_user(&self, id: &str) -> Result<(), StoreError> {
-        let done = sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&self.pool).await.map_err(map_err)?;
+        let done =
+            sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&self.writer).await.map_err(map_err)?;
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
@@ -151,7 +152,7 @@ impl UserStore for SqliteStore {
         .bind(&c.client_id)
         .bind(c.scope.to_string())
         .bind(c.granted_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -161,7 +162,7 @@ impl UserStore for SqliteStore {
         let done = sqlx::query("DELETE FROM consents WHERE user_id = ? AND client_id = ?")
             .bind(user_id)
             .bind(client_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected() > 0)
@@ -203,7 +204,7 @@ impl SessionStore for SqliteStore {
         .bind(s.created_at)
         .bind(s.last_seen_at)
         .bind(s.expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -223,7 +224,7 @@ impl SessionStore for SqliteStore {
             .bind(at)
             .bind(id_hash)
             .bind(at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(())
@@ -232,7 +233,7 @@ impl SessionStore for SqliteStore {
     async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
             .bind(id_hash)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected() > 0)
@@ -241,7 +242,7 @@ impl SessionStore for SqliteStore {
     async fn delete_user_sessions(&self, user_id: &str) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE user_id = ?")
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected())
@@ -250,7 +251,7 @@ impl SessionStore for SqliteStore {
     async fn purge_sessions(&self, now: UnixTime) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected())
@@ -299,7 +300,7 @@ async fn revoke_where(
     arg: &str,
     now: UnixTime,
 ) -> Result<Vec<FamilyToken>, StoreError> {
-    let mut tx: Transaction<'_, Sqlite> = store.pool.begin().await.map_err(map_err)?;
+    let mut tx: Transaction<'_, Sqlite> = store.writer.begin().await.map_err(map_err)?;
     let ids: Vec<String> = sqlx::query_scalar(&format!("SELECT id FROM grant_families WHERE {filter}"))
         .bind(arg)
         .fetch_all(&mut *tx)
@@ -344,7 +345,7 @@ impl GrantStore for SqliteStore {
         .bind(f.created_at)
         .bind(f.expires_at)
         .bind(f.revoked_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -373,7 +374,7 @@ impl GrantStore for SqliteStore {
         .bind(&c.nonce)
         .bind(c.created_at)
         .bind(c.expires_at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -383,7 +384,7 @@ impl GrantStore for SqliteStore {
         let claimed = sqlx::query("UPDATE auth_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL")
             .bind(now)
             .bind(code_hash)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?
             .rows_affected()
@@ -409,7 +410,7 @@ impl GrantStore for SqliteStore {
         .bind(t.expires_at)
         .bind(t.used_at)
         .bind(&t.successor)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -444,7 +445,7 @@ impl GrantStore for SqliteStore {
         sealed_successor: &[u8],
         successor: &RefreshToken,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
         let claimed = sqlx::query(
             "UPDATE refresh_tokens SET used_at = ?, successor = ? WHERE token_hash = ? AND used_at IS NULL",
         )
@@ -481,7 +482,7 @@ impl GrantStore for SqliteStore {
             .bind(family_id)
             .bind(&token.jti)
             .bind(token.expires_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?;
         Ok(())
@@ -507,14 +508,14 @@ impl GrantStore for SqliteStore {
         // Codes are kept an hour past expiry so a late replay is still recognised as one.
         let codes = sqlx::query("DELETE FROM auth_codes WHERE expires_at <= ?")
             .bind(now - 3600)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?
             .rows_affected();
         // Families a day past their end: their access tokens (at most a day long) are dead too.
         let families = sqlx::query("DELETE FROM grant_families WHERE expires_at <= ?")
             .bind(now - 86_400)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(map_err)?
             .rows_affected();
