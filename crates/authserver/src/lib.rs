@@ -2,6 +2,7 @@
 //! of the crate is listed in [`router`]. Knows the domain only (not the store, not the
 //! gateway): its dependencies arrive in [`AppState`] as trait objects.
 
+pub mod cors;
 pub mod extract;
 pub mod health;
 pub mod metadata;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub tokens: TokenService,
     pub signin: SignIn,
     pub pages: Arc<pages::Pages>,
+    /// Origins allowed to call the app-facing endpoints (kept current by the server).
+    pub web_origins: Arc<cors::WebOrigins>,
     pub health: Arc<dyn Health>,
     /// The serialized metadata document, built once.
     pub metadata: Arc<String>,
@@ -63,12 +66,20 @@ impl AppState {
         let issuer = &tokens.settings().issuer;
         let metadata = metadata::document(issuer, algorithm).to_string();
         let pages = pages::Pages::new(issuer.as_str().starts_with("https://"))?;
-        Ok(Self { tokens, signin, pages: Arc::new(pages), health, metadata: Arc::new(metadata) })
+        Ok(Self {
+            tokens,
+            signin,
+            pages: Arc::new(pages),
+            web_origins: Arc::default(),
+            health,
+            metadata: Arc::new(metadata),
+        })
     }
 }
 
 /// The public router of the authorization server.
 pub fn router(state: AppState) -> Router {
+    let origins = state.web_origins.clone();
     Router::new()
         .route(paths::TOKEN, post(oauth::post_token).layer(DefaultBodyLimit::max(extract::body_limit(extract::TOKEN))))
         .route(
@@ -94,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Anything bigger than a form is refused before it is buffered.
         .layer(DefaultBodyLimit::max(extract::MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn_with_state(origins, cors::layer))
         .layer(axum::middleware::from_fn(telemetry::request_span))
         .with_state(state)
 }

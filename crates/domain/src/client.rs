@@ -218,6 +218,21 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), OAuthError> {
     }
 }
 
+/// The browser origins of every client's redirect URIs (`https://app.example.com`): the
+/// origins a single-page app calls the token, revocation and userinfo endpoints from. Native
+/// apps' private-use schemes have no web origin and are skipped.
+#[must_use]
+pub fn web_origins(clients: &[Client]) -> std::collections::BTreeSet<String> {
+    clients
+        .iter()
+        .filter(|c| !c.disabled)
+        .flat_map(|c| c.redirect_uris.iter())
+        .filter_map(|uri| url::Url::parse(uri).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .map(|u| u.origin().ascii_serialization())
+        .collect()
+}
+
 /// A client id: 128 random bits, base64url. Not a secret, but not guessable either.
 #[must_use]
 pub fn new_client_id() -> String {

@@ -125,6 +125,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let signin = SignIn::new(tokens, &runtime.stores, runtime.config.passwords.hasher()?, throttle);
     let state = AppState::new(signin, runtime.stores.health.clone(), runtime.config.keys.algorithm)
         .map_err(|e| StartupError::Templates(e.to_string()))?;
+    let web_origins = state.web_origins.clone();
     let tls = runtime.config.tls.clone();
     let certs = tls.files().map(|(cert, key)| CertReloader::new(cert.to_owned(), key.to_owned())).transpose()?;
     let hsts = tls.hsts();
@@ -153,6 +154,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         None => None,
     };
     tasks.push(spawn_revocation_sync(&runtime, revoked));
+    tasks.push(spawn_web_origins(&runtime, web_origins));
 
     tracing::info!(addr = %bound, issuer = %issuer, tls = certs.is_some(), "portcullis listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -277,6 +279,22 @@ fn spawn_revocation_sync(runtime: &Runtime, revoked: Arc<domain::revoked::Revoke
             match store.list_active(now).await {
                 Ok(active) => revoked.sync(active, now),
                 Err(e) => tracing::warn!(cause = %e, "revocation sync failed; keeping the current set"),
+            }
+        }
+    })
+}
+
+/// Keeps the CORS origins (those of registered redirect URIs) current, CLI changes included.
+fn spawn_web_origins(runtime: &Runtime, origins: Arc<authserver::cors::WebOrigins>) -> tokio::task::JoinHandle<()> {
+    let clients = runtime.stores.clients.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match clients.list_clients().await {
+                Ok(list) => origins.replace(domain::client::web_origins(&list)),
+                Err(e) => tracing::warn!(cause = %e, "refreshing CORS origins failed; keeping the current set"),
             }
         }
     })

@@ -406,3 +406,54 @@ async fn consent_denial_userinfo_errors_and_logout_everywhere() {
     let page = browser.get(&authorize(&server, id, &[])).await;
     assert!(page.body.contains("id=\"password\""), "session ended: login page");
 }
+
+#[tokio::test]
+async fn single_page_apps_get_cors_from_their_registered_origin_only() {
+    let instance = Instance::new();
+    instance.create_app("SPA", &["--public", "--redirect-uri", "http://localhost:5173/callback"]);
+    let server = instance.serve();
+    let preflight = |origin: &'static str| {
+        let url = server.url("/oauth2/token");
+        async move {
+            http()
+                .request(reqwest::Method::OPTIONS, url)
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header("access-control-request-headers", "content-type")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // The origin set is loaded right after start; allow it a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let resp = loop {
+        let resp = preflight("http://localhost:5173").await;
+        if resp.headers().contains_key("access-control-allow-origin") || std::time::Instant::now() > deadline {
+            break resp;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "http://localhost:5173");
+    assert!(resp.headers()["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert!(resp.headers().get("access-control-allow-credentials").is_none(), "no cookies cross-origin");
+    let evil = preflight("https://evil.example").await;
+    assert!(evil.headers().get("access-control-allow-origin").is_none(), "unregistered origin");
+
+    // The actual request carries the header too; errors included, so the app can read them.
+    let resp = http()
+        .post(server.url("/oauth2/token"))
+        .header("origin", "http://localhost:5173")
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", "x"), ("client_id", "nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "http://localhost:5173");
+    // Public documents: any origin; pages and forms: none.
+    let jwks = http().get(server.url("/oauth2/jwks")).header("origin", "https://any.example").send().await.unwrap();
+    assert_eq!(jwks.headers()["access-control-allow-origin"], "*");
+    let page = http().get(server.url("/oauth2/authorize")).header("origin", "http://localhost:5173").send().await.unwrap();
+    assert!(page.headers().get("access-control-allow-origin").is_none());
+}
