@@ -167,7 +167,8 @@ impl SignIn {
             _ => return Ok(Next::Login(Box::new(request))),
         };
         let client = &request.client;
-        if !client.first_party && !consented {
+        // First-party apps skip consent, unless the app itself asks for it (prompt=consent).
+        if (!client.first_party || request.prompt.consent) && !consented {
             let remembered = self.stores.users.get_consent(&signed_in.user.id, &client.id).await?;
             let covered = remembered.is_some_and(|c| request.scope.is_subset(&c.scope));
             if request.prompt.consent || !covered {

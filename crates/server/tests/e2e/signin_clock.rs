@@ -105,7 +105,7 @@ async fn world() -> World {
 }
 
 impl World {
-    fn params(&self) -> FormParams {
+    fn raw_pairs(&self) -> Vec<(String, String)> {
         let pairs = [
             ("response_type", "code"),
             ("client_id", self.client_id.as_str()),
@@ -114,7 +114,7 @@ impl World {
             ("code_challenge", CHALLENGE),
             ("code_challenge_method", "S256"),
         ];
-        FormParams::new(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     async fn login(&self) -> String {
@@ -126,7 +126,13 @@ impl World {
 
     /// The authorization decision for a browser holding `cookie`.
     async fn authorize(&self, cookie: &str) -> Next {
-        let request = self.signin.parse_request(&self.params()).await.unwrap();
+        self.authorize_with(cookie, &[]).await
+    }
+
+    async fn authorize_with(&self, cookie: &str, extra: &[(&str, &str)]) -> Next {
+        let mut pairs = self.raw_pairs();
+        pairs.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let request = self.signin.parse_request(&FormParams::new(pairs)).await.unwrap();
         let session = self.signin.session(Some(cookie)).await.unwrap();
         self.signin.authorize(request, session, false, false).await.unwrap()
     }
@@ -243,4 +249,41 @@ async fn lockout_grows_and_ends() {
     assert!(matches!(right().await.unwrap(), LoginOutcome::Ok { .. }), "after the lock, the right password works");
     assert!(matches!(fail().await.unwrap(), LoginOutcome::Failed), "success reset the account's count");
     let _ = w.stores.sessions.purge_sessions(T0).await.unwrap();
+}
+
+#[tokio::test]
+async fn prompt_login_max_age_and_prompt_consent_are_honoured() {
+    let w = world().await;
+    let cookie = w.login().await;
+    assert!(matches!(w.authorize_with(&cookie, &[("prompt", "login")]).await, Next::Login(_)), "prompt=login");
+    w.clock.advance(100);
+    assert!(matches!(w.authorize_with(&cookie, &[("max_age", "50")]).await, Next::Login(_)), "auth too old");
+    assert!(matches!(w.authorize_with(&cookie, &[("max_age", "500")]).await, Next::Redirect(_)), "recent enough");
+    assert!(
+        matches!(w.authorize_with(&cookie, &[("prompt", "consent")]).await, Next::Consent(..)),
+        "prompt=consent asks even a first-party app's user"
+    );
+    let Next::Redirect(url) = w.authorize_with("no-such-session", &[("prompt", "none")]).await else {
+        panic!("prompt=none never shows a page")
+    };
+    assert!(url.contains("error=login_required"), "{url}");
+}
+
+#[tokio::test]
+async fn an_old_password_hash_is_upgraded_at_login() {
+    let w = world().await;
+    let old = PasswordHasher::new(
+        PasswordParams { memory_kib: 128, iterations: 2, parallelism: 1 },
+        1,
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let mut user = w.stores.users.get_user("u-1").await.unwrap().unwrap();
+    user.password_hash = old.hash(Zeroizing::new(PASSWORD.into())).await.unwrap();
+    w.stores.users.update_user(&user).await.unwrap();
+    assert!(user.password_hash.contains("m=128,t=2"));
+    w.login().await;
+    let upgraded = w.stores.users.get_user("u-1").await.unwrap().unwrap().password_hash;
+    assert!(upgraded.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{upgraded}");
+    w.login().await;
 }

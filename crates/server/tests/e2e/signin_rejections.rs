@@ -454,6 +454,7 @@ async fn single_page_apps_get_cors_from_their_registered_origin_only() {
     // Public documents: any origin; pages and forms: none.
     let jwks = http().get(server.url("/oauth2/jwks")).header("origin", "https://any.example").send().await.unwrap();
     assert_eq!(jwks.headers()["access-control-allow-origin"], "*");
-    let page = http().get(server.url("/oauth2/authorize")).header("origin", "http://localhost:5173").send().await.unwrap();
+    let page =
+        http().get(server.url("/oauth2/authorize")).header("origin", "http://localhost:5173").send().await.unwrap();
     assert!(page.headers().get("access-control-allow-origin").is_none());
 }
