@@ -55,7 +55,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.read_only(true))
+            .connect_with(options)
             .await
             .map_err(map_err)?;
         Ok(Self { pool, writer })

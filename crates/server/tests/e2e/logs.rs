@@ -25,6 +25,7 @@ async fn logs_have_events_and_no_secrets() {
     let (id, secret) = (created["client_id"].as_str().unwrap(), created["client_secret"].as_str().unwrap());
     assert!(secret.len() >= 43, "256-bit secret");
     let rotated = instance.cli(&["client", "rotate-secret", id, "--json"]);
+    assert_eq!(rotated.status, 0, "rotate-secret failed: {}", rotated.stderr);
     let old_secret = secret.to_owned();
     let secret: serde_json::Value = serde_json::from_str(rotated.stdout.trim()).unwrap();
     let secret = secret["client_secret"].as_str().unwrap().to_owned();
