@@ -38,6 +38,40 @@ pub struct Identity {
     pub not_before: Option<UnixTime>,
 }
 
+/// The issuer recorded for identities proven by a client certificate.
+pub const MTLS_ISSUER: &str = "mtls";
+
+/// A client certificate the listener verified against its CA during the TLS handshake
+/// (RFC 8705 §2.1), put on each request of that connection by the server crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The identity: the first SAN URI (a SPIFFE ID, say), else the first SAN DNS name,
+    /// else the subject CN.
+    pub subject: String,
+    /// Hex SHA-256 of the DER certificate (RFC 8705 `x5t#S256` is its base64url form).
+    pub fingerprint: String,
+    pub not_before: UnixTime,
+    pub not_after: UnixTime,
+}
+
+impl ClientCertificate {
+    #[must_use]
+    pub fn identity(&self) -> Identity {
+        Identity {
+            issuer: MTLS_ISSUER.to_owned(),
+            is_self: false,
+            subject: self.subject.clone(),
+            client_id: Some(self.subject.clone()),
+            scopes: Vec::new(),
+            roles: Vec::new(),
+            audiences: Vec::new(),
+            jti: None,
+            expires_at: self.not_after,
+            not_before: Some(self.not_before),
+        }
+    }
+}
+
 /// Verifies bearer tokens for every route.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -272,6 +306,10 @@ const fn is_token68(b: u8) -> bool {
 /// `InsufficientScope` naming what is required.
 pub fn authorize(identity: &Identity, route: &Route) -> Result<(), Downstream> {
     let has = |list: &[String], x: &String| list.contains(x);
+    let subjects = &route.cfg.mtls_subjects;
+    if identity.issuer == MTLS_ISSUER && !subjects.is_empty() && !has(subjects, &identity.subject) {
+        return Err(Downstream::InsufficientScope { required: String::new(), reason: "certificate_not_allowed" });
+    }
     if !route.cfg.scopes_all.iter().all(|s| has(&identity.scopes, s)) {
         return Err(Downstream::InsufficientScope {
             required: route.cfg.scopes_all.join(" "),

@@ -105,6 +105,8 @@ pub enum AuthMethod {
     Jwt,
     /// An API key made with `portcullis apikey create`.
     ApiKey,
+    /// A client certificate verified by the gateway listener against `tls.client_ca_file`.
+    Mtls,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,6 +144,9 @@ pub struct RouteConfig {
     pub request_timeout: Seconds,
     /// Cross-origin rules for browser callers; none means no CORS headers at all.
     pub cors: Option<crate::cors::CorsConfig>,
+    /// For `mtls`: the certificate subjects (SAN URI, SAN DNS name or CN) allowed on this
+    /// route; empty allows any certificate the listener's CA verified.
+    pub mtls_subjects: Vec<String>,
 }
 
 impl Default for RouteConfig {
@@ -165,6 +170,7 @@ impl Default for RouteConfig {
             connect_timeout: Seconds(2),
             request_timeout: Seconds(30),
             cors: None,
+            mtls_subjects: Vec::new(),
         }
     }
 }
@@ -188,8 +194,9 @@ impl<'de> Deserialize<'de> for AuthSpec {
             "none" => Ok(AuthMethod::None),
             "jwt" => Ok(AuthMethod::Jwt),
             "api_key" => Ok(AuthMethod::ApiKey),
+            "mtls" => Ok(AuthMethod::Mtls),
             other => Err(serde::de::Error::custom(format!(
-                "unknown auth method {other:?}; expected \"none\", \"jwt\" or \"api_key\" (or a list of them)"
+                "unknown auth method {other:?}; expected \"none\", \"jwt\", \"api_key\" or \"mtls\" (or a list of them)"
             ))),
         };
         match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("auth must be a string or a list of strings"))? {
@@ -211,6 +218,12 @@ impl AuthSpec {
 
 impl GatewayConfig {
     /// Every semantic problem of the section.
+    /// Whether any route takes client certificates (the listener must then ask for them).
+    #[must_use]
+    pub fn uses_mtls(&self) -> bool {
+        self.routes.iter().any(|r| r.auth.as_ref().is_some_and(|a| a.methods().contains(&AuthMethod::Mtls)))
+    }
+
     #[must_use]
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
@@ -255,7 +268,9 @@ impl GatewayConfig {
         }
         let methods = match &route.auth {
             None => {
-                errors.push(format!("{at}: auth is required (\"none\", \"jwt\", \"api_key\" or a list of them)"));
+                errors.push(format!(
+                    "{at}: auth is required (\"none\", \"jwt\", \"api_key\", \"mtls\" or a list of them)"
+                ));
                 Vec::new()
             }
             Some(spec) => spec.methods(),
@@ -282,6 +297,9 @@ impl GatewayConfig {
             && route.roles_any.is_empty());
         if needs_identity && methods.contains(&AuthMethod::None) {
             errors.push(format!("{at}: a route that requires scopes or roles cannot allow auth \"none\""));
+        }
+        if !route.mtls_subjects.is_empty() && !methods.contains(&AuthMethod::Mtls) {
+            errors.push(format!("{at}: mtls_subjects needs auth \"mtls\""));
         }
         if let Some(cors) = &route.cors {
             errors.extend(cors.validate(&at));

@@ -163,6 +163,7 @@ impl Gateway {
         let takes = |m| route.auth.contains(&m);
         let credential =
             auth::credentials(&parts.headers, parts.uri.query(), route).map_err(GatewayError::Downstream)?;
+        let certificate = parts.extensions.get::<auth::ClientCertificate>().filter(|_| takes(AuthMethod::Mtls));
         Ok(match credential {
             Some(Credential::Bearer(t)) if takes(AuthMethod::Jwt) => {
                 Some(self.auth.verify(&t, route).await.map_err(GatewayError::Downstream)?)
@@ -170,6 +171,8 @@ impl Gateway {
             Some(Credential::ApiKey(k)) if takes(AuthMethod::ApiKey) => {
                 Some(Arc::new(self.api_keys.verify(&k, self.auth.now()).await?))
             }
+            // A verified client certificate, when no header credential was sent.
+            None if certificate.is_some() => certificate.map(|c| Arc::new(c.identity())),
             // Credentials on a route that takes none are neither checked nor forwarded.
             _ if takes(AuthMethod::None) => None,
             other => {

@@ -112,27 +112,20 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let keys = runtime.key_ring().await?;
     let (listener, bound) = bind(listen).await?;
     let issuer = runtime.config.issuer(bound)?;
-    let settings = TokenSettings {
-        issuer: issuer.clone(),
-        access_token_ttl: runtime.config.tokens.access_token_ttl.as_u32(),
-        max_access_token_ttl: runtime.config.tokens.max_access_token_ttl.as_u32(),
-        leeway: runtime.config.tokens.leeway.as_u32(),
-        flow: runtime.config.signin.flow(),
-    };
-    let tokens = TokenService::new(settings, &runtime.stores, keys.clone(), runtime.clock.clone());
-    let revoked = tokens.revoked_set().clone();
-    let throttle = Arc::new(domain::throttle::LoginThrottle::new(runtime.config.signin.throttle()));
-    let signin = SignIn::new(tokens, &runtime.stores, runtime.config.passwords.hasher()?, throttle);
-    let state = AppState::new(signin, runtime.stores.health.clone(), runtime.config.keys.algorithm)
-        .map_err(|e| StartupError::Templates(e.to_string()))?;
+    let (state, revoked) = auth_state(&runtime, keys.clone(), issuer.clone())?;
     let web_origins = state.web_origins.clone();
     let tls = runtime.config.tls.clone();
-    let certs = tls.files().map(|(cert, key)| CertReloader::new(cert.to_owned(), key.to_owned())).transpose()?;
+    let (certs, gateway_certs) = cert_reloaders(&tls)?;
     let hsts = tls.hsts();
     let router = transport::secure_headers(authserver::router(state), hsts.clone());
     let mut tasks = vec![spawn_maintenance(&runtime, keys.clone())];
     if let Some(certs) = &certs {
         tasks.push(tokio::spawn(certs.clone().run(Duration::from_secs(tls.reload_interval.0))));
+    }
+    if let (Some(gw), Some(main)) = (&gateway_certs, &certs)
+        && !Arc::ptr_eq(gw, main)
+    {
+        tasks.push(tokio::spawn(gw.clone().run(Duration::from_secs(tls.reload_interval.0))));
     }
     let gateway = match build_gateway(&runtime, issuer.as_str(), keys, revoked.clone()) {
         Some(gw) => {
@@ -140,7 +133,13 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
             for issuer in gw.authenticator().external_issuers() {
                 tasks.push(tokio::spawn(issuer.run_refresher(runtime.clock.clone())));
             }
-            tracing::info!(addr = %bound_gw, tls = certs.is_some(), routes = runtime.config.gateway.routes.len(), "gateway listening");
+            tracing::info!(
+                addr = %bound_gw,
+                tls = certs.is_some(),
+                client_certificates = tls.client_ca_file.is_some(),
+                routes = runtime.config.gateway.routes.len(),
+                "gateway listening"
+            );
             Some((listener, transport::secure_headers(gateway::router(gw), hsts)))
         }
         None => None,
@@ -162,7 +161,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let mut listeners = tokio::task::JoinSet::new();
     listeners.spawn(run_listener(listener, router, certs.clone(), handshake, stop_rx.clone()));
     if let Some((listener, router)) = gateway {
-        listeners.spawn(run_listener(listener, router, certs.clone(), handshake, stop_rx.clone()));
+        listeners.spawn(run_listener(listener, router, gateway_certs.clone(), handshake, stop_rx.clone()));
     }
     if let Some(listener) = redirect {
         let router = transport::secure_headers(transport::redirect_router(tls.redirect_https_port), None);
@@ -174,6 +173,47 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     }
     tracing::info!("portcullis stopped");
     result
+}
+
+/// The authorization server's state: token service, sign-in service, pages; and the
+/// in-memory revocation mirror the gateway shares.
+fn auth_state(
+    runtime: &Runtime,
+    keys: Arc<KeyRing>,
+    issuer: domain::settings::Issuer,
+) -> Result<(AppState, Arc<domain::revoked::RevokedSet>), StartupError> {
+    let c = &runtime.config;
+    let settings = TokenSettings {
+        issuer,
+        access_token_ttl: c.tokens.access_token_ttl.as_u32(),
+        max_access_token_ttl: c.tokens.max_access_token_ttl.as_u32(),
+        leeway: c.tokens.leeway.as_u32(),
+        flow: c.signin.flow(),
+    };
+    let tokens = TokenService::new(settings, &runtime.stores, keys, runtime.clock.clone());
+    let revoked = tokens.revoked_set().clone();
+    let throttle = Arc::new(domain::throttle::LoginThrottle::new(c.signin.throttle()));
+    let signin = SignIn::new(tokens, &runtime.stores, c.passwords.hasher()?, throttle);
+    let state = AppState::new(signin, runtime.stores.health.clone(), c.keys.algorithm)
+        .map_err(|e| StartupError::Templates(e.to_string()))?;
+    Ok((state, revoked))
+}
+
+/// Certificates for the listeners: one reloader for the authorization server, and for the
+/// gateway the same one — or, with `tls.client_ca_file`, its own that asks for client
+/// certificates.
+type Reloaders = (Option<Arc<CertReloader>>, Option<Arc<CertReloader>>);
+
+fn cert_reloaders(tls: &transport::TlsConfig) -> Result<Reloaders, StartupError> {
+    let certs = tls.files().map(|(cert, key)| CertReloader::new(cert.to_owned(), key.to_owned(), None)).transpose()?;
+    let gateway = match (tls.files(), &tls.client_ca_file) {
+        (Some((cert, key)), Some(ca)) => {
+            let verifier = transport::client_verifier(ca, tls.client_auth)?;
+            Some(CertReloader::new(cert.to_owned(), key.to_owned(), Some(verifier))?)
+        }
+        _ => certs.clone(),
+    };
+    Ok((certs, gateway))
 }
 
 /// Binds a listener and reports the address it got (port 0 picks one).

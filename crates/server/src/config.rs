@@ -496,6 +496,9 @@ fn validate(config: &Config) -> Vec<String> {
     errors.extend(config.gateway.validate());
     errors.extend(config.tls.validate());
     errors.extend(config.signin.validate());
+    if config.gateway.uses_mtls() && config.tls.client_ca_file.is_none() {
+        errors.push("a gateway route uses auth \"mtls\": set tls.client_ca_file (and TLS)".into());
+    }
     errors.extend(config.passwords.validate());
     if config.gateway.listen == config.server.listen
         && config.server.listen.port() != 0

@@ -48,6 +48,21 @@ pub struct TlsConfig {
     pub redirect_https_port: u16,
     /// A client that has not finished its handshake by then is dropped.
     pub handshake_timeout: Seconds,
+    /// PEM CA bundle the gateway listener verifies client certificates against (mTLS,
+    /// RFC 8705). Routes with `auth = "mtls"` need it.
+    pub client_ca_file: Option<PathBuf>,
+    /// `optional`: ask for a certificate, accept connections without one (routes that do
+    /// not use mTLS still work); `required`: refuse the handshake without a valid one.
+    pub client_auth: ClientAuth,
+}
+
+/// Whether the gateway listener insists on a client certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Optional,
+    Required,
 }
 
 impl Default for TlsConfig {
@@ -61,6 +76,8 @@ impl Default for TlsConfig {
             redirect_listen: None,
             redirect_https_port: 443,
             handshake_timeout: Seconds(10),
+            client_ca_file: None,
+            client_auth: ClientAuth::Optional,
         }
     }
 }
@@ -87,6 +104,9 @@ impl TlsConfig {
         if self.redirect_listen.is_some() && !self.enabled() {
             errors.push("tls.redirect_listen needs TLS (cert_file and key_file)".to_owned());
         }
+        if self.client_ca_file.is_some() && !self.enabled() {
+            errors.push("tls.client_ca_file needs TLS (cert_file and key_file)".to_owned());
+        }
         if self.reload_interval.0 == 0 || self.handshake_timeout.0 == 0 {
             errors.push("tls: reload_interval and handshake_timeout must be positive".to_owned());
         }
@@ -112,13 +132,41 @@ pub enum TlsError {
     NoCertificate(String),
     #[error("the certificate and key are not usable: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("client CA {0}: {1}")]
+    ClientCa(String, String),
+}
+
+/// A verifier of client certificates against the CA bundle in `ca_file`.
+///
+/// # Errors
+/// The file cannot be read or holds no usable CA certificate.
+pub fn client_verifier(
+    ca_file: &Path,
+    auth: ClientAuth,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let err = |e: &dyn std::fmt::Display| TlsError::ClientCa(ca_file.display().to_string(), e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| err(&e))? {
+        roots.add(cert.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(err(&"no CA certificate in the file"));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = if auth == ClientAuth::Optional { builder.allow_unauthenticated() } else { builder };
+    builder.build().map_err(|e| err(&e))
 }
 
 /// Loads the certificate chain and key into a server config.
 ///
 /// # Errors
 /// Unreadable or malformed files, or a key that does not match the certificate.
-pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn load(
+    cert_file: &Path,
+    key_file: &Path,
+    clients: Option<&Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let read_err = |p: &Path, e: &dyn std::fmt::Display| TlsError::Read(p.display().to_string(), e.to_string());
     let certs = CertificateDer::pem_file_iter(cert_file)
         .map_err(|e| read_err(cert_file, &e))?
@@ -129,11 +177,14 @@ pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsE
     }
     let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| read_err(key_file, &e))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    // TLS 1.2 and 1.3 only (rustls has nothing older); no client certificates here.
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    // TLS 1.2 and 1.3 only (rustls has nothing older).
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -143,6 +194,7 @@ pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsE
 pub struct CertReloader {
     cert_file: PathBuf,
     key_file: PathBuf,
+    clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     current: ArcSwap<ServerConfig>,
     stamp: std::sync::Mutex<Option<(SystemTime, SystemTime)>>,
 }
@@ -150,10 +202,14 @@ pub struct CertReloader {
 impl CertReloader {
     /// # Errors
     /// The initial pair cannot be loaded (startup fails: no silent plain-text fallback).
-    pub fn new(cert_file: PathBuf, key_file: PathBuf) -> Result<Arc<Self>, TlsError> {
-        let config = load(&cert_file, &key_file)?;
+    pub fn new(
+        cert_file: PathBuf,
+        key_file: PathBuf,
+        clients: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    ) -> Result<Arc<Self>, TlsError> {
+        let config = load(&cert_file, &key_file, clients.as_ref())?;
         let stamp = std::sync::Mutex::new(stamps(&cert_file, &key_file));
-        Ok(Arc::new(Self { current: ArcSwap::new(config), cert_file, key_file, stamp }))
+        Ok(Arc::new(Self { current: ArcSwap::new(config), cert_file, key_file, clients, stamp }))
     }
 
     fn acceptor(&self) -> TlsAcceptor {
@@ -167,7 +223,7 @@ impl CertReloader {
         if now == *seen {
             return;
         }
-        match load(&self.cert_file, &self.key_file) {
+        match load(&self.cert_file, &self.key_file, self.clients.as_ref()) {
             Ok(config) => {
                 self.current.store(config);
                 *seen = now;
@@ -260,18 +316,109 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// Serves `router` on `listener` until `stop` fires, with `ConnectInfo<SocketAddr>`.
+/// What the server knows about a connection: the peer's address and, on an mTLS listener,
+/// the client certificate the handshake verified.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub certificate: Option<Arc<gateway::auth::ClientCertificate>>,
+}
+
+/// Connections that may carry a verified client certificate.
+pub trait PeerIo {
+    fn client_certificate(&self) -> Option<gateway::auth::ClientCertificate>;
+}
+
+impl PeerIo for TcpStream {
+    fn client_certificate(&self) -> Option<gateway::auth::ClientCertificate> {
+        None
+    }
+}
+
+impl PeerIo for TlsStream<TcpStream> {
+    fn client_certificate(&self) -> Option<gateway::auth::ClientCertificate> {
+        // rustls hands out the chain only after its verifier accepted it.
+        let der = self.get_ref().1.peer_certificates()?.first()?;
+        describe_certificate(der)
+    }
+}
+
+impl Peer {
+    fn of<L: axum::serve::Listener<Addr = SocketAddr>>(stream: &axum::serve::IncomingStream<'_, L>) -> Self
+    where
+        L::Io: PeerIo,
+    {
+        Self { addr: *stream.remote_addr(), certificate: stream.io().client_certificate().map(Arc::new) }
+    }
+}
+
+// One impl per listener type: axum's blanket impl for `TapIo` rules out a generic one.
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        Self::of(&stream)
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Self::of(&stream)
+    }
+}
+
+/// The identity of a client certificate (RFC 8705 §2.1.2 names these subject forms): the
+/// first SAN URI (SPIFFE IDs), else the first SAN DNS name, else the subject's CN.
+#[must_use]
+pub fn describe_certificate(der: &[u8]) -> Option<gateway::auth::ClientCertificate> {
+    use sha2::Digest as _;
+    use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let (mut uri, mut dns) = (None, None);
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::URI(u) if uri.is_none() => uri = Some((*u).to_owned()),
+                GeneralName::DNSName(d) if dns.is_none() => dns = Some((*d).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    let cn = cert.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).map(str::to_owned);
+    let subject = uri.or(dns).or(cn).filter(|s| !s.is_empty() && !s.chars().any(char::is_control))?;
+    let digest = sha2::Sha256::digest(der);
+    Some(gateway::auth::ClientCertificate {
+        subject,
+        fingerprint: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// Puts the connection's facts on each request: `ConnectInfo<SocketAddr>` (what handlers and
+/// logs read) and the verified client certificate, if any.
+async fn peer_extensions(mut req: axum::extract::Request) -> axum::extract::Request {
+    use axum::extract::ConnectInfo;
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<Peer>>().cloned() {
+        req.extensions_mut().insert(ConnectInfo(peer.addr));
+        // A client cannot inject this: it only ever comes from the TLS session.
+        req.extensions_mut().remove::<gateway::auth::ClientCertificate>();
+        if let Some(cert) = peer.certificate {
+            req.extensions_mut().insert((*cert).clone());
+        }
+    }
+    req
+}
+
+/// Serves `router` on `listener` until `stop` fires, with the [`Peer`] facts on each request.
 ///
 /// # Errors
 /// The server failed.
 pub async fn serve<L>(listener: L, router: Router, mut stop: tokio::sync::watch::Receiver<bool>) -> io::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    use axum::serve::ListenerExt as _;
-    // `tap_io` is how axum hands `SocketAddr` connect info to any listener type.
-    let listener = listener.tap_io(|_| {});
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+    let router = router.layer(axum::middleware::map_request(peer_extensions));
+    axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move {
             let _ = stop.changed().await;
         })
@@ -383,10 +530,10 @@ mod tests {
             p
         };
         let (c, k, k2) = (write("c.pem", &cert), write("k.pem", &key), write("k2.pem", &other_key));
-        assert!(load(&c, &k).is_ok());
-        assert!(matches!(load(&c, &k2), Err(TlsError::Rustls(_))), "key must match the certificate");
-        assert!(matches!(load(&k, &k), Err(TlsError::NoCertificate(_))));
-        assert!(matches!(load(&dir.path().join("missing"), &k), Err(TlsError::Read(..))));
+        assert!(load(&c, &k, None).is_ok());
+        assert!(matches!(load(&c, &k2, None), Err(TlsError::Rustls(_))), "key must match the certificate");
+        assert!(matches!(load(&k, &k, None), Err(TlsError::NoCertificate(_))));
+        assert!(matches!(load(&dir.path().join("missing"), &k, None), Err(TlsError::Read(..))));
         assert!(dev_cert(&["not a host!".into()]).is_err());
     }
 

@@ -20,6 +20,7 @@ mod gateway;
 mod harness;
 mod keys_cli;
 mod logs;
+mod mtls;
 mod oidc;
 mod rotation;
 mod signin_clock;
