@@ -147,6 +147,25 @@ pub struct RouteConfig {
     /// For `mtls`: the certificate subjects (SAN URI, SAN DNS name or CN) allowed on this
     /// route; empty allows any certificate the listener's CA verified.
     pub mtls_subjects: Vec<String>,
+    /// HTTP version towards the upstreams: `auto` (HTTP/1.1 over `http://`, ALPN h2 or
+    /// HTTP/1.1 over `https://`), `http1`, or `http2` (prior-knowledge h2c over `http://`).
+    pub upstream_protocol: UpstreamProtocol,
+    /// PEM CA bundle for `https://` upstreams with a private CA (the public web roots are
+    /// always trusted).
+    pub upstream_ca_file: Option<std::path::PathBuf>,
+    /// The DER certificates of `upstream_ca_file`, read by the server crate at startup.
+    #[serde(skip)]
+    pub upstream_roots: Vec<Vec<u8>>,
+}
+
+/// See [`RouteConfig::upstream_protocol`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    #[default]
+    Auto,
+    Http1,
+    Http2,
 }
 
 impl Default for RouteConfig {
@@ -171,6 +190,9 @@ impl Default for RouteConfig {
             request_timeout: Seconds(30),
             cors: None,
             mtls_subjects: Vec::new(),
+            upstream_protocol: UpstreamProtocol::Auto,
+            upstream_ca_file: None,
+            upstream_roots: Vec::new(),
         }
     }
 }
@@ -263,7 +285,7 @@ impl GatewayConfig {
         }
         for u in &route.upstreams {
             if crate::proxy::Upstream::parse(u).is_none() {
-                errors.push(format!("{at}: upstream {u:?} must be http://host[:port] with no path or query"));
+                errors.push(format!("{at}: upstream {u:?} must be http(s)://host[:port] with no path or query"));
             }
         }
         let methods = match &route.auth {

@@ -1,4 +1,6 @@
-//! Forwarding to upstreams: pooled HTTP/1.1 keep-alive connections per route, round-robin,
+//! Forwarding to upstreams: pooled keep-alive connections per route (HTTP/1.1, HTTP/2 by
+//! ALPN over TLS or prior-knowledge h2c; TLS via rustls with the web PKI roots plus an
+//! optional private CA), round-robin,
 //! connect and request timeouts (502 / 504, never a hang), and header hygiene in both
 //! directions: hop-by-hop headers (RFC 9110 §7.6.1) and anything the client could use to
 //! impersonate (identity headers, `Forwarded`, `X-Forwarded-*`) are removed, then the
@@ -13,17 +15,21 @@ use axum::http::header::{self, HeaderName};
 use axum::http::{HeaderMap, HeaderValue, Request, Response, Uri, request};
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use crate::config::{RouteConfig, UpstreamProtocol};
 
 use crate::auth::Identity;
 use crate::config::IdentityHeaders;
 use crate::error::{GatewayError, Upstream as UpstreamError};
 
-/// An upstream base: `http://host[:port]`.
+/// An upstream base: `http(s)://host[:port]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
+    https: bool,
     authority: String,
 }
 
@@ -32,8 +38,13 @@ impl Upstream {
     pub fn parse(url: &str) -> Option<Self> {
         let uri: Uri = url.parse().ok()?;
         let path_ok = matches!(uri.path(), "" | "/");
-        (uri.scheme_str() == Some("http") && uri.query().is_none() && path_ok)
-            .then(|| uri.authority().map(|a| Self { authority: a.as_str().to_owned() }))
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return None,
+        };
+        (uri.query().is_none() && path_ok)
+            .then(|| uri.authority().map(|a| Self { https, authority: a.as_str().to_owned() }))
             .flatten()
     }
 }
@@ -42,8 +53,25 @@ impl Upstream {
 pub struct RouteProxy {
     upstreams: Vec<Upstream>,
     next: AtomicUsize,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     request_timeout: Duration,
+}
+
+/// rustls for upstream connections: TLS 1.2/1.3, the web PKI roots plus `extra` (DER).
+fn tls_config(extra: &[Vec<u8>]) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    for der in extra {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| format!("upstream CA certificate: {e}"))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // ALPN is left to hyper-rustls, which offers what the connector enables.
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Everything about the request that forwarding needs, already verified.
@@ -58,21 +86,34 @@ pub struct Forward<'a> {
 }
 
 impl RouteProxy {
-    #[must_use]
-    pub fn new(upstreams: Vec<Upstream>, connect_timeout: u64, request_timeout: u64) -> Self {
+    /// # Errors
+    /// An unusable upstream CA certificate.
+    pub fn new(upstreams: Vec<Upstream>, route: &RouteConfig) -> Result<Self, String> {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(connect_timeout.max(1))));
+        connector.set_connect_timeout(Some(Duration::from_secs(route.connect_timeout.0.max(1))));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .build(connector);
-        Self {
+        connector.enforce_http(false);
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config(&route.upstream_roots)?)
+            .https_or_http();
+        // The ALPN offer over TLS: h2 and HTTP/1.1, or just the one asked for.
+        let https = match route.upstream_protocol {
+            UpstreamProtocol::Auto => tls.enable_all_versions().wrap_connector(connector),
+            UpstreamProtocol::Http1 => tls.enable_http1().wrap_connector(connector),
+            UpstreamProtocol::Http2 => tls.enable_http2().wrap_connector(connector),
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(256);
+        // Prior-knowledge h2c; over TLS the ALPN list above already decides.
+        if route.upstream_protocol == UpstreamProtocol::Http2 {
+            builder.http2_only(true);
+        }
+        Ok(Self {
             upstreams,
             next: AtomicUsize::new(0),
-            client,
-            request_timeout: Duration::from_secs(request_timeout.max(1)),
-        }
+            client: builder.build(https),
+            request_timeout: Duration::from_secs(route.request_timeout.0.max(1)),
+        })
     }
 
     fn pick(&self) -> Option<&Upstream> {
@@ -96,7 +137,7 @@ impl RouteProxy {
             _ => f.path.to_owned(),
         };
         let uri = Uri::builder()
-            .scheme("http")
+            .scheme(if upstream.https { "https" } else { "http" })
             .authority(upstream.authority.as_str())
             .path_and_query(path_and_query)
             .build()

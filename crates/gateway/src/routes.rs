@@ -40,7 +40,7 @@ impl Route {
                 .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
                 .collect(),
             auth,
-            proxy: RouteProxy::new(upstreams, c.connect_timeout.0, c.request_timeout.0),
+            proxy: RouteProxy::new(upstreams, c)?,
             cfg: c.clone(),
         })
     }

@@ -280,6 +280,7 @@ fn build_gateway(
         .routes
         .iter()
         .filter_map(|r| {
+            let r = &with_upstream_roots(r);
             gateway::routes::Route::compile(r)
                 .map_err(|e| tracing::error!(route = %r.name, cause = %e, "route skipped"))
                 .ok()
@@ -304,6 +305,25 @@ fn build_gateway(
     );
     let table = gateway::routes::RouteTable::new(routes);
     Some(Arc::new(gateway::Gateway::new(table, auth, api_keys, config.headers.clone())))
+}
+
+/// The route with its upstream CA file read (the gateway crate reads no files).
+fn with_upstream_roots(route: &gateway::config::RouteConfig) -> gateway::config::RouteConfig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut route = route.clone();
+    if let Some(file) = &route.upstream_ca_file {
+        match CertificateDer::pem_file_iter(file).map(|certs| certs.collect::<Result<Vec<_>, _>>()) {
+            Ok(Ok(certs)) => route.upstream_roots = certs.into_iter().map(|c| c.to_vec()).collect(),
+            Ok(Err(e)) => {
+                tracing::error!(route = %route.name, file = %file.display(), cause = %e, "upstream CA unreadable")
+            }
+            Err(e) => {
+                tracing::error!(route = %route.name, file = %file.display(), cause = %e, "upstream CA unreadable")
+            }
+        }
+    }
+    route
 }
 
 /// Keeps the in-memory revocation mirror in step with the store (other instances, CLI).

@@ -496,6 +496,20 @@ fn validate(config: &Config) -> Vec<String> {
     errors.extend(config.gateway.validate());
     errors.extend(config.tls.validate());
     errors.extend(config.signin.validate());
+    for route in &config.gateway.routes {
+        if let Some(file) = &route.upstream_ca_file {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject as _;
+            let found = CertificateDer::pem_file_iter(file).map(|mut certs| certs.next().is_some_and(|c| c.is_ok()));
+            if !matches!(found, Ok(true)) {
+                errors.push(format!(
+                    "route {}: upstream_ca_file {} holds no PEM certificate",
+                    route.name,
+                    file.display()
+                ));
+            }
+        }
+    }
     if config.gateway.uses_mtls() && config.tls.client_ca_file.is_none() {
         errors.push("a gateway route uses auth \"mtls\": set tls.client_ca_file (and TLS)".into());
     }
