@@ -156,6 +156,12 @@ pub struct RouteConfig {
     /// The DER certificates of `upstream_ca_file`, read by the server crate at startup.
     #[serde(skip)]
     pub upstream_roots: Vec<Vec<u8>>,
+    /// A JSON Schema (file) request bodies of POST, PUT and PATCH (and any other request
+    /// with a body) must satisfy; such bodies must be `application/json`.
+    pub json_schema: Option<std::path::PathBuf>,
+    /// The parsed `json_schema`, read by the server crate at startup.
+    #[serde(skip)]
+    pub json_schema_doc: Option<serde_json::Value>,
 }
 
 /// See [`RouteConfig::upstream_protocol`].
@@ -193,6 +199,8 @@ impl Default for RouteConfig {
             upstream_protocol: UpstreamProtocol::Auto,
             upstream_ca_file: None,
             upstream_roots: Vec::new(),
+            json_schema: None,
+            json_schema_doc: None,
         }
     }
 }

@@ -45,6 +45,10 @@ pub enum Downstream {
         reason: &'static str,
     },
     PayloadTooLarge,
+    /// A route with a JSON Schema got a body that is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is not JSON, or breaks the route's schema: `(JSON pointer, message)` pairs.
+    InvalidBody(Vec<(String, String)>),
     /// A CORS preflight for an origin, method or header the route does not allow.
     CorsRefused,
 }
@@ -122,6 +126,22 @@ fn downstream_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option
         Downstream::CorsRefused => {
             (StatusCode::FORBIDDEN, "Forbidden", "this cross-origin request is not allowed".into(), None)
         }
+        Downstream::UnsupportedMediaType => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+            "this route takes application/json request bodies".into(),
+            None,
+        ),
+        Downstream::InvalidBody(errors) => (
+            StatusCode::BAD_REQUEST,
+            "Bad Request",
+            match errors.first() {
+                Some((pointer, message)) if pointer.is_empty() => format!("the request body is invalid: {message}"),
+                Some((pointer, message)) => format!("the request body is invalid at {pointer}: {message}"),
+                None => "the request body is invalid".into(),
+            },
+            None,
+        ),
         Downstream::PayloadTooLarge => (
             StatusCode::PAYLOAD_TOO_LARGE,
             "Payload Too Large",
@@ -193,8 +213,13 @@ impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (status, title, detail, challenge) = self.parts();
         self.log(status);
-        let body =
+        let mut body =
             serde_json::json!({ "type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail });
+        // RFC 9457 §3.2 extension member: every failing field, by JSON pointer.
+        if let (Self::Downstream(Downstream::InvalidBody(errors)), Some(obj)) = (&self, body.as_object_mut()) {
+            let list: Vec<_> = errors.iter().map(|(p, m)| serde_json::json!({ "pointer": p, "message": m })).collect();
+            obj.insert("errors".into(), serde_json::Value::Array(list));
+        }
         let mut response = (status, body.to_string()).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));

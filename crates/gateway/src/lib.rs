@@ -13,6 +13,7 @@ pub mod jwks;
 pub mod path;
 pub mod proxy;
 pub mod routes;
+pub mod schema;
 
 #[cfg(test)]
 mod test_support;
@@ -139,6 +140,9 @@ impl Gateway {
             return Err(GatewayError::Downstream(Downstream::PayloadTooLarge));
         }
         let bytes = read_body(body, route.cfg.body_limit).await?;
+        if let Some(schema) = &route.schema {
+            schema.check(&parts.method, &parts.headers, &bytes).map_err(GatewayError::Downstream)?;
+        }
         let query = parts
             .uri
             .query()

@@ -17,6 +17,8 @@ pub struct Route {
     methods: Vec<Method>,
     pub auth: Vec<AuthMethod>,
     pub proxy: RouteProxy,
+    /// The compiled `json_schema`, when the route has one.
+    pub schema: Option<crate::schema::BodySchema>,
 }
 
 impl Route {
@@ -41,6 +43,7 @@ impl Route {
                 .collect(),
             auth,
             proxy: RouteProxy::new(upstreams, c)?,
+            schema: c.json_schema_doc.as_ref().map(crate::schema::BodySchema::compile).transpose()?,
             cfg: c.clone(),
         })
     }

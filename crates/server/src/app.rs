@@ -280,8 +280,8 @@ fn build_gateway(
         .routes
         .iter()
         .filter_map(|r| {
-            let r = &with_upstream_roots(r);
-            gateway::routes::Route::compile(r)
+            with_files(r)
+                .and_then(|r| gateway::routes::Route::compile(&r))
                 .map_err(|e| tracing::error!(route = %r.name, cause = %e, "route skipped"))
                 .ok()
         })
@@ -307,23 +307,23 @@ fn build_gateway(
     Some(Arc::new(gateway::Gateway::new(table, auth, api_keys, config.headers.clone())))
 }
 
-/// The route with its upstream CA file read (the gateway crate reads no files).
-fn with_upstream_roots(route: &gateway::config::RouteConfig) -> gateway::config::RouteConfig {
+/// The route with its upstream CA file and JSON Schema read (the gateway crate reads no
+/// files; `config check` validated both). A file that cannot be read now makes the route
+/// fail to compile — it is skipped (404), never served without its schema.
+fn with_files(route: &gateway::config::RouteConfig) -> Result<gateway::config::RouteConfig, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;
     let mut route = route.clone();
     if let Some(file) = &route.upstream_ca_file {
-        match CertificateDer::pem_file_iter(file).map(|certs| certs.collect::<Result<Vec<_>, _>>()) {
-            Ok(Ok(certs)) => route.upstream_roots = certs.into_iter().map(|c| c.to_vec()).collect(),
-            Ok(Err(e)) => {
-                tracing::error!(route = %route.name, file = %file.display(), cause = %e, "upstream CA unreadable")
-            }
-            Err(e) => {
-                tracing::error!(route = %route.name, file = %file.display(), cause = %e, "upstream CA unreadable")
-            }
-        }
+        let certs = CertificateDer::pem_file_iter(file)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("upstream_ca_file {}: {e}", file.display()))?;
+        route.upstream_roots = certs.into_iter().map(|c| c.to_vec()).collect();
     }
-    route
+    if let Some(file) = &route.json_schema {
+        route.json_schema_doc = Some(crate::config::read_json_schema(file)?);
+    }
+    Ok(route)
 }
 
 /// Keeps the in-memory revocation mirror in step with the store (other instances, CLI).

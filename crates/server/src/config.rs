@@ -307,6 +307,15 @@ impl Default for LogConfig {
     }
 }
 
+/// Reads a route's JSON Schema file.
+///
+/// # Errors
+/// Unreadable file or invalid JSON, described with the path.
+pub fn read_json_schema(file: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("json_schema {}: {e}", file.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("json_schema {}: not JSON: {e}", file.display()))
+}
+
 /// Every problem found in a configuration, reported together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<String>);
@@ -507,6 +516,14 @@ fn validate(config: &Config) -> Vec<String> {
                     route.name,
                     file.display()
                 ));
+            }
+        }
+    }
+    for route in &config.gateway.routes {
+        if let Some(file) = &route.json_schema {
+            let checked = read_json_schema(file).and_then(|doc| gateway::schema::BodySchema::compile(&doc).map(|_| ()));
+            if let Err(e) = checked {
+                errors.push(format!("route {}: {e}", route.name));
             }
         }
     }

@@ -398,3 +398,71 @@ auth = "none"
     let resp = http().get(server.gw("/public/x")).header("origin", "https://app.example.com").send().await.unwrap();
     assert!(resp.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn json_schema_validates_request_bodies_before_the_upstream() {
+    let upstream = Upstream::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("payment.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "required": ["amount", "currency"],
+  "additionalProperties": false,
+  "properties": {
+    "amount": { "type": "integer", "minimum": 1 },
+    "currency": { "enum": ["EUR", "USD"] }
+  }
+}"#,
+    )
+    .unwrap();
+    let extra = format!(
+        r#"
+[[gateway.routes]]
+name = "payments"
+path_prefix = "/payments"
+upstreams = ["{}"]
+auth = "none"
+body_limit = 1024
+json_schema = "{}"
+"#,
+        upstream.url(),
+        schema.display()
+    );
+    let instance = Instance::new().with_config(&config(&upstream.url(), &extra));
+    let server = instance.serve();
+    let post = |body: &'static str, ctype: &'static str| {
+        let url = server.gw("/payments");
+        async move { http().post(url).header("content-type", ctype).body(body).send().await.unwrap() }
+    };
+
+    let ok = post(r#"{"amount": 12, "currency": "EUR"}"#, "application/json").await;
+    assert_eq!(ok.status(), 200);
+    assert_eq!(upstream.last().body.as_ref(), br#"{"amount": 12, "currency": "EUR"}"#, "forwarded unchanged");
+    let before = upstream.count();
+
+    let bad = post(r#"{"amount": 0, "currency": "GBP", "admin": true}"#, "application/json").await;
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = bad.json().await.unwrap();
+    let pointers: Vec<&str> =
+        problem["errors"].as_array().unwrap().iter().map(|e| e["pointer"].as_str().unwrap()).collect();
+    assert!(pointers.contains(&"/amount") && pointers.contains(&"/currency"), "{problem}");
+    assert!(pointers.contains(&""), "the unknown field is reported at the object: {problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("invalid"), "{problem}");
+
+    assert_eq!(post("{not json", "application/json").await.status(), 400);
+    assert_eq!(post(r#"{"amount": 1, "currency": "EUR"}"#, "text/plain").await.status(), 415);
+    let big =
+        Box::leak(format!(r#"{{"amount": 1, "currency": "EUR", "pad": "{}"}}"#, "x".repeat(2000)).into_boxed_str());
+    assert_eq!(post(big, "application/json").await.status(), 413);
+    assert_eq!(upstream.count(), before, "no invalid body reached the upstream");
+
+    // A broken schema is a configuration error, reported by `config check`.
+    std::fs::write(&schema, r#"{"type": 12}"#).unwrap();
+    let out = instance.cli(&["config", "check"]);
+    assert_eq!(out.status, 2);
+    assert!(out.stderr.contains("invalid JSON Schema"), "{}", out.stderr);
+}
