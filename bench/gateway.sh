@@ -18,14 +18,8 @@ for bin in wrk nginx haproxy; do
 done
 cargo build --release --locked -p portcullis-server --manifest-path "$ROOT/Cargo.toml" >&2
 
-WORK="$(mktemp -d)"
-RESULTS="$BENCH_DIR/results/gateway-$(date -u +%Y%m%dT%H%M%SZ)"
-mkdir -p "$RESULTS"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+. "$BENCH_DIR/lib.sh"
+bench_setup gateway
 
 # The upstream: nginx answering a small JSON body (2 workers, like every other process here).
 UP=$(free_port); NGX=$(free_port)

@@ -49,13 +49,8 @@ pub async fn post_login(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Ok(form) = parse_form(&body) else { return bad_form(&state) };
-    if !state.pages.csrf_ok(&headers, form.optional("csrf").ok().flatten()) {
-        return csrf_failed(&state);
-    }
-    let raw = form.optional("request").ok().flatten().unwrap_or_default().to_owned();
-    let request = match parse_request(&state, &raw).await {
-        Ok(r) => r,
+    let (form, raw, request) = match checked_form(&state, &headers, &body).await {
+        Ok(parts) => parts,
         Err(response) => return response,
     };
     let username = form.optional("username").ok().flatten().unwrap_or_default();
@@ -99,13 +94,8 @@ pub async fn post_login(
 
 /// `POST /oauth2/consent`
 pub async fn post_consent(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    let Ok(form) = parse_form(&body) else { return bad_form(&state) };
-    if !state.pages.csrf_ok(&headers, form.optional("csrf").ok().flatten()) {
-        return csrf_failed(&state);
-    }
-    let raw = form.optional("request").ok().flatten().unwrap_or_default().to_owned();
-    let request = match parse_request(&state, &raw).await {
-        Ok(r) => r,
+    let (form, raw, request) = match checked_form(&state, &headers, &body).await {
+        Ok(parts) => parts,
         Err(response) => return response,
     };
     let allow = form.optional("decision").ok().flatten() == Some("allow");
@@ -203,6 +193,21 @@ pub async fn get_css() -> Response {
         crate::pages::CSS,
     )
         .into_response()
+}
+
+/// A login or consent form: parsed, CSRF-checked, and its authorization request re-validated.
+async fn checked_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(domain::request::FormParams, String, AuthorizationRequest), Response> {
+    let form = parse_form(body).map_err(|_| bad_form(state))?;
+    if !state.pages.csrf_ok(headers, form.optional("csrf").ok().flatten()) {
+        return Err(csrf_failed(state));
+    }
+    let raw = form.optional("request").ok().flatten().unwrap_or_default().to_owned();
+    let request = parse_request(state, &raw).await?;
+    Ok((form, raw, request))
 }
 
 async fn parse_request(state: &AppState, raw: &str) -> Result<AuthorizationRequest, Response> {
