@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,7 +26,12 @@ pub async fn get_authorize(State(state): State<AppState>, headers: HeaderMap, Ra
 }
 
 /// `POST /oauth2/authorize` (OIDC Core §3.1.2.1: the form-encoded variant).
-pub async fn post_authorize(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post_authorize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(body) = body else { return body_refused(&state) };
     authorize(&state, &headers, String::from_utf8_lossy(&body).into_owned()).await
 }
 
@@ -47,8 +53,9 @@ pub async fn post_login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let Ok(body) = body else { return body_refused(&state) };
     let (form, raw, request) = match checked_form(&state, &headers, &body).await {
         Ok(parts) => parts,
         Err(response) => return response,
@@ -93,7 +100,12 @@ pub async fn post_login(
 }
 
 /// `POST /oauth2/consent`
-pub async fn post_consent(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post_consent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(body) = body else { return body_refused(&state) };
     let (form, raw, request) = match checked_form(&state, &headers, &body).await {
         Ok(parts) => parts,
         Err(response) => return response,
@@ -113,8 +125,9 @@ pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let Ok(body) = body else { return body_refused(&state) };
     let raw = if body.is_empty() { query.unwrap_or_default().into_bytes() } else { body.to_vec() };
     let Ok(params) = parse_form(&raw) else { return bad_form(&state) };
     let request = match state.signin.logout_request(&params).await {
@@ -289,6 +302,11 @@ fn log_refusal(e: &OAuthError) {
 fn page_error(state: &AppState, e: &OAuthError) -> Response {
     log_refusal(e);
     state.pages.error(StatusCode::BAD_REQUEST, e.code.as_str(), &e.description)
+}
+
+/// The body could not be read, or is larger than a form may be (64 KiB): an error page.
+fn body_refused(state: &AppState) -> Response {
+    state.pages.error(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request", "The request is too large.")
 }
 
 fn bad_form(state: &AppState) -> Response {

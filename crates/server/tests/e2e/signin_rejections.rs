@@ -283,6 +283,11 @@ async fn login_csrf_lockout_and_no_enumeration() {
     let page = post("carol", PASSWORD, Some("x".repeat(43))).await;
     assert_eq!(page.status, 403);
     assert!(browser.cookies.lock().unwrap().get("portcullis_session").is_none());
+    // An oversized form: an error page, not a bare transport error.
+    let huge = "a".repeat(100_000);
+    let page = browser.post(&server.url("/oauth2/login"), &[("username", huge.as_str())]).await;
+    assert_eq!(page.status, 413);
+    assert!(page.body.contains("Cannot continue"), "{}", page.body);
 
     // Unknown user, wrong password, disabled account: one answer.
     let unknown = post("nobody", "wrong password!!", Some(csrf.clone())).await;
