@@ -134,7 +134,7 @@ async fn openid_connect_code_flow_refresh_reuse_and_logout() {
     server.logs_once("token.code_replay");
 
     // A fresh sign-in (the SSO session skips the password and the remembered consent).
-    let (tokens, _) = sign_in_again(&server, &client, &browser).await;
+    let (tokens, _) = sign_in_again(&client, &browser).await;
     let r1 = tokens.refresh_token().unwrap().clone();
     assert_ne!(r1.secret(), first_refresh.secret());
 
@@ -162,7 +162,7 @@ async fn openid_connect_code_flow_refresh_reuse_and_logout() {
     assert_eq!(userinfo_status(&server, t3.access_token().secret()).await, 401, "access tokens of the family die");
 
     // RP-initiated logout: ends the SSO session and revokes its refresh tokens.
-    let (tokens, id_token) = sign_in_again(&server, &client, &browser).await;
+    let (tokens, id_token) = sign_in_again(&client, &browser).await;
     let live_refresh = tokens.refresh_token().unwrap().clone();
     let logout = format!(
         "{}?id_token_hint={id_token}&post_logout_redirect_uri={}&state=bye-1",
@@ -207,7 +207,6 @@ async fn openid_connect_code_flow_refresh_reuse_and_logout() {
 
 /// Signs in again through the existing SSO session; returns the tokens and the raw ID token.
 async fn sign_in_again(
-    server: &Server,
     client: &openidconnect::core::CoreClient<
         openidconnect::EndpointSet,
         openidconnect::EndpointNotSet,
@@ -232,7 +231,6 @@ async fn sign_in_again(
     let page = browser.get(url.as_str()).await;
     assert_eq!(page.status, 303, "SSO: no login page, no consent page: {}", page.body);
     let code = page.redirect_param("code").unwrap();
-    let _ = server;
     let tokens = client
         .exchange_code(AuthorizationCode::new(code))
         .unwrap()
