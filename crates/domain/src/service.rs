@@ -1,6 +1,8 @@
-//! The authorization server's operations: client authentication (RFC 6749 §2.3.1), the
-//! client-credentials grant (§4.4), introspection (RFC 7662) and revocation (RFC 7009).
-//! Each HTTP handler makes exactly one call into this module.
+//! The authorization server's operations: client authentication (RFC 6749 §2.3.1, public
+//! clients by id alone), the token endpoint's dispatch and the client-credentials grant
+//! (§4.4), introspection (RFC 7662) and revocation (RFC 7009). The user grants live in
+//! `grants.rs`, the sign-in decisions in `signin.rs`. Each HTTP handler makes exactly one
+//! call into these modules.
 
 use std::sync::Arc;
 
