@@ -55,8 +55,7 @@ pub async fn post_login(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Ok(body) = body else { return body_refused(&state) };
-    let (form, raw, request) = match checked_form(&state, &headers, &body).await {
+    let (form, raw, request) = match checked_form(&state, &headers, body).await {
         Ok(parts) => parts,
         Err(response) => return response,
     };
@@ -105,8 +104,7 @@ pub async fn post_consent(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let Ok(body) = body else { return body_refused(&state) };
-    let (form, raw, request) = match checked_form(&state, &headers, &body).await {
+    let (form, raw, request) = match checked_form(&state, &headers, body).await {
         Ok(parts) => parts,
         Err(response) => return response,
     };
@@ -208,13 +206,14 @@ pub async fn get_css() -> Response {
         .into_response()
 }
 
-/// A login or consent form: parsed, CSRF-checked, and its authorization request re-validated.
+/// A login or consent form: read within the size limit, parsed, CSRF-checked, and its authorization request re-validated.
 async fn checked_form(
     state: &AppState,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(domain::request::FormParams, String, AuthorizationRequest), Response> {
-    let form = parse_form(body).map_err(|_| bad_form(state))?;
+    let body = body.map_err(|_| body_refused(state))?;
+    let form = parse_form(&body).map_err(|_| bad_form(state))?;
     if !state.pages.csrf_ok(headers, form.optional("csrf").ok().flatten()) {
         return Err(csrf_failed(state));
     }

@@ -87,10 +87,7 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
                     b'\\' => return Err(PathError::Backslash),
                     0 => return Err(PathError::Nul),
                     v if v.is_ascii_alphanumeric() || v == b'-' || v == b'_' || v == b'~' => out.push(v as char),
-                    v => {
-                        out.push('%');
-                        out.push_str(&format!("{v:02X}"));
-                    }
+                    v => push_escape(&mut out, v),
                 }
                 i += 3;
             }
@@ -98,8 +95,7 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
             // normalised path is ASCII and a fixed point (found by the `path_normalizer`
             // fuzz target: raw UTF-8 used to come out re-encoded as Latin-1).
             b if b >= 0x80 || b <= 0x20 || b == 0x7F => {
-                out.push('%');
-                out.push_str(&format!("{b:02X}"));
+                push_escape(&mut out, b);
                 i += 1;
             }
             b => {
@@ -109,6 +105,14 @@ fn decode_unreserved(raw: &str) -> Result<String, PathError> {
         }
     }
     Ok(out)
+}
+
+/// Appends `%XX` (upper-case, RFC 3986 §6.2.2.1) without allocating.
+fn push_escape(out: &mut String, byte: u8) {
+    let digit = |n: u8| char::from_digit(u32::from(n), 16).map_or('0', |c| c.to_ascii_uppercase());
+    out.push('%');
+    out.push(digit(byte >> 4));
+    out.push(digit(byte & 0x0F));
 }
 
 #[cfg(test)]

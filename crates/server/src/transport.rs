@@ -387,7 +387,7 @@ pub fn describe_certificate(der: &[u8]) -> Option<gateway::auth::ClientCertifica
     let digest = sha2::Sha256::digest(der);
     Some(gateway::auth::ClientCertificate {
         subject,
-        fingerprint: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        fingerprint: domain::secret::hex(&digest),
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
     })
