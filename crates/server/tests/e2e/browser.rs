@@ -4,7 +4,7 @@
 //! reason printed only where Chromium is not installed, and never when
 //! `PORTCULLIS_TEST_REQUIRE_SERVICES` is set (CI).
 
-use crate::harness::{Instance, PASSWORD, http};
+use crate::harness::{Instance, PASSWORD, http, urlencode};
 use crate::upstream::Upstream;
 use crate::webdriver;
 
@@ -28,7 +28,7 @@ async fn chromium_signs_in_through_the_login_and_consent_pages() {
     let authorize = format!(
         "{}?response_type=code&client_id={client_id}&redirect_uri={}&scope=openid%20email&state=br-1&code_challenge={CHALLENGE}&code_challenge_method=S256",
         server.url("/oauth2/authorize"),
-        url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+        urlencode(&redirect)
     );
 
     let browser = webdriver::Browser::start().await;

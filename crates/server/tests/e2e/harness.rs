@@ -389,3 +389,9 @@ impl Browser {
             .await
     }
 }
+
+/// `application/x-www-form-urlencoded` encoding of one value (for URLs built by hand).
+#[allow(dead_code, reason = "used by some test modules only")]
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -9,7 +9,7 @@ use openidconnect::{
     OAuth2TokenResponse as _, PkceCodeChallenge, RedirectUrl, Scope, TokenResponse as _,
 };
 
-use crate::harness::{Browser, Instance, PASSWORD, Server, http};
+use crate::harness::{Browser, Instance, PASSWORD, Server, http, urlencode};
 
 const REDIRECT: &str = "http://127.0.0.1:9/cb";
 const LOGGED_OUT: &str = "http://127.0.0.1:9/bye";
@@ -246,10 +246,6 @@ async fn sign_in_again(
 
 async fn userinfo_status(server: &Server, token: &str) -> u16 {
     http().get(server.url("/oauth2/userinfo")).bearer_auth(token).send().await.unwrap().status().as_u16()
-}
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[tokio::test]

@@ -2,15 +2,11 @@
 //! status, error code, and that nothing leaked (no redirect to an unverified URI, no session,
 //! no tokens).
 
-use crate::harness::{Browser, Instance, PASSWORD, Server, http};
+use crate::harness::{Browser, Instance, PASSWORD, Server, http, urlencode};
 
 const REDIRECT: &str = "http://127.0.0.1:9/cb";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-
-fn enc(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
 
 /// An authorization URL with good defaults; `extra` overrides (empty value removes).
 fn authorize(server: &Server, client_id: &str, extra: &[(&str, &str)]) -> String {
@@ -29,7 +25,7 @@ fn authorize(server: &Server, client_id: &str, extra: &[(&str, &str)]) -> String
             params.push((k, v));
         }
     }
-    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect();
     format!("{}?{}", server.url("/oauth2/authorize"), query.join("&"))
 }
 
@@ -391,6 +387,16 @@ async fn consent_denial_userinfo_errors_and_logout_everywhere() {
     assert_eq!(instance.cli(&["user", "revoke-consent", "carol", id]).status, 0);
     let page = browser.get(&authorize(&server, id, &[])).await;
     assert!(page.body.contains("Allow access?"), "consent asked again");
+
+    // Logout without an id_token_hint asks first: a link from another site signs nobody out,
+    // and the confirmation form needs its CSRF token.
+    let confirm = browser.get(&server.url("/oauth2/logout")).await;
+    assert_eq!(confirm.status, 200);
+    assert!(confirm.body.contains("Sign out?"), "{}", confirm.body);
+    let forged = browser.post(&server.url("/oauth2/logout"), &[("confirm", "yes")]).await;
+    assert!(forged.body.contains("Sign out?"), "no CSRF token: still only the question");
+    let page = browser.get(&authorize(&server, id, &[])).await;
+    assert!(!page.body.contains("id=\"password\""), "still signed in after both (consent page, no login)");
 
     // The incident command: every session and token of the user, at once.
     let out = instance.cli(&["user", "logout-everywhere", "carol"]);
