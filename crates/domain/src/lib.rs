@@ -16,6 +16,7 @@ pub mod oidc;
 pub mod password;
 pub mod pkce;
 pub mod ports;
+pub mod ratelimit;
 pub mod request;
 pub mod revoked;
 pub mod scope;

@@ -1,5 +1,8 @@
-//! Storage integration tests: the conformance suite on every backend available here.
-//! SQLite always (in memory and on disk); PostgreSQL and Redis join when their adapters
-//! land, gated on `PORTCULLIS_TEST_POSTGRES_URL` / `PORTCULLIS_TEST_REDIS_URL`.
+//! Storage integration tests: the conformance suites on every backend available here.
+//! SQLite and the in-memory limiter always; Redis when `PORTCULLIS_TEST_REDIS_URL` is set
+//! (PostgreSQL joins with its adapter, gated on `PORTCULLIS_TEST_POSTGRES_URL`).
 
+#![allow(clippy::unwrap_used, reason = "tests: a failed set-up is the failure")]
+
+mod limiter;
 mod sqlite;
