@@ -5,6 +5,7 @@
 pub mod cors;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod metadata;
 pub mod oauth;
 pub mod pages;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub health: Arc<dyn Health>,
     /// The serialized metadata document, built once.
     pub metadata: Arc<String>,
+    /// Rate limits and bans; `None` turns both off.
+    pub protection: Option<Arc<limits::AuthProtection>>,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             web_origins: Arc::default(),
             health,
             metadata: Arc::new(metadata),
+            protection: None,
         })
     }
 }
@@ -80,6 +84,7 @@ impl AppState {
 /// The public router of the authorization server.
 pub fn router(state: AppState) -> Router {
     let origins = state.web_origins.clone();
+    let protection = state.protection.clone();
     Router::new()
         .route(paths::TOKEN, post(oauth::post_token).layer(DefaultBodyLimit::max(extract::body_limit(extract::TOKEN))))
         .route(
@@ -106,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         // Anything bigger than a form is refused before it is buffered.
         .layer(DefaultBodyLimit::max(extract::MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn_with_state(origins, cors::layer))
+        .layer(axum::middleware::from_fn_with_state(protection, limits::layer))
         .layer(axum::middleware::from_fn(telemetry::request_span))
         .with_state(state)
 }

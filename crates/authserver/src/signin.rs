@@ -2,14 +2,13 @@
 //! §3.1.2), the login and consent forms, RP-initiated logout, and userinfo (OIDC Core §5.3,
 //! bearer per RFC 6750). Each: extract → one domain call → page, redirect or JSON.
 
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::authorize::{AuthorizationRequest, AuthorizeError};
+use domain::netaddr::ClientIp;
 use domain::signin::{LoginOutcome, Next};
 use domain::{ErrorCode, OAuthError};
 use minijinja::context;
@@ -51,7 +50,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, raw: String) -> Respon
 /// `POST /oauth2/login`
 pub async fn post_login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(ClientIp(client)): Extension<ClientIp>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -62,7 +61,7 @@ pub async fn post_login(
     let username = form.optional("username").ok().flatten().unwrap_or_default();
     let password = Zeroizing::new(form.optional("password").ok().flatten().unwrap_or_default().to_owned());
     let previous = state.pages.cookie(&headers, SESSION_COOKIE);
-    let ip = peer.ip().to_string();
+    let ip = client.to_string();
     match state.signin.login(username, password, &ip, previous).await {
         Ok(LoginOutcome::Ok { cookie, signed_in }) => {
             let max_age = state.signin.tokens().settings().flow.session_absolute_ttl;
@@ -70,15 +69,19 @@ pub async fn post_login(
             let result = state.signin.authorize(request, Some(*signed_in), true, false).await;
             render_next(&state, &headers, result, &raw, Some(set))
         }
-        Ok(LoginOutcome::Failed) => login_page(
-            &state,
-            &headers,
-            &request,
-            &raw,
-            username,
-            Some("Incorrect username or password."),
-            StatusCode::FORBIDDEN,
-        ),
+        Ok(LoginOutcome::Failed) => {
+            let mut r = login_page(
+                &state,
+                &headers,
+                &request,
+                &raw,
+                username,
+                Some("Incorrect username or password."),
+                StatusCode::FORBIDDEN,
+            );
+            r.extensions_mut().insert(crate::limits::FailedLogin(username.to_owned()));
+            r
+        }
         Ok(LoginOutcome::Locked { retry_after }) => {
             let mut r = login_page(
                 &state,

@@ -1,19 +1,13 @@
 //! Per-request tracing span: every event logged while handling a request carries the
 //! remote address, method, path and a request id, so audit events need not repeat them.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument as _;
 
 pub async fn request_span(req: Request, next: Next) -> Response {
-    let remote = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
-        .unwrap_or_default();
+    let remote = crate::limits::client_ip(&req).map(|ip| ip.to_string()).unwrap_or_default();
     let span = tracing::info_span!(
         "request",
         method = %req.method(),

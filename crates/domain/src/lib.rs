@@ -2,6 +2,7 @@
 //! verification, the signing-key model, and the ports (traits) that storage adapters
 //! implement. Knows nothing of HTTP frameworks, databases or Redis.
 
+pub mod abuse;
 pub mod apikey;
 pub mod authorize;
 pub mod client;
@@ -12,6 +13,7 @@ pub mod grants;
 pub mod jose;
 pub mod keyring;
 pub mod keys;
+pub mod netaddr;
 pub mod oidc;
 pub mod password;
 pub mod pkce;

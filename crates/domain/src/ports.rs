@@ -174,5 +174,6 @@ pub struct Stores {
     pub users: std::sync::Arc<dyn UserStore>,
     pub sessions: std::sync::Arc<dyn SessionStore>,
     pub grants: std::sync::Arc<dyn GrantStore>,
+    pub bans: std::sync::Arc<dyn crate::abuse::BanStore>,
     pub health: std::sync::Arc<dyn Health>,
 }

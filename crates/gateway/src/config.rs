@@ -162,6 +162,9 @@ pub struct RouteConfig {
     /// The parsed `json_schema`, read by the server crate at startup.
     #[serde(skip)]
     pub json_schema_doc: Option<serde_json::Value>,
+    /// Rate limits of this route (`[[gateway.routes.rate_limits]]`); none configured means
+    /// `[rate_limit].gateway_defaults`; an empty list (`rate_limits = []`) means none.
+    pub rate_limits: Option<Vec<domain::ratelimit::LimitRule>>,
 }
 
 /// See [`RouteConfig::upstream_protocol`].
@@ -201,6 +204,7 @@ impl Default for RouteConfig {
             upstream_roots: Vec::new(),
             json_schema: None,
             json_schema_doc: None,
+            rate_limits: None,
         }
     }
 }
@@ -339,6 +343,9 @@ impl GatewayConfig {
                 errors.push(format!("{at}: {m:?} is not an HTTP method"));
             }
         }
+        if let Err(e) = compile_limits(route.rate_limits.as_deref().unwrap_or_default()) {
+            errors.push(format!("{at}: {e}"));
+        }
         errors
     }
 }
@@ -347,4 +354,20 @@ fn is_loopback_http(url: &str) -> bool {
     ["http://127.0.0.1", "http://localhost", "http://[::1]"].iter().any(|p| {
         url.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with(':') || rest.starts_with('/'))
     })
+}
+
+/// Compiles a list of rate-limit rules; names must be unique within the list.
+///
+/// # Errors
+/// The first rule that does not compile, or a repeated name.
+pub fn compile_limits(rules: &[domain::ratelimit::LimitRule]) -> Result<Vec<domain::ratelimit::CompiledRule>, String> {
+    let mut out: Vec<domain::ratelimit::CompiledRule> = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let compiled = domain::ratelimit::CompiledRule::compile(rule)?;
+        if out.iter().any(|r| r.name == compiled.name) {
+            return Err(format!("rate limit name {:?} is used twice", compiled.name));
+        }
+        out.push(compiled);
+    }
+    Ok(out)
 }

@@ -17,6 +17,8 @@ pub enum GatewayError {
     Upstream(Upstream),
     /// A store we depend on is down (503; the cause is for the log).
     Unavailable(String),
+    /// The shared rate limiter is down and configured to fail closed (503).
+    LimiterUnavailable,
     /// We failed.
     Internal(String),
 }
@@ -51,6 +53,16 @@ pub enum Downstream {
     InvalidBody(Vec<(String, String)>),
     /// A CORS preflight for an origin, method or header the route does not allow.
     CorsRefused,
+    /// Over a rate limit (`rule` is for the log).
+    RateLimited {
+        retry_after: u64,
+        headers: Option<(String, String)>,
+        rule: String,
+    },
+    /// The client's address is banned after repeated authentication failures.
+    Banned {
+        retry_after: u64,
+    },
 }
 
 /// The credential schemes a route accepts, offered in its `WWW-Authenticate` challenge
@@ -148,7 +160,17 @@ fn downstream_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option
             "the request body is too large for this route".into(),
             None,
         ),
+        Downstream::RateLimited { retry_after, .. } => {
+            too_many(format!("rate limit exceeded; retry after {retry_after} s"))
+        }
+        Downstream::Banned { .. } => {
+            too_many("too many failed authentication attempts from this address; try again later".into())
+        }
     }
+}
+
+fn too_many(detail: String) -> (StatusCode, &'static str, String, Option<String>) {
+    (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests", detail, None)
 }
 
 impl GatewayError {
@@ -168,6 +190,12 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service Unavailable",
                 "the gateway cannot check credentials right now".into(),
+                None,
+            ),
+            Self::LimiterUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable",
+                "the rate limiter is unavailable; retry shortly".into(),
                 None,
             ),
             Self::Internal(_) => {
@@ -193,6 +221,12 @@ impl GatewayError {
             Self::Downstream(Downstream::WrongCredentialKind(_)) => {
                 tracing::info!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason = "wrong_credential_kind", "credential kind not accepted");
             }
+            Self::Downstream(Downstream::RateLimited { rule, retry_after, .. }) => {
+                tracing::info!(target: "portcullis::audit", event = "ratelimit.limited", status = status.as_u16(), rule = %rule, retry_after, "rate limit exceeded");
+            }
+            Self::Downstream(Downstream::Banned { retry_after }) => {
+                tracing::info!(target: "portcullis::audit", event = "ban.refused", status = status.as_u16(), retry_after, "request from a banned address");
+            }
             Self::Downstream(d) => {
                 tracing::info!(event = "gateway.rejected", status = status.as_u16(), detail = ?d, "request rejected")
             }
@@ -201,6 +235,9 @@ impl GatewayError {
             }
             Self::Unavailable(cause) => {
                 tracing::error!(event = "gateway.unavailable", cause = %cause, "a backing store is unavailable")
+            }
+            Self::LimiterUnavailable => {
+                tracing::warn!(event = "gateway.limiter_unavailable", "the rate limiter is down (fail closed)")
             }
             Self::Internal(cause) => {
                 tracing::error!(event = "gateway.internal_error", cause = %cause, "gateway failed")
@@ -227,6 +264,21 @@ impl IntoResponse for GatewayError {
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         if let Some(challenge) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        match &self {
+            Self::Downstream(Downstream::RateLimited { retry_after, headers: limits, .. }) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                if let Some(limits) = limits {
+                    crate::limits::insert_headers(headers, limits);
+                }
+            }
+            Self::Downstream(Downstream::Banned { retry_after }) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            Self::LimiterUnavailable => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }

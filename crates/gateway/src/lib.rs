@@ -10,6 +10,7 @@ pub mod config;
 pub mod cors;
 pub mod error;
 pub mod jwks;
+pub mod limits;
 pub mod path;
 pub mod proxy;
 pub mod routes;
@@ -42,12 +43,20 @@ pub struct Gateway {
     auth: Authenticator,
     api_keys: ApiKeyVerifier,
     headers: IdentityHeaders,
+    protection: Option<limits::Protection>,
 }
 
 impl Gateway {
     #[must_use]
     pub fn new(routes: RouteTable, auth: Authenticator, api_keys: ApiKeyVerifier, headers: IdentityHeaders) -> Self {
-        Self { routes, auth, api_keys, headers }
+        Self { routes, auth, api_keys, headers, protection: None }
+    }
+
+    /// Turns on rate limits and bans.
+    #[must_use]
+    pub fn with_protection(mut self, protection: limits::Protection) -> Self {
+        self.protection = Some(protection);
+        self
     }
 
     #[must_use]
@@ -58,6 +67,9 @@ impl Gateway {
     /// Routes the request, answers CORS preflights, and adds the route's CORS headers to
     /// whatever the route answers (errors included, so a browser app can read a 401).
     async fn process(&self, req: Request, peer: Option<std::net::IpAddr>) -> Response {
+        if let Some(Err(e)) = self.protection.as_ref().map(|p| p.check_ban(peer)) {
+            return e.into_response();
+        }
         let (parts, body) = req.into_parts();
         let preflight = cors::is_preflight(&parts.method, &parts.headers);
         let (route, path) = match self.select(&parts, preflight) {
@@ -123,7 +135,21 @@ impl Gateway {
         path: &str,
         peer: Option<std::net::IpAddr>,
     ) -> Result<Response, GatewayError> {
-        let identity = self.authenticate(&parts, route).await?;
+        let identity = match self.authenticate(&parts, route).await {
+            Ok(identity) => identity,
+            Err(e) => {
+                if let (Some(p), GatewayError::Downstream(Downstream::InvalidToken(_) | Downstream::InvalidApiKey(_))) =
+                    (&self.protection, &e)
+                {
+                    p.failed(peer).await;
+                }
+                return Err(e);
+            }
+        };
+        let limit_headers = match &self.protection {
+            Some(p) => p.check(route, identity.as_deref(), peer).await?,
+            None => None,
+        };
         if let Some(id) = &identity {
             auth::authorize(id, route).map_err(GatewayError::Downstream)?;
             // The allow half of the decision log (denials are logged by `error`); identity
@@ -155,7 +181,11 @@ impl Gateway {
             peer,
             forward_authorization: route.cfg.forward_authorization,
         };
-        route.proxy.forward(&parts, bytes, forward).await
+        let mut response = route.proxy.forward(&parts, bytes, forward).await?;
+        if let Some(values) = &limit_headers {
+            limits::insert_headers(response.headers_mut(), values);
+        }
+        Ok(response)
     }
 
     /// The caller's identity on `route`, or `None` on a route that takes anonymous calls.
@@ -218,7 +248,13 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 }
 
 async fn handle(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
+    // The client's address as the transport resolved it (behind trusted proxies, the
+    // forwarded one), else the socket peer.
+    let peer = req
+        .extensions()
+        .get::<domain::netaddr::ClientIp>()
+        .map(|c| c.0)
+        .or_else(|| req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip()));
     let span = tracing::info_span!(
         "gateway",
         method = %req.method(),

@@ -19,6 +19,8 @@ pub struct Route {
     pub proxy: RouteProxy,
     /// The compiled `json_schema`, when the route has one.
     pub schema: Option<crate::schema::BodySchema>,
+    /// The route's own rate limits; `None` means the gateway's defaults.
+    pub limits: Option<Vec<domain::ratelimit::CompiledRule>>,
 }
 
 impl Route {
@@ -44,6 +46,7 @@ impl Route {
             auth,
             proxy: RouteProxy::new(upstreams, c)?,
             schema: c.json_schema_doc.as_ref().map(crate::schema::BodySchema::compile).transpose()?,
+            limits: c.rate_limits.as_deref().map(crate::config::compile_limits).transpose()?,
             cfg: c.clone(),
         })
     }

@@ -44,6 +44,8 @@ pub enum StartupError {
     Passwords(#[from] domain::password::PasswordError),
     #[error("page templates: {0}")]
     Templates(String),
+    #[error("rate_limit: {0}")]
+    RateLimit(String),
 }
 
 /// The opened state every command works on.
@@ -112,13 +114,19 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let keys = runtime.key_ring().await?;
     let (listener, bound) = bind(listen).await?;
     let issuer = runtime.config.issuer(bound)?;
-    let (state, revoked) = auth_state(&runtime, keys.clone(), issuer.clone())?;
+    let (mut state, revoked) = auth_state(&runtime, keys.clone(), issuer.clone())?;
+    let mut tasks = Vec::new();
+    let gateway_protection = protect(&runtime, &mut state, &mut tasks)?;
+    let proxies = Arc::new(
+        domain::netaddr::TrustedProxies::parse(&runtime.config.server.trusted_proxies)
+            .map_err(StartupError::RateLimit)?,
+    );
     let web_origins = state.web_origins.clone();
     let tls = runtime.config.tls.clone();
     let (certs, gateway_certs) = cert_reloaders(&tls)?;
     let hsts = tls.hsts();
     let router = transport::secure_headers(authserver::router(state), hsts.clone());
-    let mut tasks = vec![spawn_maintenance(&runtime, keys.clone())];
+    tasks.push(spawn_maintenance(&runtime, keys.clone()));
     if let Some(certs) = &certs {
         tasks.push(tokio::spawn(certs.clone().run(Duration::from_secs(tls.reload_interval.0))));
     }
@@ -127,7 +135,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     {
         tasks.push(tokio::spawn(gw.clone().run(Duration::from_secs(tls.reload_interval.0))));
     }
-    let gateway = match build_gateway(&runtime, issuer.as_str(), keys, revoked.clone()) {
+    let gateway = match build_gateway(&runtime, issuer.as_str(), keys, revoked.clone(), gateway_protection) {
         Some(gw) => {
             let (listener, bound_gw) = bind(runtime.config.gateway.listen).await?;
             for issuer in gw.authenticator().external_issuers() {
@@ -159,13 +167,15 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let handshake = Duration::from_secs(tls.handshake_timeout.0);
     let mut listeners = tokio::task::JoinSet::new();
-    listeners.spawn(run_listener(listener, router, certs.clone(), handshake, stop_rx.clone()));
+    let serve =
+        |listener, router, certs| run_listener(listener, router, certs, proxies.clone(), handshake, stop_rx.clone());
+    listeners.spawn(serve(listener, router, certs.clone()));
     if let Some((listener, router)) = gateway {
-        listeners.spawn(run_listener(listener, router, gateway_certs.clone(), handshake, stop_rx.clone()));
+        listeners.spawn(serve(listener, router, gateway_certs.clone()));
     }
     if let Some(listener) = redirect {
         let router = transport::secure_headers(transport::redirect_router(tls.redirect_https_port), None);
-        listeners.spawn(run_listener(listener, router, None, handshake, stop_rx));
+        listeners.spawn(serve(listener, router, None));
     }
     let result = run_until_stopped(listeners, &stop_tx, grace).await;
     for task in tasks {
@@ -173,6 +183,26 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     }
     tracing::info!("portcullis stopped");
     result
+}
+
+/// Rate limits and bans (unless `rate_limit.enabled = false`): sets the authorization
+/// server's, starts the ban sync, and returns the gateway's.
+fn protect(
+    runtime: &Runtime,
+    state: &mut AppState,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Option<gateway::limits::Protection>, StartupError> {
+    let Some((guard, compiled)) = crate::protection::guard(runtime).map_err(StartupError::RateLimit)? else {
+        return Ok(None);
+    };
+    let headers_on_success = runtime.config.rate_limit.headers_on_success;
+    state.protection = Some(Arc::new(authserver::limits::AuthProtection {
+        guard: guard.clone(),
+        limits: compiled.endpoints,
+        headers_on_success,
+    }));
+    tasks.push(spawn_ban_sync(guard.clone()));
+    Ok(Some(gateway::limits::Protection { guard, defaults: compiled.gateway_defaults, headers_on_success }))
 }
 
 /// The authorization server's state: token service, sign-in service, pages; and the
@@ -255,12 +285,15 @@ async fn run_listener(
     listener: TcpListener,
     router: axum::Router,
     certs: Option<Arc<CertReloader>>,
+    proxies: Arc<domain::netaddr::TrustedProxies>,
     handshake_timeout: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     match certs {
-        Some(certs) => transport::serve(TlsListener::new(listener, certs, handshake_timeout)?, router, stop).await,
-        None => transport::serve(listener, router, stop).await,
+        Some(certs) => {
+            transport::serve(TlsListener::new(listener, certs, handshake_timeout)?, router, proxies, stop).await
+        }
+        None => transport::serve(listener, router, proxies, stop).await,
     }
 }
 
@@ -270,6 +303,7 @@ fn build_gateway(
     issuer: &str,
     keys: Arc<KeyRing>,
     revoked: Arc<domain::revoked::RevokedSet>,
+    protection: Option<gateway::limits::Protection>,
 ) -> Option<Arc<gateway::Gateway>> {
     let config = &runtime.config.gateway;
     if config.routes.is_empty() {
@@ -304,7 +338,11 @@ fn build_gateway(
         config.token_cache_size,
     );
     let table = gateway::routes::RouteTable::new(routes);
-    Some(Arc::new(gateway::Gateway::new(table, auth, api_keys, config.headers.clone())))
+    let gateway = gateway::Gateway::new(table, auth, api_keys, config.headers.clone());
+    Some(Arc::new(match protection {
+        Some(p) => gateway.with_protection(p),
+        None => gateway,
+    }))
 }
 
 /// The route with its upstream CA file and JSON Schema read (the gateway crate reads no
@@ -339,6 +377,20 @@ fn spawn_revocation_sync(runtime: &Runtime, revoked: Arc<domain::revoked::Revoke
             match store.list_active(now).await {
                 Ok(active) => revoked.sync(active, now),
                 Err(e) => tracing::warn!(cause = %e, "revocation sync failed; keeping the current set"),
+            }
+        }
+    })
+}
+
+/// Keeps the in-memory ban list in step with the store (`ban remove`, other instances).
+fn spawn_ban_sync(guard: Arc<domain::abuse::AbuseGuard>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = guard.sync().await {
+                tracing::warn!(cause = %e, "ban sync failed; keeping the current list");
             }
         }
     })

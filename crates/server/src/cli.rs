@@ -40,6 +40,9 @@ pub enum Command {
     /// Manage API keys for the gateway.
     #[command(subcommand)]
     Apikey(crate::apikey_cli::ApiKeyCommand),
+    /// Manage IP bans (made after repeated authentication failures, or by hand).
+    #[command(subcommand)]
+    Ban(crate::ban_cli::BanCommand),
     /// TLS tools.
     #[command(subcommand)]
     Tls(TlsCommand),

@@ -32,6 +32,8 @@ pub struct Config {
     pub signin: SigninConfig,
     /// argon2id cost and the hashing pool.
     pub passwords: PasswordsConfig,
+    /// Rate limits and bans, on both listeners.
+    pub rate_limit: crate::protection::RateLimitConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +211,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Seconds,
+    /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` / `Forwarded` headers
+    /// are believed; from anyone else the socket address is the client's.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -218,6 +223,7 @@ impl Default for ServerConfig {
             issuer: None,
             data_dir: PathBuf::from("portcullis-data"),
             shutdown_grace: Seconds(10),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -332,7 +338,8 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 9] = ["server", "database", "tokens", "keys", "log", "gateway", "tls", "signin", "passwords"];
+const SECTIONS: [&str; 10] =
+    ["server", "database", "tokens", "keys", "log", "gateway", "tls", "signin", "passwords", "rate_limit"];
 
 /// Loads the file (if any), overlays the environment, and checks everything.
 ///
@@ -412,6 +419,7 @@ fn from_table(table: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("tls", tls);
     section!("signin", signin);
     section!("passwords", passwords);
+    section!("rate_limit", rate_limit);
     if let Some(value) = sections.remove("gateway") {
         config.gateway = gateway_section(value, errors);
     }
@@ -531,6 +539,10 @@ fn validate(config: &Config) -> Vec<String> {
         errors.push("a gateway route uses auth \"mtls\": set tls.client_ca_file (and TLS)".into());
     }
     errors.extend(config.passwords.validate());
+    errors.extend(config.rate_limit.validate());
+    if let Err(e) = domain::netaddr::TrustedProxies::parse(&config.server.trusted_proxies) {
+        errors.push(format!("server.trusted_proxies: {e}"));
+    }
     if config.gateway.listen == config.server.listen
         && config.server.listen.port() != 0
         && !config.gateway.routes.is_empty()

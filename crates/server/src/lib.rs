@@ -3,9 +3,11 @@
 
 pub mod apikey_cli;
 pub mod app;
+pub mod ban_cli;
 pub mod cli;
 pub mod config;
 pub mod master_key;
+pub mod protection;
 pub mod telemetry;
 pub mod transport;
 pub mod user_cli;

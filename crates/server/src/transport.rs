@@ -16,6 +16,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use domain::netaddr::{ClientIp, TrustedProxies};
 use domain::settings::Seconds;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
@@ -26,6 +27,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tower_http::set_header::SetResponseHeaderLayer;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The `[tls]` section: one certificate for both listeners.
 #[derive(Debug, Clone, Deserialize)]
@@ -393,11 +396,24 @@ pub fn describe_certificate(der: &[u8]) -> Option<gateway::auth::ClientCertifica
     })
 }
 
-/// Puts the connection's facts on each request: `ConnectInfo<SocketAddr>` (what handlers and
-/// logs read) and the verified client certificate, if any.
-async fn peer_extensions(mut req: axum::extract::Request) -> axum::extract::Request {
+/// Puts the connection's facts on each request: `ConnectInfo<SocketAddr>` (the socket
+/// peer), the client's address ([`ClientIp`]: behind a trusted proxy, the forwarded one —
+/// what handlers, limits and logs read), and the verified client certificate, if any.
+async fn peer_extensions(
+    axum::extract::State(proxies): axum::extract::State<Arc<TrustedProxies>>,
+    mut req: axum::extract::Request,
+) -> axum::extract::Request {
     use axum::extract::ConnectInfo;
+    req.extensions_mut().remove::<ClientIp>();
     if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<Peer>>().cloned() {
+        let client = if proxies.is_empty() {
+            peer.addr.ip()
+        } else {
+            let headers = req.headers();
+            let values = |name| headers.get_all(name).into_iter().filter_map(|v| v.to_str().ok());
+            proxies.client_ip(peer.addr.ip(), values(header::FORWARDED), values(X_FORWARDED_FOR))
+        };
+        req.extensions_mut().insert(ClientIp(client));
         req.extensions_mut().insert(ConnectInfo(peer.addr));
         // A client cannot inject this: it only ever comes from the TLS session.
         req.extensions_mut().remove::<gateway::auth::ClientCertificate>();
@@ -412,12 +428,17 @@ async fn peer_extensions(mut req: axum::extract::Request) -> axum::extract::Requ
 ///
 /// # Errors
 /// The server failed.
-pub async fn serve<L>(listener: L, router: Router, mut stop: tokio::sync::watch::Receiver<bool>) -> io::Result<()>
+pub async fn serve<L>(
+    listener: L,
+    router: Router,
+    proxies: Arc<TrustedProxies>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> io::Result<()>
 where
     L: axum::serve::Listener<Addr = SocketAddr>,
     for<'a> Peer: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
-    let router = router.layer(axum::middleware::map_request(peer_extensions));
+    let router = router.layer(axum::middleware::map_request_with_state(proxies, peer_extensions));
     axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(async move {
             let _ = stop.changed().await;

@@ -33,6 +33,7 @@ pub async fn run_all(stores: &Stores) -> Result<(), StoreError> {
     users(stores).await?;
     sessions(stores).await?;
     grants(stores).await?;
+    bans(stores).await?;
     stores.health.ping().await
 }
 
@@ -441,5 +442,31 @@ pub async fn grants(stores: &Stores) -> Result<(), StoreError> {
     assert_eq!(g.get_family(&f.id).await?, None, "ended families purged");
     stores.users.delete_user(&u.id).await?;
     stores.clients.delete_client(&c.id).await?;
+    Ok(())
+}
+
+/// Bans: one row per IP (the latest), listed while in force, deleted, purged after the
+/// strike memory.
+async fn bans(stores: &Stores) -> Result<(), StoreError> {
+    use domain::abuse::Ban;
+    use std::net::IpAddr;
+    let tag = random_token(4);
+    // Distinct addresses per run (documentation prefixes, random low bytes).
+    let octet = u8::try_from(tag.bytes().map(u32::from).sum::<u32>() % 250).unwrap_or(0);
+    let a: IpAddr = IpAddr::from([192, 0, 2, octet]);
+    let b: IpAddr = format!("2001:db8::{octet:x}").parse().unwrap_or(IpAddr::from([0u8; 16]));
+    let ban = |ip, until, strikes| Ban { ip, created_at: NOW, until, strikes, reason: "auth_failures".into() };
+    stores.bans.put_ban(&ban(a, NOW + 300, 1)).await?;
+    stores.bans.put_ban(&ban(b, NOW + 60, 1)).await?;
+    assert_eq!(stores.bans.get_ban(a).await?, Some(ban(a, NOW + 300, 1)));
+    stores.bans.put_ban(&ban(a, NOW + 600, 2)).await?;
+    assert_eq!(stores.bans.get_ban(a).await?.map(|b| b.strikes), Some(2), "the latest ban replaces the earlier");
+    let listed: Vec<IpAddr> = stores.bans.list_bans(NOW + 100).await?.into_iter().map(|b| b.ip).collect();
+    assert!(listed.contains(&a) && !listed.contains(&b), "only bans in force are listed: {listed:?}");
+    assert_eq!(stores.bans.get_ban(b).await?.map(|b| b.until), Some(NOW + 60), "kept past its end");
+    assert!(stores.bans.delete_ban(a).await?);
+    assert!(!stores.bans.delete_ban(a).await?);
+    assert!(stores.bans.purge_bans(NOW + 61).await? >= 1);
+    assert_eq!(stores.bans.get_ban(b).await?, None);
     Ok(())
 }

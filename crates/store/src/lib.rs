@@ -7,6 +7,7 @@ pub mod limiter_conformance;
 pub mod memory_limiter;
 pub mod redis_limiter;
 pub mod sqlite;
+mod sqlite_bans;
 mod sqlite_users;
 
 pub use memory_limiter::MemoryLimiter;

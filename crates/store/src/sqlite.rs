@@ -89,6 +89,7 @@ impl SqliteStore {
             users: self.clone(),
             sessions: self.clone(),
             grants: self.clone(),
+            bans: self.clone(),
             health: self,
         }
     }

@@ -22,6 +22,7 @@ mod keys_cli;
 mod logs;
 mod mtls;
 mod oidc;
+mod ratelimit;
 mod rotation;
 mod signin_clock;
 mod signin_rejections;
