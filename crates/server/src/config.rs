@@ -649,6 +649,28 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_mistakes_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n\
+             [rate_limit]\nbackend = \"redis\"\nmax_keys = 10\n\
+             plans = { gold = [\"a\"], silver = [\"a\"] }\n\
+             [[rate_limit.token]]\nname = \"t\"\nby = [\"ip\"]\nrequests = 0\nper = \"1m\"\n",
+        )
+        .unwrap();
+        let all = load(Some(&path), env(&[])).unwrap_err().0.join("\n");
+        for needle in ["trusted_proxies", "redis_url is required", "max_keys", "both", "rate_limit.token"] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        let typo = load(None, env(&[("PORTCULLIS_RATE_LIMIT__BANS", "{ enabeld = false }")])).unwrap_err();
+        assert!(typo.to_string().contains("enabeld"), "{typo}");
+        let off = load(None, env(&[("PORTCULLIS_RATE_LIMIT__ENABLED", "false")])).unwrap();
+        assert!(!off.rate_limit.enabled);
+    }
+
+    #[test]
     fn gateway_example_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gateway.example.toml");
         let c = load(Some(&path), env(&[])).unwrap();

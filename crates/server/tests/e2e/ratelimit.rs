@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Instance, Server, http, post_form, token};
+use crate::harness::{Browser, Instance, PASSWORD, Server, http, post_form, token, urlencode};
 use crate::upstream::Upstream;
 
 const AUD: &str = "https://api.example.com";
@@ -171,6 +171,36 @@ async fn repeated_failures_ban_the_address_on_both_listeners_until_lifted() {
     assert_eq!(added.status, 0, "{}", added.stderr);
     assert!(added.stdout.contains("banned 127.0.0.2"));
     assert_ne!(instance.cli(&["ban", "add", "not-an-ip"]).status, 0);
+}
+
+/// One address trying passwords against many accounts (credential stuffing) is banned at
+/// the `distinct_accounts`-th account, well before the per-address failure count.
+#[tokio::test]
+async fn credential_stuffing_on_the_login_form_bans_the_address() {
+    let instance = Instance::new();
+    let app = instance.create_app("App", &["--public", "--redirect-uri", "http://127.0.0.1:9/cb"]);
+    instance.create_user("alice", &[]);
+    let server = instance.serve();
+    let client_id = app["client_id"].as_str().unwrap();
+    let url = format!(
+        "{}?response_type=code&client_id={client_id}&redirect_uri={}&scope=openid&state=s&code_challenge={}&code_challenge_method=S256",
+        server.url("/oauth2/authorize"),
+        urlencode("http://127.0.0.1:9/cb"),
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    );
+    let browser = Browser::new();
+    let login = browser.get(&url).await;
+    // Default policy: 5 different accounts. Known and unknown names count alike.
+    for user in ["alice", "bob", "carol", "dave"] {
+        let page = browser.login(&server, &login, user, "wrong password!").await;
+        assert_eq!(page.status, 403, "{user}: refused, not yet banned");
+    }
+    let page = browser.login(&server, &login, "erin", "wrong password!").await;
+    assert_eq!(page.status, 403, "the fifth account's failure is answered, then bans");
+    let page = browser.login(&server, &login, "alice", PASSWORD).await;
+    assert_eq!(page.status, 429, "banned: even the right password is not tried");
+    let logs = server.logs_once("credential_stuffing");
+    assert!(logs.iter().any(|l| l.contains("\"event\":\"ban.created\"") && l.contains("credential_stuffing")));
 }
 
 #[tokio::test]

@@ -4,5 +4,6 @@
 
 #![allow(clippy::unwrap_used, reason = "tests: a failed set-up is the failure")]
 
+mod abuse;
 mod limiter;
 mod sqlite;
