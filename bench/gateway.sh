@@ -21,25 +21,8 @@ cargo build --release --locked -p portcullis-server --manifest-path "$ROOT/Cargo
 . "$BENCH_DIR/lib.sh"
 bench_setup gateway
 
-# The upstream: nginx answering a small JSON body (2 workers, like every other process here).
-UP=$(free_port); NGX=$(free_port)
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<NGINX
-worker_processes 2;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream up { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '{"items":[]}'; } }
-  server { listen 127.0.0.1:$NGX; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-NGINX
-nginx -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$UP/"
-
+# The upstream: nginx answering a small JSON body (2 workers), and nginx as a plain proxy.
+start_upstream
 # Portcullis: a JWT route to the upstream; a second instance with the verified-token cache
 # off, so every request pays for a signature check (the worst case).
 PC=$(free_port); PCGW=$(free_port); PC2=$(free_port); PCGW2=$(free_port)
@@ -51,6 +34,9 @@ issuer = "http://127.0.0.1:$PC"
 data_dir = "$3"
 [log]
 level = "warn"
+# The peers have no rate limits; one load generator is exactly what the defaults stop.
+[rate_limit]
+enabled = false
 [gateway]
 listen = "127.0.0.1:$2"
 token_cache_size = $4
@@ -76,16 +62,7 @@ ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["client_id"
 SECRET=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["client_secret"])' "$WORK/client.json")
 
 # A pool of distinct tokens (real clients reuse one token for its lifetime).
-python3 - "$PC" "$ID" "$SECRET" "$POOL" >"$WORK/tokens.txt" <<'PY'
-import base64, http.client, json, sys
-port, cid, secret, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-auth = base64.b64encode(f"{cid}:{secret}".encode()).decode()
-conn = http.client.HTTPConnection("127.0.0.1", int(port))
-for _ in range(n):
-    conn.request("POST", "/oauth2/token", "grant_type=client_credentials",
-                 {"Authorization": "Basic " + auth, "Content-Type": "application/x-www-form-urlencoded"})
-    print(json.loads(conn.getresponse().read())["access_token"])
-PY
+token_pool "$PC" "$ID" "$SECRET" "$POOL" >"$WORK/tokens.txt"
 
 # HAProxy with jwt_verify on the same ES256 key (PEM from the JWKS).
 python3 - "$PC" >"$WORK/pub.pem" <<'PY'

@@ -23,7 +23,8 @@ bench_setup
 # Portcullis
 PC_PORT=$(free_port)
 export PORTCULLIS_SERVER__LISTEN="127.0.0.1:$PC_PORT" PORTCULLIS_SERVER__DATA_DIR="$WORK/pc" \
-       PORTCULLIS_LOG__FORMAT=json PORTCULLIS_LOG__LEVEL="$LOG_LEVEL"
+       PORTCULLIS_LOG__FORMAT=json PORTCULLIS_LOG__LEVEL="$LOG_LEVEL" \
+       PORTCULLIS_RATE_LIMIT__ENABLED=false  # the peer has no limits; one load generator is what they stop
 PC="$ROOT/target/release/portcullis"
 CREATED=$("$PC" client create --name bench --grant client_credentials --scope "invoices:read invoices:write" \
           --audience https://api.example.com --json 2>/dev/null)

@@ -27,7 +27,8 @@ LOADGEN="$ROOT/target/release/portcullis-loadgen"
 # Portcullis: SQLite, default argon2id parameters, a first-party public app (no consent page).
 PC_PORT=$(free_port)
 export PORTCULLIS_SERVER__LISTEN="127.0.0.1:$PC_PORT" PORTCULLIS_SERVER__DATA_DIR="$WORK/pc" \
-       PORTCULLIS_LOG__FORMAT=json PORTCULLIS_LOG__LEVEL="$LOG_LEVEL"
+       PORTCULLIS_LOG__FORMAT=json PORTCULLIS_LOG__LEVEL="$LOG_LEVEL" \
+       PORTCULLIS_RATE_LIMIT__ENABLED=false  # the peer has no limits; one load generator is what they stop
 echo "$PASSWORD" | "$PC" user create bench --password-stdin >/dev/null 2>&1
 PC_APP=$("$PC" client create --name bench-app --public --first-party --grant authorization_code,refresh_token \
          --scope "openid offline_access" --redirect-uri "$REDIRECT" --json 2>/dev/null \

@@ -92,18 +92,22 @@ pub struct BanPolicy {
     pub max: Seconds,
     /// How long past bans count as strikes.
     pub memory: Seconds,
+    /// Addresses or CIDR networks never banned (an office's egress, monitoring); they are
+    /// still rate limited.
+    pub exempt: Vec<String>,
 }
 
 impl Default for BanPolicy {
     fn default() -> Self {
         Self {
             enabled: true,
-            failures: 20,
+            failures: 30,
             window: Seconds(300),
-            distinct_accounts: 5,
+            distinct_accounts: 10,
             base: Seconds(300),
             max: Seconds(86_400),
             memory: Seconds(86_400),
+            exempt: Vec::new(),
         }
     }
 }
@@ -138,6 +142,7 @@ pub struct AbuseGuard {
     list: BanList,
     policy: BanPolicy,
     failure_quota: Option<Quota>,
+    exempt: crate::netaddr::TrustedProxies,
     /// client id → plan.
     plans: HashMap<String, String>,
     /// Accounts recently failed per IP (fingerprints), for credential stuffing.
@@ -158,12 +163,15 @@ impl AbuseGuard {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let failure_quota = Quota::new(policy.failures, policy.window, None).filter(|_| policy.enabled);
+        // Validated with the configuration; an entry that does not parse exempts nothing.
+        let exempt = crate::netaddr::TrustedProxies::parse(&policy.exempt).unwrap_or_default();
         Self {
             limiter,
             bans,
             list: BanList::default(),
             policy,
             failure_quota,
+            exempt,
             plans,
             accounts: Mutex::new(HashMap::new()),
             clock,
@@ -185,7 +193,7 @@ impl AbuseGuard {
     #[must_use]
     pub fn banned(&self, ip: Option<IpAddr>) -> Option<u64> {
         let now = self.clock.now();
-        let until = self.list.banned_until(ip?, now)?;
+        let until = self.list.banned_until(crate::netaddr::bucket(ip?), now)?;
         Some(u64::try_from(until - now).unwrap_or(1).max(1))
     }
 
@@ -221,8 +229,11 @@ impl AbuseGuard {
     /// Records a failed authentication from `ip` (against `account`, when one was named);
     /// bans the IP when the policy says so. Returns the ban made, if any.
     pub async fn record_failure(&self, ip: Option<IpAddr>, account: Option<&str>) -> Option<Ban> {
-        let ip = ip?;
+        let ip = crate::netaddr::bucket(ip?);
         let quota = self.failure_quota?;
+        if self.exempt.contains(ip) {
+            return None;
+        }
         let now = self.clock.now();
         if self.list.banned_until(ip, now).is_some() {
             return None;
@@ -242,12 +253,12 @@ impl AbuseGuard {
         self.ban(ip, reason, None).await
     }
 
-    /// Bans `ip` now (also the `ban add` incident command): for `length`, or by the policy's
-    /// doubling. Returns the ban, or `None` when the store failed (logged).
+    /// Bans `ip` (IPv6: its /64) now: for `length`, or by the policy's doubling. Returns
+    /// the ban, or `None` when the store failed (logged).
     pub async fn ban(&self, ip: IpAddr, reason: &str, length: Option<Seconds>) -> Option<Ban> {
         let now = self.clock.now();
         let ban = new_ban(&*self.bans, &self.policy, ip, reason, length, now).await?;
-        self.list.insert(ip, ban.until);
+        self.list.insert(ban.ip, ban.until);
         Some(ban)
     }
 
@@ -298,6 +309,7 @@ pub async fn new_ban(
     length: Option<Seconds>,
     now: UnixTime,
 ) -> Option<Ban> {
+    let ip = crate::netaddr::bucket(ip);
     let previous = match store.get_ban(ip).await {
         Ok(p) => p,
         Err(e) => {

@@ -62,6 +62,17 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The address rate limits and bans count by: IPv4 as is, IPv6 by its /64 network (one
+/// subscriber usually holds a whole /64, so counting single IPv6 addresses would let one
+/// client rotate through 2^64 fresh quotas and fill the ban list).
+#[must_use]
+pub fn bucket(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
+    }
+}
+
 /// The configured trusted proxies.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
@@ -81,8 +92,14 @@ impl TrustedProxies {
         self.nets.is_empty()
     }
 
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is in one of the networks.
+    #[must_use]
+    pub fn contains(&self, ip: IpAddr) -> bool {
         self.nets.iter().any(|n| n.contains(ip))
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.contains(ip)
     }
 
     /// The client address for a request from `peer` carrying these `Forwarded` and
@@ -145,6 +162,14 @@ mod tests {
 
     fn proxies(list: &[&str]) -> TrustedProxies {
         TrustedProxies::parse(list).unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64_network() {
+        assert_eq!(bucket(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(bucket(ip("2001:db8:1:2:bbbb::9")), ip("2001:db8:1:2::"));
+        assert_eq!(bucket(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
+        assert_eq!(bucket(ip("192.0.2.7")), ip("192.0.2.7"));
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub trait RateLimiter: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyPart {
-    /// The client's IP address (behind trusted proxies, the forwarded one).
+    /// The client's IP address (behind trusted proxies, the forwarded one); IPv6 by /64.
     Ip,
     /// The verified subject; for anonymous requests, the IP address.
     Subject,
@@ -268,7 +268,8 @@ impl CompiledRule {
             caller.plan.and_then(|plan| self.plans.iter().find(|(p, _)| p == plan)).map_or(self.quota, |(_, q)| *q);
         let mut key = format!("{scope}/{}", self.name);
         for part in &self.by {
-            let ip = || caller.ip.map(|ip| format!("ip={ip}")).unwrap_or_else(|| "ip=?".into());
+            let ip =
+                || caller.ip.map(|ip| format!("ip={}", crate::netaddr::bucket(ip))).unwrap_or_else(|| "ip=?".into());
             let value = match part {
                 KeyPart::Ip => ip(),
                 KeyPart::Subject => caller.subject.map_or_else(ip, |s| format!("sub={s}")),

@@ -18,7 +18,7 @@ use crate::config::Config;
 pub enum BanCommand {
     /// List bans in force.
     List(JsonFlag),
-    /// Ban an address now (an incident command).
+    /// Ban an address now (an incident command); an IPv6 address bans its /64.
     Add {
         ip: IpAddr,
         /// How long, such as 30m, 12h or 7d; without it the ban policy's doubling applies.
@@ -73,9 +73,11 @@ pub async fn run(config: Config, command: BanCommand) -> Result<(), CliError> {
             let ban = domain::abuse::new_ban(&**store, policy, ip, "manual", length, now)
                 .await
                 .ok_or_else(|| CliError::Usage("the ban could not be stored (see the log)".into()))?;
-            println!("banned {ip} until {} (strike {})", rfc3339(ban.until), ban.strikes);
+            println!("banned {} until {} (strike {})", ban.ip, rfc3339(ban.until), ban.strikes);
         }
         BanCommand::Remove { ip } => {
+            // Bans are per address, IPv6 per /64 network.
+            let ip = domain::netaddr::bucket(ip);
             if !store.delete_ban(ip).await? {
                 return Err(CliError::Usage(format!("{ip} is not banned")));
             }

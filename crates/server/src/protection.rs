@@ -126,6 +126,9 @@ impl RateLimitConfig {
         if b.enabled && (b.failures == 0 || b.window.0 == 0 || b.base.0 == 0 || b.base.0 > b.max.0) {
             errors.push("rate_limit.bans: failures, window and base must be positive, and base at most max".into());
         }
+        if let Err(e) = domain::netaddr::TrustedProxies::parse(&b.exempt) {
+            errors.push(format!("rate_limit.bans.exempt: {e}"));
+        }
         let mut seen = HashMap::new();
         for (plan, ids) in &self.plans {
             for id in ids {

@@ -85,7 +85,8 @@ impl RedisLimiter {
     /// later (the fail mode applies, the alert is logged).
     ///
     /// # Errors
-    /// When `url` is not a Redis URL.
+    /// When `url` is not a Redis URL, or when called outside a Tokio runtime (the
+    /// connection manager needs one).
     pub fn new(
         url: &str,
         prefix: &str,
@@ -93,6 +94,7 @@ impl RedisLimiter {
         timeout: Duration,
         fallback_max_keys: usize,
     ) -> Result<Self, String> {
+        tokio::runtime::Handle::try_current().map_err(|_| "the Redis limiter needs a Tokio runtime".to_owned())?;
         let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))

@@ -177,7 +177,7 @@ async fn repeated_failures_ban_the_address_on_both_listeners_until_lifted() {
 /// the `distinct_accounts`-th account, well before the per-address failure count.
 #[tokio::test]
 async fn credential_stuffing_on_the_login_form_bans_the_address() {
-    let instance = Instance::new();
+    let instance = Instance::new().with("PORTCULLIS_RATE_LIMIT__BANS", "{ distinct_accounts = 5 }");
     let app = instance.create_app("App", &["--public", "--redirect-uri", "http://127.0.0.1:9/cb"]);
     instance.create_user("alice", &[]);
     let server = instance.serve();
@@ -190,7 +190,7 @@ async fn credential_stuffing_on_the_login_form_bans_the_address() {
     );
     let browser = Browser::new();
     let login = browser.get(&url).await;
-    // Default policy: 5 different accounts. Known and unknown names count alike.
+    // Five different accounts ban. Known and unknown names count alike.
     for user in ["alice", "bob", "carol", "dave"] {
         let page = browser.login(&server, &login, user, "wrong password!").await;
         assert_eq!(page.status, 403, "{user}: refused, not yet banned");

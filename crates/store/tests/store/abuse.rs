@@ -108,3 +108,20 @@ async fn limits_are_exact_and_reopen_with_the_clock() {
     clock.advance(5);
     assert!(matches!(g.check("api", &rules, &caller).await, Verdict::Allowed { .. }), "Retry-After was right");
 }
+
+#[tokio::test]
+async fn exempt_networks_are_never_banned_and_ipv6_counts_by_64() {
+    let (g, _, _) = guard(BanPolicy { exempt: vec!["198.51.100.0/24".into()], ..policy() }).await;
+    for _ in 0..10 {
+        assert!(g.record_failure(Some(IP), None).await.is_none(), "exempt");
+    }
+    // Three addresses of one /64 are one client: the third failure bans the network.
+    let addrs: Vec<IpAddr> =
+        ["2001:db8:0:1::1", "2001:db8:0:1::2", "2001:db8:0:1:ffff::3"].iter().map(|a| a.parse().unwrap()).collect();
+    assert!(g.record_failure(Some(addrs[0]), None).await.is_none());
+    assert!(g.record_failure(Some(addrs[1]), None).await.is_none());
+    let ban = g.record_failure(Some(addrs[2]), None).await.expect("banned");
+    assert_eq!(ban.ip, "2001:db8:0:1::".parse::<IpAddr>().unwrap());
+    assert!(g.banned(Some("2001:db8:0:1:abcd::77".parse().unwrap())).is_some());
+    assert!(g.banned(Some("2001:db8:0:2::1".parse().unwrap())).is_none());
+}
