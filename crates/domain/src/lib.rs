@@ -17,6 +17,7 @@ pub mod netaddr;
 pub mod oidc;
 pub mod password;
 pub mod pkce;
+pub mod policy;
 pub mod ports;
 pub mod ratelimit;
 pub mod request;

@@ -36,6 +36,10 @@ pub struct Identity {
     pub jti: Option<String>,
     pub expires_at: UnixTime,
     pub not_before: Option<UnixTime>,
+    /// Claims mapped for policies (`[authorization.claims]`): tenant, department, groups, …
+    pub attributes: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The token's `amr` names a second factor (RFC 8176).
+    pub mfa: bool,
 }
 
 /// The issuer recorded for identities proven by a client certificate.
@@ -68,6 +72,8 @@ impl ClientCertificate {
             jti: None,
             expires_at: self.not_after,
             not_before: Some(self.not_before),
+            attributes: std::collections::BTreeMap::new(),
+            mfa: false,
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct Authenticator {
     cache: TokenCache,
     clock: Arc<dyn Clock>,
     leeway: i64,
+    /// (attribute, claim) pairs copied into [`Identity::attributes`].
+    claims: Vec<(String, String)>,
 }
 
 const SELF_TYP: [&str; 2] = ["at+jwt", "application/at+jwt"];
@@ -98,7 +106,24 @@ impl Authenticator {
         leeway: i64,
     ) -> Self {
         let external = external.into_iter().map(|e| (e.config.issuer.clone(), e)).collect();
-        Self { self_issuer, keys, external, revoked, cache: TokenCache::new(cache_size), clock, leeway }
+        Self {
+            self_issuer,
+            keys,
+            external,
+            revoked,
+            cache: TokenCache::new(cache_size),
+            clock,
+            leeway,
+            claims: Vec::new(),
+        }
+    }
+
+    /// Copies these `(attribute, claim)` pairs from verified tokens into the identity (for
+    /// policies).
+    #[must_use]
+    pub fn with_claims(mut self, claims: Vec<(String, String)>) -> Self {
+        self.claims = claims;
+        self
     }
 
     #[must_use]
@@ -154,7 +179,7 @@ impl Authenticator {
             };
             let keys = self.keys.snapshot();
             let claims = token::verify_jwt(token, |kid| keys.verifier(kid), &policy, now)?;
-            return Ok(identity_from_claims(&claims, true, "roles"));
+            return Ok(identity_from_claims(&claims, true, "roles", &self.claims));
         }
         let issuer = self.external.get(&iss).ok_or(TokenRejection::WrongIssuer)?;
         let kid = jose::peek_header(token)?.kid.unwrap_or_default();
@@ -162,7 +187,7 @@ impl Authenticator {
         let typ = (!issuer.config.typ.is_empty()).then_some(issuer.config.typ.as_slice());
         let policy = JwtPolicy { issuer: &issuer.config.issuer, audiences: &no_audience_yet, leeway: self.leeway, typ };
         let claims = token::verify_jwt(token, |_| Some(verifier.as_ref()), &policy, now)?;
-        Ok(identity_from_claims(&claims, false, &issuer.config.roles_claim))
+        Ok(identity_from_claims(&claims, false, &issuer.config.roles_claim, &self.claims))
     }
 
     /// The cheap per-request checks, also applied to cached identities.
@@ -201,6 +226,7 @@ fn identity_from_claims(
     claims: &serde_json::Map<String, serde_json::Value>,
     is_self: bool,
     roles_claim: &str,
+    mapped: &[(String, String)],
 ) -> Identity {
     let text = |name: &str| claims.get(name).and_then(serde_json::Value::as_str).map(str::to_owned);
     let list = |value: Option<&serde_json::Value>| -> Vec<String> {
@@ -223,6 +249,11 @@ fn identity_from_claims(
         jti: text("jti"),
         expires_at: claims.get("exp").and_then(serde_json::Value::as_i64).unwrap_or_default(),
         not_before: claims.get("nbf").and_then(serde_json::Value::as_i64),
+        attributes: mapped
+            .iter()
+            .filter_map(|(attr, claim)| claims.get(claim).map(|v| (attr.clone(), v.clone())))
+            .collect(),
+        mfa: domain::policy::amr_has_mfa(claims.get("amr")),
     }
 }
 
@@ -304,7 +335,11 @@ const fn is_token68(b: u8) -> bool {
 ///
 /// # Errors
 /// `InsufficientScope` naming what is required.
-pub fn authorize(identity: &Identity, route: &Route) -> Result<(), Downstream> {
+pub fn authorize(
+    identity: &Identity,
+    route: &Route,
+    permissions: &dyn Fn(&[String]) -> Vec<String>,
+) -> Result<(), Downstream> {
     let has = |list: &[String], x: &String| list.contains(x);
     let subjects = &route.cfg.mtls_subjects;
     if identity.issuer == MTLS_ISSUER && !subjects.is_empty() && !has(subjects, &identity.subject) {
@@ -329,6 +364,17 @@ pub fn authorize(identity: &Identity, route: &Route) -> Result<(), Downstream> {
     }
     if !route.cfg.roles_any.is_empty() && !route.cfg.roles_any.iter().any(|r| has(&identity.roles, r)) {
         return Err(Downstream::InsufficientScope { required: scopes_required().join(" "), reason: "missing_role" });
+    }
+    if !(route.cfg.permissions_all.is_empty() && route.cfg.permissions_any.is_empty()) {
+        let granted = permissions(&identity.roles);
+        let all = route.cfg.permissions_all.iter().all(|p| has(&granted, p));
+        let any = route.cfg.permissions_any.is_empty() || route.cfg.permissions_any.iter().any(|p| has(&granted, p));
+        if !(all && any) {
+            return Err(Downstream::InsufficientScope {
+                required: scopes_required().join(" "),
+                reason: "missing_permission",
+            });
+        }
     }
     Ok(())
 }

@@ -134,6 +134,18 @@ pub struct RouteConfig {
     pub scopes_any: Vec<String>,
     pub roles_all: Vec<String>,
     pub roles_any: Vec<String>,
+    /// Permissions (granted by roles through `[authorization.roles]`) all required.
+    pub permissions_all: Vec<String>,
+    /// At least one of these permissions is required.
+    pub permissions_any: Vec<String>,
+    /// With `[authorization] policies_dir`, Cedar decides every request of the route
+    /// (default deny); `false` exempts the route.
+    pub policies: bool,
+    /// `/users/{id}/invoices/{invoice}`: the parameters become attributes of the Cedar
+    /// resource (`resource.id`).
+    pub path_pattern: Option<String>,
+    /// Cedar action per method (`{ GET = "readProfile" }`); otherwise the method name.
+    pub actions: std::collections::BTreeMap<String, String>,
     /// Send the client's credentials (`Authorization`, `X-API-Key`) on to the upstream.
     pub forward_authorization: bool,
     /// Accept `?access_token=` (RFC 6750 §2.3; discouraged, off by default).
@@ -192,6 +204,11 @@ impl Default for RouteConfig {
             scopes_any: Vec::new(),
             roles_all: Vec::new(),
             roles_any: Vec::new(),
+            permissions_all: Vec::new(),
+            permissions_any: Vec::new(),
+            policies: true,
+            path_pattern: None,
+            actions: std::collections::BTreeMap::new(),
             forward_authorization: false,
             allow_query_token: false,
             body_limit: 1024 * 1024,
@@ -328,7 +345,9 @@ impl GatewayConfig {
         let needs_identity = !(route.scopes_all.is_empty()
             && route.scopes_any.is_empty()
             && route.roles_all.is_empty()
-            && route.roles_any.is_empty());
+            && route.roles_any.is_empty()
+            && route.permissions_all.is_empty()
+            && route.permissions_any.is_empty());
         if needs_identity && methods.contains(&AuthMethod::None) {
             errors.push(format!("{at}: a route that requires scopes or roles cannot allow auth \"none\""));
         }
@@ -341,6 +360,13 @@ impl GatewayConfig {
         for m in &route.methods {
             if axum::http::Method::from_bytes(m.as_bytes()).is_err() {
                 errors.push(format!("{at}: {m:?} is not an HTTP method"));
+            }
+        }
+        if let Some(pattern) = &route.path_pattern {
+            let prefix_ok =
+                pattern.to_ascii_lowercase().starts_with(&route.path_prefix.trim_end_matches('/').to_ascii_lowercase());
+            if !pattern.starts_with('/') || !prefix_ok {
+                errors.push(format!("{at}: path_pattern must be an absolute path under path_prefix"));
             }
         }
         if let Err(e) = compile_limits(route.rate_limits.as_deref().unwrap_or_default()) {

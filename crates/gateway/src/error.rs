@@ -63,6 +63,8 @@ pub enum Downstream {
     Banned {
         retry_after: u64,
     },
+    /// A Cedar policy (or default deny) refused the request; the decision log has the ids.
+    PolicyDenied,
 }
 
 /// The credential schemes a route accepts, offered in its `WWW-Authenticate` challenge
@@ -163,6 +165,9 @@ fn downstream_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option
         Downstream::RateLimited { retry_after, .. } => {
             too_many(format!("rate limit exceeded; retry after {retry_after} s"))
         }
+        Downstream::PolicyDenied => {
+            (StatusCode::FORBIDDEN, "Forbidden", "the authorization policy does not allow this request".into(), None)
+        }
         Downstream::Banned { .. } => {
             too_many("too many failed authentication attempts from this address; try again later".into())
         }
@@ -252,6 +257,10 @@ impl IntoResponse for GatewayError {
         self.log(status);
         let mut body =
             serde_json::json!({ "type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail });
+        if let (Self::Downstream(Downstream::PolicyDenied), Some(obj)) = (&self, body.as_object_mut()) {
+            // A short reason code, never the policy text.
+            obj.insert("reason".into(), serde_json::Value::from("policy_denied"));
+        }
         // RFC 9457 §3.2 extension member: every failing field, by JSON pointer.
         if let (Self::Downstream(Downstream::InvalidBody(errors)), Some(obj)) = (&self, body.as_object_mut()) {
             let list: Vec<_> = errors.iter().map(|(p, m)| serde_json::json!({ "pointer": p, "message": m })).collect();

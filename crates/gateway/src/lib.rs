@@ -5,6 +5,7 @@
 
 pub mod apikey;
 pub mod auth;
+pub mod authz;
 pub mod cache;
 pub mod config;
 pub mod cors;
@@ -44,12 +45,20 @@ pub struct Gateway {
     api_keys: ApiKeyVerifier,
     headers: IdentityHeaders,
     protection: Option<limits::Protection>,
+    authz: authz::Authz,
 }
 
 impl Gateway {
     #[must_use]
     pub fn new(routes: RouteTable, auth: Authenticator, api_keys: ApiKeyVerifier, headers: IdentityHeaders) -> Self {
-        Self { routes, auth, api_keys, headers, protection: None }
+        Self { routes, auth, api_keys, headers, protection: None, authz: authz::Authz::default() }
+    }
+
+    /// Sets role permissions and Cedar policies.
+    #[must_use]
+    pub fn with_authz(mut self, authz: authz::Authz) -> Self {
+        self.authz = authz;
+        self
     }
 
     /// Turns on rate limits and bans.
@@ -151,7 +160,10 @@ impl Gateway {
             None => None,
         };
         if let Some(id) = &identity {
-            auth::authorize(id, route).map_err(GatewayError::Downstream)?;
+            auth::authorize(id, route, &|roles| self.authz.permissions_of(roles)).map_err(GatewayError::Downstream)?;
+        }
+        self.authz.check(route, identity.as_deref(), parts.method.as_str(), path, peer, self.auth.now())?;
+        if let Some(id) = &identity {
             // The allow half of the decision log (denials are logged by `error`); identity
             // only, never the credential.
             tracing::info!(

@@ -46,6 +46,8 @@ pub enum StartupError {
     Templates(String),
     #[error("rate_limit: {0}")]
     RateLimit(String),
+    #[error("policies: {0}")]
+    Policies(String),
 }
 
 /// The opened state every command works on.
@@ -135,7 +137,8 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     {
         tasks.push(tokio::spawn(gw.clone().run(Duration::from_secs(tls.reload_interval.0))));
     }
-    let gateway = match build_gateway(&runtime, issuer.as_str(), keys, revoked.clone(), gateway_protection) {
+    let authz = policies(&runtime, &mut tasks)?;
+    let gateway = match build_gateway(&runtime, issuer.as_str(), keys, revoked.clone(), gateway_protection, authz) {
         Some(gw) => {
             let (listener, bound_gw) = bind(runtime.config.gateway.listen).await?;
             for issuer in gw.authenticator().external_issuers() {
@@ -203,6 +206,25 @@ fn protect(
     }));
     tasks.push(spawn_ban_sync(guard.clone()));
     Ok(Some(gateway::limits::Protection { guard, defaults: compiled.gateway_defaults, headers_on_success }))
+}
+
+/// Role permissions, and the Cedar engine with its reloader when a policy directory is set.
+fn policies(
+    runtime: &Runtime,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<gateway::authz::Authz, StartupError> {
+    let c = &runtime.config.authorization;
+    let engine = match &c.policies_dir {
+        Some(dir) => {
+            let policies = crate::authz::load_dir(dir).map_err(|p| StartupError::Policies(p.join("; ")))?;
+            tracing::info!(dir = %dir.display(), policies = policies.len(), "policies loaded");
+            let engine = Arc::new(domain::policy::PolicyEngine::new(policies));
+            tasks.push(crate::authz::spawn_reloader(dir.clone(), engine.clone()));
+            Some(engine)
+        }
+        None => None,
+    };
+    Ok(gateway::authz::Authz { permissions: c.permissions(), engine, log_allows: c.log_allows })
 }
 
 /// The authorization server's state: token service, sign-in service, pages; and the
@@ -304,6 +326,7 @@ fn build_gateway(
     keys: Arc<KeyRing>,
     revoked: Arc<domain::revoked::RevokedSet>,
     protection: Option<gateway::limits::Protection>,
+    authz: gateway::authz::Authz,
 ) -> Option<Arc<gateway::Gateway>> {
     let config = &runtime.config.gateway;
     if config.routes.is_empty() {
@@ -331,14 +354,15 @@ fn build_gateway(
         config.token_cache_size,
         runtime.clock.clone(),
         runtime.config.tokens.leeway.as_i64(),
-    );
+    )
+    .with_claims(runtime.config.authorization.claim_map());
     let api_keys = gateway::apikey::ApiKeyVerifier::new(
         runtime.stores.api_keys.clone(),
         config.api_key_cache_ttl.as_i64(),
         config.token_cache_size,
     );
     let table = gateway::routes::RouteTable::new(routes);
-    let gateway = gateway::Gateway::new(table, auth, api_keys, config.headers.clone());
+    let gateway = gateway::Gateway::new(table, auth, api_keys, config.headers.clone()).with_authz(authz);
     Some(Arc::new(match protection {
         Some(p) => gateway.with_protection(p),
         None => gateway,

@@ -40,6 +40,9 @@ pub enum Command {
     /// Manage API keys for the gateway.
     #[command(subcommand)]
     Apikey(crate::apikey_cli::ApiKeyCommand),
+    /// Validate and test Cedar policies.
+    #[command(subcommand)]
+    Policy(crate::authz::PolicyCommand),
     /// Manage IP bans (made after repeated authentication failures, or by hand).
     #[command(subcommand)]
     Ban(crate::ban_cli::BanCommand),

@@ -34,6 +34,8 @@ pub struct Config {
     pub passwords: PasswordsConfig,
     /// Rate limits and bans, on both listeners.
     pub rate_limit: crate::protection::RateLimitConfig,
+    /// Roles → permissions, Cedar policies, claims mapped for policies.
+    pub authorization: crate::authz::AuthorizationConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,8 +340,19 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 10] =
-    ["server", "database", "tokens", "keys", "log", "gateway", "tls", "signin", "passwords", "rate_limit"];
+const SECTIONS: [&str; 11] = [
+    "server",
+    "database",
+    "tokens",
+    "keys",
+    "log",
+    "gateway",
+    "tls",
+    "signin",
+    "passwords",
+    "rate_limit",
+    "authorization",
+];
 
 /// Loads the file (if any), overlays the environment, and checks everything.
 ///
@@ -420,6 +433,7 @@ fn from_table(table: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("signin", signin);
     section!("passwords", passwords);
     section!("rate_limit", rate_limit);
+    section!("authorization", authorization);
     if let Some(value) = sections.remove("gateway") {
         config.gateway = gateway_section(value, errors);
     }
@@ -540,6 +554,7 @@ fn validate(config: &Config) -> Vec<String> {
     }
     errors.extend(config.passwords.validate());
     errors.extend(config.rate_limit.validate());
+    errors.extend(config.authorization.validate());
     if let Err(e) = domain::netaddr::TrustedProxies::parse(&config.server.trusted_proxies) {
         errors.push(format!("server.trusted_proxies: {e}"));
     }

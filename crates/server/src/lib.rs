@@ -3,6 +3,7 @@
 
 pub mod apikey_cli;
 pub mod app;
+pub mod authz;
 pub mod ban_cli;
 pub mod cli;
 pub mod config;

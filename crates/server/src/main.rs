@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             Command::Client(cmd) => cli::client(config, cmd).await,
             Command::Keys(cmd) => cli::keys(config, cmd).await,
             Command::Apikey(cmd) => portcullis_server::apikey_cli::run(config, cmd).await,
+            Command::Policy(cmd) => portcullis_server::authz::run(&config, cmd),
             Command::Ban(cmd) => portcullis_server::ban_cli::run(config, cmd).await,
             Command::User(cmd) => portcullis_server::user_cli::run(config, cmd).await,
             Command::Tls(cmd) => cli::tls(&config, cmd),

@@ -1,0 +1,430 @@
+//! The Cedar facade: loads and validates a policy set against its schema, builds the
+//! entities of one request (principal, action, resource, context) from verified facts only,
+//! and answers allow/deny with the ids of the policies that decided. Default deny.
+//!
+//! The gateway and the CLI (`portcullis policy test`) call [`PolicyEngine::decide`] with the
+//! same [`Query`], so a decision tested in CI is the decision the gateway makes.
+//!
+//! Entity model (see `policies/schema.cedarschema`):
+//! - principal: `User::"<sub>"` (a person), `Client::"<client_id>"` (a machine client or a
+//!   client certificate), `ApiKey::"<id>"`, or `Anonymous::"anonymous"`; attributes `id`,
+//!   `roles`, `permissions` (from the RBAC map), `scopes`, `client_id`, plus mapped claims
+//!   (`tenant`, `department`, `groups`, …); parents `Role::"<role>"` for each role, so
+//!   `principal in Role::"admin"` works.
+//! - action: `Action::"<name>"`: the route's name for the method, else the method itself.
+//! - resource: `Route::"<route name>"` with `path` and the route pattern's parameters as
+//!   attributes (`/users/{id}` → `resource.id`).
+//! - context: `ip` (ipaddr), `time` (Unix seconds), `hour` and `weekday` (UTC, Monday = 0),
+//!   `mfa`, `authenticated`, `client_id`, `scopes`, `method`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::str::FromStr as _;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use cedar_policy::{
+    Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
+    Request, RestrictedExpression, Schema, ValidationMode, Validator,
+};
+
+/// A loaded, validated policy set.
+#[derive(Debug)]
+pub struct Policies {
+    set: PolicySet,
+    schema: Schema,
+    actions: Entities,
+    /// Policy id → the file it came from, for messages.
+    pub sources: BTreeMap<String, String>,
+}
+
+impl Policies {
+    /// Parses every `(file name, text)` policy file and the schema, names each policy (its
+    /// `@id("…")` annotation, else `<file>#<n>`), and validates them strictly against the
+    /// schema.
+    ///
+    /// # Errors
+    /// Every problem found, each naming its file.
+    pub fn load(files: &[(String, String)], schema_text: &str) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let schema = match Schema::from_cedarschema_str(schema_text) {
+            Ok((schema, _warnings)) => Some(schema),
+            Err(e) => {
+                errors.push(format!("schema: {e}"));
+                None
+            }
+        };
+        let mut set = PolicySet::new();
+        let mut sources = BTreeMap::new();
+        for (file, text) in files {
+            let parsed = match PolicySet::from_str(text) {
+                Ok(p) => p,
+                Err(e) => {
+                    errors.push(format!("{file}: {}", one_line(&e)));
+                    continue;
+                }
+            };
+            for (n, policy) in parsed.policies().enumerate() {
+                let id = policy.annotation("id").map_or_else(|| format!("{file}#{n}"), str::to_owned);
+                if sources.contains_key(&id) {
+                    errors.push(format!("{file}: policy id {id:?} is used twice"));
+                    continue;
+                }
+                let renamed: Policy = policy.new_id(PolicyId::new(&id));
+                if let Err(e) = set.add(renamed) {
+                    errors.push(format!("{file}: {e}"));
+                    continue;
+                }
+                sources.insert(id, file.clone());
+            }
+            if parsed.templates().next().is_some() {
+                errors.push(format!("{file}: policy templates are not supported"));
+            }
+        }
+        let Some(schema) = schema else { return Err(errors) };
+        let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
+        for e in result.validation_errors() {
+            let id = e.policy_id().to_string();
+            let file = sources.get(&id).map_or("?", String::as_str);
+            errors.push(format!("{file}: policy {id}: {}", one_line(e)));
+        }
+        let actions = match schema.action_entities() {
+            Ok(a) => a,
+            Err(e) => {
+                errors.push(format!("schema actions: {e}"));
+                Entities::empty()
+            }
+        };
+        if errors.is_empty() { Ok(Self { set, schema, actions, sources }) } else { Err(errors) }
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    #[must_use]
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+}
+
+fn one_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What kind of caller the principal is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKind {
+    User,
+    Client,
+    ApiKey,
+    Anonymous,
+}
+
+impl PrincipalKind {
+    fn type_name(self) -> &'static str {
+        match self {
+            Self::User => "User",
+            Self::Client => "Client",
+            Self::ApiKey => "ApiKey",
+            Self::Anonymous => "Anonymous",
+        }
+    }
+}
+
+/// The caller, from verified credentials only. (Unknown keys in a test case become
+/// attributes, so no `deny_unknown_fields`.)
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct Principal {
+    #[serde(rename = "type")]
+    pub kind: Option<PrincipalKind>,
+    pub id: String,
+    pub roles: Vec<String>,
+    /// What the roles grant (`[authorization.roles]`), computed by the caller.
+    pub permissions: Vec<String>,
+    pub scopes: Vec<String>,
+    pub client_id: Option<String>,
+    /// Mapped claims (`tenant`, `department`, `groups`, …): strings, numbers, booleans or
+    /// lists of strings.
+    #[serde(flatten)]
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// The route and its path parameters (any other key of a test case is a parameter).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default)]
+pub struct Resource {
+    pub route: String,
+    pub path: String,
+    #[serde(flatten)]
+    pub params: BTreeMap<String, String>,
+}
+
+/// The request's circumstances.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Circumstances {
+    pub ip: Option<IpAddr>,
+    /// Unix seconds.
+    pub time: i64,
+    pub mfa: bool,
+    pub method: String,
+}
+
+impl Default for Circumstances {
+    fn default() -> Self {
+        Self { ip: None, time: 0, mfa: false, method: "GET".into() }
+    }
+}
+
+/// One authorization question.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub principal: Principal,
+    pub action: String,
+    pub resource: Resource,
+    pub context: Circumstances,
+}
+
+/// The answer, with what decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub allowed: bool,
+    /// Ids of the policies that determined the decision (for a deny with none: default
+    /// deny).
+    pub policies: Vec<String>,
+    /// Policies that could not be evaluated for this request (e.g. a missing attribute);
+    /// they count as not applying.
+    pub errors: Vec<String>,
+}
+
+/// The live policy set, swapped atomically on reload.
+#[derive(Debug)]
+pub struct PolicyEngine {
+    current: ArcSwap<Policies>,
+    authorizer: Authorizer,
+}
+
+impl PolicyEngine {
+    #[must_use]
+    pub fn new(policies: Policies) -> Self {
+        Self { current: ArcSwap::from_pointee(policies), authorizer: Authorizer::new() }
+    }
+
+    /// Puts a new policy set in place; requests in flight finish with the old one.
+    pub fn replace(&self, policies: Policies) {
+        self.current.store(Arc::new(policies));
+    }
+
+    #[must_use]
+    pub fn current(&self) -> Arc<Policies> {
+        self.current.load_full()
+    }
+
+    /// Decides `query`. Anything that cannot be expressed (an id Cedar cannot hold, a bad
+    /// attribute) denies, with the reason in `errors`.
+    #[must_use]
+    pub fn decide(&self, query: &Query) -> Verdict {
+        let policies = self.current.load();
+        match self.build(query) {
+            Ok((request, entities)) => {
+                let entities = match entities.add_entities(policies.actions.iter().cloned(), None) {
+                    Ok(e) => e,
+                    Err(e) => return deny(format!("entities: {e}")),
+                };
+                let response = self.authorizer.is_authorized(&request, &policies.set, &entities);
+                let diagnostics = response.diagnostics();
+                Verdict {
+                    allowed: response.decision() == Decision::Allow,
+                    policies: diagnostics.reason().map(ToString::to_string).collect(),
+                    errors: diagnostics.errors().map(one_line).collect(),
+                }
+            }
+            Err(e) => deny(e),
+        }
+    }
+
+    fn build(&self, q: &Query) -> Result<(Request, Entities), String> {
+        let p = &q.principal;
+        let kind = p.kind.unwrap_or(PrincipalKind::Anonymous);
+        let principal_id = if kind == PrincipalKind::Anonymous { "anonymous" } else { p.id.as_str() };
+        let principal = uid(kind.type_name(), principal_id)?;
+        let mut parents = HashSet::new();
+        for role in &p.roles {
+            parents.insert(uid("Role", role)?);
+        }
+        let strings =
+            |v: &[String]| RestrictedExpression::new_set(v.iter().cloned().map(RestrictedExpression::new_string));
+        let mut attrs: HashMap<String, RestrictedExpression> = HashMap::new();
+        for (name, value) in &p.attributes {
+            if let Some(expr) = json_expr(value) {
+                attrs.insert(name.clone(), expr);
+            }
+        }
+        attrs.insert("id".into(), RestrictedExpression::new_string(p.id.clone()));
+        attrs.insert("roles".into(), strings(&p.roles));
+        attrs.insert("permissions".into(), strings(&p.permissions));
+        attrs.insert("scopes".into(), strings(&p.scopes));
+        attrs.insert("client_id".into(), RestrictedExpression::new_string(p.client_id.clone().unwrap_or_default()));
+        let mut entities = vec![entity(principal.clone(), attrs, parents)?];
+        for role in &p.roles {
+            entities.push(Entity::new_no_attrs(uid("Role", role)?, HashSet::new()));
+        }
+
+        let resource = uid("Route", &q.resource.route)?;
+        let mut rattrs: HashMap<String, RestrictedExpression> =
+            q.resource.params.iter().map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))).collect();
+        rattrs.insert("name".into(), RestrictedExpression::new_string(q.resource.route.clone()));
+        rattrs.insert("path".into(), RestrictedExpression::new_string(q.resource.path.clone()));
+        entities.push(entity(resource.clone(), rattrs, HashSet::new())?);
+
+        let c = &q.context;
+        let days = c.time.div_euclid(86_400);
+        let mut context = vec![
+            ("time".to_owned(), RestrictedExpression::new_long(c.time)),
+            ("hour".to_owned(), RestrictedExpression::new_long(c.time.rem_euclid(86_400) / 3600)),
+            // 1970-01-01 was a Thursday (3 with Monday = 0).
+            ("weekday".to_owned(), RestrictedExpression::new_long((days + 3).rem_euclid(7))),
+            ("mfa".to_owned(), RestrictedExpression::new_bool(c.mfa)),
+            ("authenticated".to_owned(), RestrictedExpression::new_bool(kind != PrincipalKind::Anonymous)),
+            ("client_id".to_owned(), RestrictedExpression::new_string(p.client_id.clone().unwrap_or_default())),
+            ("scopes".to_owned(), strings(&p.scopes)),
+            ("method".to_owned(), RestrictedExpression::new_string(c.method.clone())),
+        ];
+        let ip = c.ip.map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string());
+        context.push(("ip".to_owned(), RestrictedExpression::new_ip(ip)));
+        let context = Context::from_pairs(context).map_err(|e| format!("context: {e}"))?;
+        let action = uid("Action", &q.action)?;
+        let request = Request::new(principal, action, resource, context, None).map_err(|e| format!("request: {e}"))?;
+        let entities = Entities::from_entities(entities, None).map_err(|e| format!("entities: {e}"))?;
+        Ok((request, entities))
+    }
+}
+
+fn deny(error: String) -> Verdict {
+    Verdict { allowed: false, policies: Vec::new(), errors: vec![error] }
+}
+
+fn uid(kind: &str, id: &str) -> Result<EntityUid, String> {
+    let name = EntityTypeName::from_str(kind).map_err(|e| format!("entity type {kind}: {e}"))?;
+    Ok(EntityUid::from_type_name_and_id(name, EntityId::new(id)))
+}
+
+fn entity(
+    uid: EntityUid,
+    attrs: HashMap<String, RestrictedExpression>,
+    parents: HashSet<EntityUid>,
+) -> Result<Entity, String> {
+    Entity::new(uid, attrs, parents).map_err(|e| format!("entity: {e}"))
+}
+
+/// A claim as a Cedar value: strings, integers, booleans, and lists of those.
+fn json_expr(value: &serde_json::Value) -> Option<RestrictedExpression> {
+    Some(match value {
+        serde_json::Value::String(s) => RestrictedExpression::new_string(s.clone()),
+        serde_json::Value::Bool(b) => RestrictedExpression::new_bool(*b),
+        serde_json::Value::Number(n) => RestrictedExpression::new_long(n.as_i64()?),
+        serde_json::Value::Array(items) => RestrictedExpression::new_set(items.iter().filter_map(json_expr)),
+        _ => return None,
+    })
+}
+
+/// Whether an `amr` claim (RFC 8176) says a second factor was used.
+#[must_use]
+pub fn amr_has_mfa(amr: Option<&serde_json::Value>) -> bool {
+    let Some(serde_json::Value::Array(methods)) = amr else { return false };
+    methods
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .any(|m| matches!(m, "mfa" | "otp" | "hwk" | "swk" | "sms" | "fido"))
+}
+
+/// Extracts the parameters of `pattern` (`/users/{id}/invoices/{invoice}`) from `path`:
+/// `None` when the path does not fit the pattern (segment-wise; trailing segments beyond
+/// the pattern are allowed).
+#[must_use]
+pub fn path_params(pattern: &str, path: &str) -> Option<BTreeMap<String, String>> {
+    let mut params = BTreeMap::new();
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    for want in pattern.split('/').filter(|s| !s.is_empty()) {
+        let got = segments.next()?;
+        match want.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
+            Some(name) => {
+                params.insert(name.to_owned(), got.to_owned());
+            }
+            None if want.eq_ignore_ascii_case(got) => {}
+            None => return None,
+        }
+    }
+    Some(params)
+}
+
+/// The permissions `roles` grant under a role → permissions map (RBAC), sorted.
+#[must_use]
+pub fn permissions_of(map: &HashMap<String, Vec<String>>, roles: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = roles.iter().filter_map(|r| map.get(r)).flatten().cloned().collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHEMA: &str = include_str!("../../../policies/schema.cedarschema");
+
+    #[test]
+    fn path_parameters() {
+        let p = path_params("/users/{id}/invoices/{invoice}", "/users/42/invoices/7").unwrap_or_default();
+        assert_eq!(p.get("id").map(String::as_str), Some("42"));
+        assert_eq!(p.get("invoice").map(String::as_str), Some("7"));
+        assert!(path_params("/users/{id}", "/groups/1").is_none());
+        assert!(path_params("/users/{id}", "/users").is_none());
+        assert!(path_params("/users/{id}", "/users/1/more").is_some());
+    }
+
+    #[test]
+    fn weekday_and_hour() {
+        // 2026-12-02 is a Wednesday; 10:30 UTC.
+        let t = 1_796_207_400;
+        let engine = PolicyEngine::new(
+            Policies::load(
+                &[(
+                    "t.cedar".into(),
+                    "@id(\"wed\") permit(principal, action, resource) when { context.weekday == 2 && context.hour == 10 };"
+                        .into(),
+                )],
+                SCHEMA,
+            )
+            .unwrap_or_else(|e| unreachable!("{e:?}")),
+        );
+        let q = Query {
+            principal: Principal { kind: Some(PrincipalKind::User), id: "a".into(), ..Principal::default() },
+            action: "GET".into(),
+            resource: Resource { route: "r".into(), path: "/".into(), ..Resource::default() },
+            context: Circumstances { time: t, ..Circumstances::default() },
+        };
+        let v = engine.decide(&q);
+        assert!(v.allowed, "{v:?}");
+        assert_eq!(v.policies, vec!["wed".to_owned()]);
+    }
+
+    #[test]
+    fn invalid_policies_are_refused_with_their_file() {
+        let bad =
+            [("a.cedar".to_owned(), "permit(principal, action, resource) when { principal.nosuch == 1 };".to_owned())];
+        let errors = Policies::load(&bad, SCHEMA).err().unwrap_or_default();
+        assert!(errors.iter().any(|e| e.starts_with("a.cedar")), "{errors:?}");
+        let syntax = [("b.cedar".to_owned(), "permit(principal,".to_owned())];
+        assert!(Policies::load(&syntax, SCHEMA).is_err());
+    }
+}
