@@ -46,7 +46,7 @@ auth = "none"
 
 /// Signs arbitrary claims with the server's real active key, read from its data directory
 /// (to test claim checks behind a valid signature).
-async fn forge(instance: &Instance, claims: &serde_json::Value) -> String {
+pub async fn forge(instance: &Instance, claims: &serde_json::Value) -> String {
     let key_b64 = std::fs::read_to_string(instance.data_dir().join("master.key")).unwrap();
     let master =
         MasterKey::from_bytes(&base64::engine::general_purpose::STANDARD.decode(key_b64.trim()).unwrap()).unwrap();
@@ -57,7 +57,7 @@ async fn forge(instance: &Instance, claims: &serde_json::Value) -> String {
 }
 
 #[expect(clippy::disallowed_methods, reason = "tests build claims against the wall clock")]
-fn now() -> i64 {
+pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 

@@ -22,6 +22,7 @@ mod keys_cli;
 mod logs;
 mod mtls;
 mod oidc;
+mod policies;
 mod ratelimit;
 mod rotation;
 mod signin_clock;
