@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Gateway throughput with rate limiting off and on, in one run, interleaved: the same JWT
-# route and token pool; "on" checks two rules per request (per IP and per client, quotas
-# high enough never to refuse, so only the cost of checking is measured) in memory, and —
-# when Redis answers on 127.0.0.1:6379 — with the Redis backend. Needs wrk and nginx
-# (apt-get install -y wrk nginx-light). Loopback only; every load step is bounded in time.
+# What the gateway's optional layers cost, in one run, interleaved: the same JWT route and
+# token pool through gateways with nothing on ("off"), rate limiting in memory ("memory":
+# two rules per request, per IP and per client, quotas high enough never to refuse, so only
+# the cost of checking is measured), rate limiting in Redis ("redis", when Redis answers on
+# 127.0.0.1:6379), and Cedar policies ("policies": the shipped examples plus 100 route
+# policies, one of which allows the request). Needs wrk and nginx (apt-get install -y wrk
+# nginx-light). Loopback only; every load step is bounded in time.
 #
-#   bench/ratelimit.sh          # DURATION=10 CONNECTIONS=32 ROUNDS=3 POOL=2000 by default
+#   bench/overhead.sh           # DURATION=10 CONNECTIONS=32 ROUNDS=3 POOL=2000 by default
 set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$BENCH_DIR")"
@@ -21,7 +23,7 @@ done
 cargo build --release --locked -p portcullis-server --manifest-path "$ROOT/Cargo.toml" >&2
 
 . "$BENCH_DIR/lib.sh"
-bench_setup ratelimit
+bench_setup overhead
 start_upstream
 
 ISSUER_PORT=$(free_port)
@@ -58,9 +60,21 @@ TOML
 }
 PORTCULLIS_SERVER__DATA_DIR="$WORK/pc" "$ROOT/target/release/portcullis" client create --name bench \
   --grant client_credentials --scope items:read --audience https://api.example.com --json >"$WORK/client.json" 2>/dev/null
-start_portcullis off $'[rate_limit]\nenabled = false'
+OFF=$'[rate_limit]\nenabled = false'
+start_portcullis off "$OFF"
 start_portcullis memory $'[rate_limit]\nbackend = "memory"'
-SCENARIOS=(off memory)
+# Policies: the shipped examples, 100 policies on other routes, one that allows this one.
+mkdir -p "$WORK/policies"
+cp "$ROOT"/policies/*.cedar "$ROOT/policies/schema.cedarschema" "$WORK/policies/"
+for i in $(seq 100); do
+  echo "permit (principal, action, resource == Route::\"r$i\") when { principal in Role::\"admin\" };"
+done >"$WORK/policies/filler.cedar"
+echo 'permit (principal, action == Action::"GET", resource == Route::"items") when { context.scopes.contains("items:read") };' \
+  >"$WORK/policies/items.cedar"
+start_portcullis policies "$OFF
+[authorization]
+policies_dir = \"$WORK/policies\""
+SCENARIOS=(off memory policies)
 if redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
   start_portcullis redis "[rate_limit]
 backend = \"redis\"
