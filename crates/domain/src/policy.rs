@@ -44,6 +44,10 @@ pub struct Policies {
     schema: Schema,
     /// The schema's action entities (for `action in [group]`).
     actions: Vec<Entity>,
+    /// Whether any policy mentions `ip`: building the `ipaddr` value costs more than the
+    /// rest of the context together (Cedar parses the extension's name each time), so it
+    /// is left out when no policy can read it.
+    uses_ip: bool,
     /// Policy id → the file it came from, for messages.
     pub sources: BTreeMap<String, String>,
 }
@@ -112,7 +116,10 @@ impl Policies {
             return Err(errors);
         }
         let (general, by_route) = index(&set).map_err(|e| vec![e])?;
-        Ok(Self { general, by_route, schema, actions, sources })
+        let uses_ip = files
+            .iter()
+            .any(|(_, text)| text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|token| token == "ip"));
+        Ok(Self { general, by_route, schema, actions, sources, uses_ip })
     }
 
     /// The policies that can apply to a request for `route`.
@@ -288,7 +295,8 @@ impl PolicyEngine {
     /// breakdown of where a decision's time goes).
     #[doc(hidden)]
     pub fn prepare_only(&self, query: &Query) -> bool {
-        build(query, &self.current.load().actions).is_ok()
+        let policies = self.current.load();
+        build(query, &policies.actions, policies.uses_ip).is_ok()
     }
 
     /// Decides `query`. Anything that cannot be expressed (an id Cedar cannot hold, a bad
@@ -296,7 +304,7 @@ impl PolicyEngine {
     #[must_use]
     pub fn decide(&self, query: &Query) -> Verdict {
         let policies = self.current.load();
-        match build(query, &policies.actions) {
+        match build(query, &policies.actions, policies.uses_ip) {
             Ok((request, entities)) => {
                 let set = policies.for_route(&query.resource.route);
                 let response = self.authorizer.is_authorized(&request, set, &entities);
@@ -313,7 +321,7 @@ impl PolicyEngine {
 }
 
 /// The Cedar request and entities of `q` (the schema's `actions` included).
-fn build(q: &Query, actions: &[Entity]) -> Result<(Request, Entities), String> {
+fn build(q: &Query, actions: &[Entity], with_ip: bool) -> Result<(Request, Entities), String> {
     let p = &q.principal;
     let kind = p.kind.unwrap_or(PrincipalKind::Anonymous);
     let principal_id = if kind == PrincipalKind::Anonymous { "anonymous" } else { p.id.as_str() };
@@ -355,8 +363,10 @@ fn build(q: &Query, actions: &[Entity]) -> Result<(Request, Entities), String> {
         ("scopes".to_owned(), strings(&p.scopes)),
         ("method".to_owned(), RestrictedExpression::new_string(c.method.clone())),
     ];
-    let ip = c.ip.map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string());
-    context.push(("ip".to_owned(), RestrictedExpression::new_ip(ip)));
+    if with_ip {
+        let ip = c.ip.map_or_else(|| "0.0.0.0".to_owned(), |ip| ip.to_string());
+        context.push(("ip".to_owned(), RestrictedExpression::new_ip(ip)));
+    }
     let context = Context::from_pairs(context).map_err(|e| format!("context: {e}"))?;
     let action = uid("Action", &q.action)?;
     let request = Request::new(principal, action, resource, context, None).map_err(|e| format!("request: {e}"))?;
@@ -484,6 +494,29 @@ mod tests {
         let v = engine.decide(&q);
         assert!(v.allowed, "{v:?}");
         assert_eq!(v.policies, vec!["wed".to_owned()]);
+    }
+
+    #[test]
+    fn policies_on_the_address_see_it() {
+        let text =
+            "@id(\"office\") permit(principal, action, resource) when { context.ip.isInRange(ip(\"10.0.0.0/8\")) };";
+        let policies =
+            Policies::load(&[("o.cedar".into(), text.into())], SCHEMA).unwrap_or_else(|e| unreachable!("{e:?}"));
+        assert!(policies.uses_ip);
+        let engine = PolicyEngine::new(policies);
+        let mut q = Query {
+            principal: Principal { kind: Some(PrincipalKind::User), id: "a".into(), ..Principal::default() },
+            action: "GET".into(),
+            resource: Resource { route: "r".into(), path: "/".into(), ..Resource::default() },
+            context: Circumstances { ip: Some([10, 1, 2, 3].into()), ..Circumstances::default() },
+        };
+        assert!(engine.decide(&q).allowed);
+        q.context.ip = Some([192, 0, 2, 1].into());
+        assert!(!engine.decide(&q).allowed);
+        let principal_only = "permit(principal is User, action, resource) when { principal.id == \"a\" };";
+        let p = Policies::load(&[("p.cedar".into(), principal_only.into())], SCHEMA)
+            .unwrap_or_else(|e| unreachable!("{e:?}"));
+        assert!(!p.uses_ip, "\"principal\" is not \"ip\"");
     }
 
     #[test]
