@@ -62,6 +62,7 @@ pub async fn post_login(
     let password = Zeroizing::new(form.optional("password").ok().flatten().unwrap_or_default().to_owned());
     let previous = state.pages.cookie(&headers, SESSION_COOKIE);
     let ip = client.to_string();
+    let refused = |message, status| login_page(&state, &headers, &request, &raw, username, Some(message), status);
     match state.signin.login(username, password, &ip, previous).await {
         Ok(LoginOutcome::Ok { cookie, signed_in }) => {
             let max_age = state.signin.tokens().settings().flow.session_absolute_ttl;
@@ -70,28 +71,13 @@ pub async fn post_login(
             render_next(&state, &headers, result, &raw, Some(set))
         }
         Ok(LoginOutcome::Failed) => {
-            let mut r = login_page(
-                &state,
-                &headers,
-                &request,
-                &raw,
-                username,
-                Some("Incorrect username or password."),
-                StatusCode::FORBIDDEN,
-            );
+            let mut r = refused("Incorrect username or password.", StatusCode::FORBIDDEN);
             r.extensions_mut().insert(crate::limits::FailedLogin(username.to_owned()));
             r
         }
         Ok(LoginOutcome::Locked { retry_after }) => {
-            let mut r = login_page(
-                &state,
-                &headers,
-                &request,
-                &raw,
-                username,
-                Some("Too many failed attempts. Wait a while, then try again."),
-                StatusCode::TOO_MANY_REQUESTS,
-            );
+            let mut r =
+                refused("Too many failed attempts. Wait a while, then try again.", StatusCode::TOO_MANY_REQUESTS);
             if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
