@@ -85,7 +85,8 @@ pub struct BanPolicy {
     /// This many failures from one IP within `window` ban it.
     pub failures: u32,
     pub window: Seconds,
-    /// Failures against this many different accounts within `window` ban at once.
+    /// Failures against this many different accounts within `window` ban at once
+    /// (0 turns the credential-stuffing check off).
     pub distinct_accounts: u32,
     /// The first ban's length; each further ban within `memory` doubles it.
     pub base: Seconds,
@@ -277,6 +278,9 @@ impl AbuseGuard {
     /// Notes a failure against `account`; true when the IP has now failed against
     /// `distinct_accounts` different accounts within the window.
     fn note_account(&self, ip: IpAddr, account: &str, now: UnixTime) -> bool {
+        if self.policy.distinct_accounts == 0 {
+            return false;
+        }
         let Ok(mut map) = self.accounts.lock() else { return false };
         if map.len() >= MAX_TRACKED_IPS && !map.contains_key(&ip) {
             let window = self.policy.window.as_i64();

@@ -80,6 +80,11 @@ async fn failures_against_many_accounts_ban_at_once() {
     assert!(g.record_failure(Some(IP), Some("alice")).await.is_none(), "the same account again is not another");
     let ban = g.record_failure(Some(IP), Some("dave")).await.expect("the fourth account bans");
     assert_eq!(ban.reason, "credential_stuffing");
+
+    let (off, _, _) = guard(BanPolicy { failures: 100, distinct_accounts: 0, ..policy() }).await;
+    for user in ["a", "b", "c", "d", "e", "f"] {
+        assert!(off.record_failure(Some(IP), Some(user)).await.is_none(), "0 turns the check off");
+    }
 }
 
 #[tokio::test]
