@@ -40,17 +40,9 @@ impl Authz {
     ///
     /// # Errors
     /// `PolicyDenied`.
-    pub fn check(
-        &self,
-        route: &Route,
-        identity: Option<&Identity>,
-        method: &str,
-        path: &str,
-        ip: Option<IpAddr>,
-        now: i64,
-    ) -> Result<(), GatewayError> {
+    pub fn check(&self, route: &Route, identity: Option<&Identity>, facts: &Facts<'_>) -> Result<(), GatewayError> {
         let Some(engine) = self.engine.as_ref().filter(|_| route.cfg.policies) else { return Ok(()) };
-        let mut query = query(route, identity, method, path, ip, now);
+        let mut query = query(route, identity, facts);
         query.principal.permissions = self.permissions_of(&query.principal.roles);
         let verdict = engine.decide(&query);
         let principal =
@@ -67,7 +59,7 @@ impl Authz {
         }
         tracing::warn!(
             target: "portcullis::audit", event = "authz.denied", principal = %principal, action = %query.action,
-            resource = %query.resource.route, path = %path,
+            resource = %query.resource.route, path = %facts.path,
             policies = if policies.is_empty() { "default-deny" } else { policies.as_str() },
             errors = verdict.errors.len(), "policy denied"
         );
@@ -78,16 +70,20 @@ impl Authz {
     }
 }
 
+/// What the gateway knows of a request besides the caller.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub method: &'a str,
+    /// The normalised path.
+    pub path: &'a str,
+    pub ip: Option<IpAddr>,
+    pub now: i64,
+}
+
 /// The Cedar query of a gateway request.
 #[must_use]
-pub fn query(
-    route: &Route,
-    identity: Option<&Identity>,
-    method: &str,
-    path: &str,
-    ip: Option<IpAddr>,
-    now: i64,
-) -> Query {
+pub fn query(route: &Route, identity: Option<&Identity>, facts: &Facts<'_>) -> Query {
+    let Facts { method, path, ip, now } = *facts;
     let principal = identity.map_or_else(Principal::default, |id| {
         let (kind, principal_id) = if id.issuer == API_KEY_ISSUER {
             (PrincipalKind::ApiKey, id.subject.strip_prefix("apikey:").unwrap_or(&id.subject).to_owned())

@@ -162,7 +162,8 @@ impl Gateway {
         if let Some(id) = &identity {
             auth::authorize(id, route, &|roles| self.authz.permissions_of(roles)).map_err(GatewayError::Downstream)?;
         }
-        self.authz.check(route, identity.as_deref(), parts.method.as_str(), path, peer, self.auth.now())?;
+        let facts = authz::Facts { method: parts.method.as_str(), path, ip: peer, now: self.auth.now() };
+        self.authz.check(route, identity.as_deref(), &facts)?;
         if let Some(id) = &identity {
             // The allow half of the decision log (denials are logged by `error`); identity
             // only, never the credential.
