@@ -1,7 +1,8 @@
 //! Rate limits and bans on the authorization server's own endpoints. One middleware:
 //! refuses banned addresses, checks the endpoint's limits (stricter ones on the token,
 //! login and introspection endpoints), and counts failed authentications (401 from a
-//! client-authenticated endpoint, a refused password) towards a ban.
+//! client-authenticated endpoint — a wrong client secret — and a refused password) towards
+//! a ban. A 401 from userinfo does not count: it is nearly always an expired access token.
 //!
 //! It also settles the client's address for everything after it: the transport's
 //! [`ClientIp`] (behind trusted proxies, the forwarded address), else the socket peer.
@@ -69,7 +70,7 @@ pub async fn layer(State(protection): State<Option<Arc<AuthProtection>>>, mut re
         (&Method::POST, paths::TOKEN) => ("token", &p.limits.token, true),
         (&Method::POST, paths::LOGIN) => ("login", &p.limits.login, false),
         (&Method::POST, paths::INTROSPECT) => ("introspect", &p.limits.introspect, true),
-        (_, paths::REVOKE | paths::USERINFO) => ("endpoints", &p.limits.other, true),
+        (&Method::POST, paths::REVOKE) => ("endpoints", &p.limits.other, true),
         _ => ("endpoints", &p.limits.other, false),
     };
     let caller = Caller { ip, ..Caller::default() };

@@ -179,11 +179,6 @@ impl AbuseGuard {
         }
     }
 
-    #[must_use]
-    pub fn now(&self) -> UnixTime {
-        self.clock.now()
-    }
-
     /// The plan of a client, if configured.
     #[must_use]
     pub fn plan_of(&self, client_id: Option<&str>) -> Option<&str> {

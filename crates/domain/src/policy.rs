@@ -41,7 +41,6 @@ pub struct Policies {
     general: PolicySet,
     /// Route name → its policies plus the general ones.
     by_route: HashMap<String, PolicySet>,
-    schema: Schema,
     /// The schema's action entities (for `action in [group]`).
     actions: Vec<Entity>,
     /// Whether any policy mentions `ip`: building the `ipaddr` value costs more than the
@@ -119,7 +118,7 @@ impl Policies {
         let uses_ip = files
             .iter()
             .any(|(_, text)| text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|token| token == "ip"));
-        Ok(Self { general, by_route, schema, actions, sources, uses_ip })
+        Ok(Self { general, by_route, actions, sources, uses_ip })
     }
 
     /// The policies that can apply to a request for `route`.
@@ -135,11 +134,6 @@ impl Policies {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.sources.is_empty()
-    }
-
-    #[must_use]
-    pub fn schema(&self) -> &Schema {
-        &self.schema
     }
 }
 
@@ -284,11 +278,6 @@ impl PolicyEngine {
     /// Puts a new policy set in place; requests in flight finish with the old one.
     pub fn replace(&self, policies: Policies) {
         self.current.store(Arc::new(policies));
-    }
-
-    #[must_use]
-    pub fn current(&self) -> Arc<Policies> {
-        self.current.load_full()
     }
 
     /// Only builds the Cedar request and entities of `query` (for the benchmark's

@@ -45,22 +45,22 @@ impl Authz {
         let mut query = query(route, identity, facts);
         query.principal.permissions = self.permissions_of(&query.principal.roles);
         let verdict = engine.decide(&query);
-        let principal =
-            format!("{:?}::{}", query.principal.kind.unwrap_or(PrincipalKind::Anonymous), query.principal.id);
-        let policies = verdict.policies.join(",");
+        if verdict.allowed && !self.log_allows {
+            return Ok(());
+        }
+        let kind = query.principal.kind.unwrap_or(PrincipalKind::Anonymous);
+        let principal = format!("{kind:?}::{}", query.principal.id);
+        let policies = if verdict.policies.is_empty() { "default-deny".to_owned() } else { verdict.policies.join(",") };
         if verdict.allowed {
-            if self.log_allows {
-                tracing::info!(
-                    target: "portcullis::audit", event = "authz.allowed", principal = %principal,
-                    action = %query.action, resource = %query.resource.route, policies = %policies, "policy allowed"
-                );
-            }
+            tracing::info!(
+                target: "portcullis::audit", event = "authz.allowed", principal = %principal,
+                action = %query.action, resource = %query.resource.route, policies = %policies, "policy allowed"
+            );
             return Ok(());
         }
         tracing::warn!(
             target: "portcullis::audit", event = "authz.denied", principal = %principal, action = %query.action,
-            resource = %query.resource.route, path = %facts.path,
-            policies = if policies.is_empty() { "default-deny" } else { policies.as_str() },
+            resource = %query.resource.route, path = %facts.path, policies = %policies,
             errors = verdict.errors.len(), "policy denied"
         );
         for error in &verdict.errors {
@@ -99,7 +99,7 @@ pub fn query(route: &Route, identity: Option<&Identity>, facts: &Facts<'_>) -> Q
             permissions: Vec::new(),
             scopes: id.scopes.clone(),
             client_id: id.client_id.clone(),
-            attributes: id.attributes.clone().into_iter().collect(),
+            attributes: id.attributes.clone(),
         }
     });
     let params = route

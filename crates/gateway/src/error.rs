@@ -67,6 +67,29 @@ pub enum Downstream {
     PolicyDenied,
 }
 
+impl Downstream {
+    /// Whether this refusal looks like guessing or forging a credential, and so counts
+    /// towards a ban of the address. A credential that was once valid — expired, not yet
+    /// valid, revoked, for another audience or route — is what honest clients send every
+    /// day (every client behind one office NAT), so it does not count.
+    #[must_use]
+    pub fn is_credential_guess(&self) -> bool {
+        match self {
+            Self::InvalidToken(reason) => !matches!(
+                *reason,
+                "expired"
+                    | "not_yet_valid"
+                    | "issued_in_future"
+                    | "revoked"
+                    | "wrong_audience"
+                    | "issuer_not_accepted_on_route"
+            ),
+            Self::InvalidApiKey(reason) => !matches!(*reason, "expired" | "revoked"),
+            _ => false,
+        }
+    }
+}
+
 /// The credential schemes a route accepts, offered in its `WWW-Authenticate` challenge
 /// (RFC 6750 §3.1: no error code when no usable credential was sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,5 +313,23 @@ impl IntoResponse for GatewayError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_guessed_or_forged_credentials_count_towards_bans() {
+        for reason in ["malformed", "bad_signature", "unknown_key", "wrong_issuer", "too_long"] {
+            assert!(Downstream::InvalidToken(reason).is_credential_guess(), "{reason}");
+        }
+        for reason in ["expired", "revoked", "wrong_audience", "not_yet_valid"] {
+            assert!(!Downstream::InvalidToken(reason).is_credential_guess(), "{reason}");
+        }
+        assert!(Downstream::InvalidApiKey("wrong_secret").is_credential_guess());
+        assert!(!Downstream::InvalidApiKey("expired").is_credential_guess());
+        assert!(!Downstream::MissingCredentials(Schemes { bearer: true, api_key: false }).is_credential_guess());
     }
 }

@@ -147,8 +147,8 @@ impl Gateway {
         let identity = match self.authenticate(&parts, route).await {
             Ok(identity) => identity,
             Err(e) => {
-                if let (Some(p), GatewayError::Downstream(Downstream::InvalidToken(_) | Downstream::InvalidApiKey(_))) =
-                    (&self.protection, &e)
+                if let (Some(p), GatewayError::Downstream(d)) = (&self.protection, &e)
+                    && d.is_credential_guess()
                 {
                     p.failed(peer).await;
                 }

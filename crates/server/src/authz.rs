@@ -217,8 +217,12 @@ fn inline<T: serde::de::DeserializeOwned>(what: &str, raw: &str) -> Result<T, Cl
 
 fn describe(verdict: &domain::policy::Verdict) -> String {
     let decision = if verdict.allowed { "ALLOW" } else { "DENY" };
-    let by = if verdict.policies.is_empty() { "default deny".to_owned() } else { verdict.policies.join(", ") };
-    let by = if verdict.allowed || !verdict.policies.is_empty() { format!("policies: {by}") } else { by };
+    // Nothing allows without a policy, so an empty list is always the default deny.
+    let by = if verdict.policies.is_empty() {
+        "default deny".to_owned()
+    } else {
+        format!("policies: {}", verdict.policies.join(", "))
+    };
     let errors =
         if verdict.errors.is_empty() { String::new() } else { format!("; {} policy errors", verdict.errors.len()) };
     format!("{decision} ({by}{errors})")

@@ -134,6 +134,17 @@ async fn repeated_failures_ban_the_address_on_both_listeners_until_lifted() {
     let (id, secret) = instance.create_client("x", AUD);
     let server = instance.serve();
     let good = token(&server, &id, &secret, None).await["access_token"].as_str().unwrap().to_owned();
+    // Once-valid credentials are what honest clients send: expired tokens never ban.
+    let expired = crate::gateway::forge(
+        &instance,
+        &serde_json::json!({"iss": server.issuer, "sub": id, "client_id": id, "aud": AUD, "scope": "x",
+            "exp": crate::gateway::now() - 600, "iat": crate::gateway::now() - 1200, "jti": "old"}),
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(http().get(server.gw("/api/x")).bearer_auth(&expired).send().await.unwrap().status(), 401);
+    }
+    assert_eq!(http().get(server.gw("/api/x")).bearer_auth(&good).send().await.unwrap().status(), 200);
     // Bad tokens on the gateway, a bad secret on the token endpoint: three failures.
     for bad in ["not-a-token", "eyJhbGciOiJub25lIn0.e30."] {
         let resp = http().get(server.gw("/api/x")).bearer_auth(bad).send().await.unwrap();
