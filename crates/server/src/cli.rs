@@ -75,22 +75,33 @@ pub enum ClientCommand {
     List(JsonFlag),
     /// Show one client.
     Show {
+        #[arg(allow_hyphen_values = true)]
         id: String,
         #[command(flatten)]
         json: JsonFlag,
     },
     /// Refuse all further requests of a client.
-    Disable { id: String },
+    Disable {
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+    },
     /// Re-enable a disabled client.
-    Enable { id: String },
+    Enable {
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+    },
     /// Issue a new secret (the old one stops working at once); prints it once.
     RotateSecret {
+        #[arg(allow_hyphen_values = true)]
         id: String,
         #[command(flatten)]
         json: JsonFlag,
     },
     /// Delete a client.
-    Delete { id: String },
+    Delete {
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -143,7 +154,11 @@ pub enum KeysCommand {
     /// Announce a successor key; it starts signing after the announcement period.
     Rotate,
     /// Retire a key now (it stays published until the tokens it signed expire).
-    Retire { kid: String },
+    Retire {
+        // Key ids and client ids are base64url: one in 64 starts with '-'.
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -58,7 +58,12 @@ pub enum UserCommand {
         json: JsonFlag,
     },
     /// Withdraw the user's consent to a client (the consent page shows again).
-    RevokeConsent { username: String, client_id: String },
+    RevokeConsent {
+        username: String,
+        /// Client ids are base64url: one in 64 starts with '-'.
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
     /// Delete a user with their sessions, consents and grants.
     Delete { username: String },
 }

@@ -78,3 +78,22 @@ fn plain_http_issuer_off_loopback_refuses_to_start() {
     assert_eq!(out.status, 2);
     assert!(out.stderr.contains("server.issuer must be set"), "{}", out.stderr);
 }
+
+/// Client and key ids are base64url, so one in 64 starts with '-': the CLI takes such an id
+/// as a value, not as an unknown flag (this used to fail `keys retire` and
+/// `client rotate-secret` at random).
+#[test]
+fn ids_that_start_with_a_hyphen_are_values() {
+    let instance = Instance::new();
+    for args in [
+        &["client", "show", "-abc"][..],
+        &["client", "disable", "-abc"],
+        &["client", "rotate-secret", "-abc"],
+        &["client", "delete", "-abc"],
+        &["keys", "retire", "-abc"],
+    ] {
+        let out = instance.cli(args);
+        assert!(!out.stderr.contains("unexpected argument"), "{args:?}: {}", out.stderr);
+        assert_ne!(out.status, 0, "{args:?}: no such id");
+    }
+}
