@@ -108,7 +108,7 @@ pub struct Consent {
 }
 
 /// An access token of a family, kept so that revoking the family can blocklist it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FamilyToken {
     pub jti: String,
     pub expires_at: UnixTime,

@@ -85,7 +85,15 @@ pub enum KeyRingError {
     UnknownKey(String),
     #[error("key {0} is {1} and cannot be retired")]
     NotRetirable(String, &'static str),
+    #[error("another instance is changing the keys; try again in a few seconds")]
+    Busy,
 }
+
+/// How long the rotation lease lasts if its holder dies before releasing it.
+const LEASE_SECONDS: i64 = 30;
+/// How long to wait for another instance's lease before giving up (it holds it for the
+/// milliseconds a change takes).
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Holds the current [`KeySet`] and applies lifecycle changes through the [`KeyStore`].
 #[derive(Debug)]
@@ -95,6 +103,8 @@ pub struct KeyRing {
     store: Arc<dyn KeyStore>,
     policy: RotationPolicy,
     clock: Arc<dyn Clock>,
+    /// This ring's name on the rotation lease (random per process).
+    holder: String,
 }
 
 impl KeyRing {
@@ -111,7 +121,8 @@ impl KeyRing {
     ) -> Result<Self, KeyRingError> {
         let empty =
             KeySet { signing: None, verifiers: HashMap::new(), jwks_json: r#"{"keys":[]}"#.into(), jwks_max_age: 0 };
-        let ring = Self { current: ArcSwap::from_pointee(empty), master, store, policy, clock };
+        let holder = crate::secret::random_hex(8);
+        let ring = Self { current: ArcSwap::from_pointee(empty), master, store, policy, clock, holder };
         ring.maintain().await?;
         Ok(ring)
     }
@@ -130,9 +141,30 @@ impl KeyRing {
     /// Applies due transitions and reloads the snapshot from the store (which also picks up
     /// changes made by the CLI or by another instance). Returns the changes applied.
     ///
+    /// With several instances on one database, changes are made under the rotation lease:
+    /// one instance makes them, the others wait for it (milliseconds), find nothing left to
+    /// do, and publish the result — never two successors, never two first keys.
+    ///
     /// # Errors
     /// The store failed or a key cannot be opened.
     pub async fn maintain(&self) -> Result<Vec<KeyChange>, KeyRingError> {
+        let stored = self.store.list_keys().await?;
+        if keys::plan_rotation(&stored, self.clock.now(), &self.policy).is_empty() {
+            self.publish(&stored)?;
+            return Ok(Vec::new());
+        }
+        if !self.take_lease().await? {
+            // Another instance is still at it: publish what is stored; the next round
+            // picks up its changes.
+            self.publish(&stored)?;
+            return Ok(Vec::new());
+        }
+        let result = self.maintain_leased().await;
+        self.release_lease().await;
+        result
+    }
+
+    async fn maintain_leased(&self) -> Result<Vec<KeyChange>, KeyRingError> {
         let now = self.clock.now();
         let mut stored = self.store.list_keys().await?;
         let changes = keys::plan_rotation(&stored, now, &self.policy);
@@ -147,8 +179,18 @@ impl KeyRing {
     /// Announces a successor that starts signing after the announcement period.
     ///
     /// # Errors
-    /// A successor is already announced, or the store failed.
+    /// A successor is already announced, another instance holds the lease, or the store
+    /// failed.
     pub async fn rotate(&self) -> Result<StoredKey, KeyRingError> {
+        if !self.take_lease().await? {
+            return Err(KeyRingError::Busy);
+        }
+        let result = self.rotate_leased().await;
+        self.release_lease().await;
+        result
+    }
+
+    async fn rotate_leased(&self) -> Result<StoredKey, KeyRingError> {
         let now = self.clock.now();
         let mut stored = self.store.list_keys().await?;
         if let Some(pending) = stored.iter().find(|k| k.state == KeyState::Announced) {
@@ -165,8 +207,18 @@ impl KeyRing {
     /// creates one that signs immediately.
     ///
     /// # Errors
-    /// No such key, a key that is already retired or purged, or the store failed.
+    /// No such key, a key that is already retired or purged, another instance holds the
+    /// lease, or the store failed.
     pub async fn retire(&self, kid: &str) -> Result<Vec<KeyChange>, KeyRingError> {
+        if !self.take_lease().await? {
+            return Err(KeyRingError::Busy);
+        }
+        let result = self.retire_leased(kid).await;
+        self.release_lease().await;
+        result
+    }
+
+    async fn retire_leased(&self, kid: &str) -> Result<Vec<KeyChange>, KeyRingError> {
         let now = self.clock.now();
         let mut stored = self.store.list_keys().await?;
         let key = stored.iter().find(|k| k.kid == kid).ok_or_else(|| KeyRingError::UnknownKey(kid.to_owned()))?;
@@ -190,6 +242,27 @@ impl KeyRing {
         }
         self.publish(&stored)?;
         Ok(changes)
+    }
+
+    /// Takes the rotation lease, waiting up to [`LEASE_WAIT`] for another holder.
+    async fn take_lease(&self) -> Result<bool, KeyRingError> {
+        let deadline = tokio::time::Instant::now() + LEASE_WAIT;
+        loop {
+            let now = self.clock.now();
+            if self.store.acquire_rotation_lease(&self.holder, now, now + LEASE_SECONDS).await? {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn release_lease(&self) {
+        if let Err(e) = self.store.release_rotation_lease(&self.holder).await {
+            tracing::warn!(cause = %e, "releasing the key-rotation lease failed; it ends by itself");
+        }
     }
 
     async fn apply(

@@ -7,6 +7,7 @@ pub mod apikey;
 pub mod authorize;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod error;
 pub mod grant;
 pub mod grants;

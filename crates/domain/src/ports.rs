@@ -43,6 +43,13 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// `NotFound` when there is no such key.
     async fn update_key(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Takes the key-rotation lease for `holder` until `until` (renews it when `holder`
+    /// already has it), so one instance at a time changes the key set. Returns false when
+    /// another holder has it and it has not ended at `now`. A lease its holder never
+    /// released (the process died) ends by itself.
+    async fn acquire_rotation_lease(&self, holder: &str, now: UnixTime, until: UnixTime) -> Result<bool, StoreError>;
+    /// Ends the lease if `holder` has it.
+    async fn release_rotation_lease(&self, holder: &str) -> Result<(), StoreError>;
 }
 
 /// Revoked access tokens, by `jti`, kept until the token would have expired anyway.

@@ -57,6 +57,7 @@ pub struct TokenService {
     pub(crate) keys: Arc<KeyRing>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) revoked: Arc<RevokedSet>,
+    pub(crate) bus: Arc<dyn crate::cluster::ClusterBus>,
 }
 
 impl TokenService {
@@ -71,7 +72,27 @@ impl TokenService {
             keys,
             clock,
             revoked: Arc::new(RevokedSet::new()),
+            bus: Arc::new(crate::cluster::LocalOnly),
         }
+    }
+
+    /// Tells the other instances about revocations (and key changes) made here.
+    #[must_use]
+    pub fn with_bus(mut self, bus: Arc<dyn crate::cluster::ClusterBus>) -> Self {
+        self.bus = bus;
+        self
+    }
+
+    /// Access tokens just put on the store's blocklist: refused by this instance at once,
+    /// and by the others as soon as the bus delivers.
+    pub(crate) async fn announce_revoked(&self, tokens: Vec<crate::grant::FamilyToken>) {
+        if tokens.is_empty() {
+            return;
+        }
+        for t in &tokens {
+            self.revoked.insert(&t.jti, t.expires_at);
+        }
+        self.bus.publish(&crate::cluster::ClusterEvent::Revoked { tokens }).await;
     }
 
     /// The in-memory revocation mirror this service updates; share it with the gateway.
@@ -224,8 +245,8 @@ impl TokenService {
     pub(crate) async fn blocklist(&self, tokens: &[crate::grant::FamilyToken]) -> Result<(), OAuthError> {
         for t in tokens {
             self.revocations.revoke(&t.jti, t.expires_at).await?;
-            self.revoked.insert(&t.jti, t.expires_at);
         }
+        self.announce_revoked(tokens.to_vec()).await;
         Ok(())
     }
 
@@ -297,7 +318,8 @@ impl TokenService {
             return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "the token was not issued to this client"));
         }
         self.revocations.revoke(&claims.jti, claims.exp).await?;
-        self.revoked.insert(&claims.jti, claims.exp);
+        self.announce_revoked(vec![crate::grant::FamilyToken { jti: claims.jti.clone(), expires_at: claims.exp }])
+            .await;
         tracing::info!(
             target: "portcullis::audit",
             event = "token.revoked",

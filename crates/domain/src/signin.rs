@@ -468,9 +468,7 @@ impl SignIn {
     /// Store failures.
     pub async fn logout_everywhere(&self, user_id: &str) -> Result<LoggedOut, OAuthError> {
         let (out, tokens) = end_user_everywhere(&self.stores, user_id, self.now()).await?;
-        for t in &tokens {
-            self.tokens.revoked.insert(&t.jti, t.expires_at);
-        }
+        self.tokens.announce_revoked(tokens).await;
         Ok(out)
     }
 

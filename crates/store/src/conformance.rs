@@ -150,6 +150,28 @@ pub async fn keys(stores: &Stores) -> Result<(), StoreError> {
     let mut ghost = created[2].clone();
     ghost.kid = format!("ghost-{}", random_token(6));
     assert!(matches!(s.update_key(&ghost).await, Err(StoreError::NotFound)));
+
+    // The rotation lease: one holder at a time, renewable by its holder, ending by itself.
+    let (a, b) = (format!("a-{}", random_token(6)), format!("b-{}", random_token(6)));
+    assert!(s.acquire_rotation_lease(&a, NOW, NOW + 30).await?, "a free lease is taken");
+    assert!(!s.acquire_rotation_lease(&b, NOW + 1, NOW + 31).await?, "a held lease is refused");
+    assert!(s.acquire_rotation_lease(&a, NOW + 2, NOW + 32).await?, "its holder renews it");
+    s.release_rotation_lease(&b).await?;
+    assert!(!s.acquire_rotation_lease(&b, NOW + 3, NOW + 33).await?, "only the holder releases it");
+    assert!(s.acquire_rotation_lease(&b, NOW + 32, NOW + 60).await?, "an abandoned lease ends by itself");
+    s.release_rotation_lease(&b).await?;
+    let mut racers = Vec::new();
+    for i in 0..32 {
+        let s = s.clone();
+        racers.push(tokio::spawn(async move { s.acquire_rotation_lease(&format!("r-{i}"), NOW, NOW + 30).await }));
+    }
+    let mut winners = 0;
+    for racer in racers {
+        winners += usize::from(racer.await.map_err(|e| StoreError::Unavailable(e.to_string()))??);
+    }
+    assert_eq!(winners, 1, "exactly one of many contenders takes the lease");
+    assert!(s.acquire_rotation_lease(&a, NOW + 31, NOW + 40).await?, "free again once it ended");
+    s.release_rotation_lease(&a).await?;
     Ok(())
 }
 
@@ -370,7 +392,7 @@ pub async fn grants(stores: &Stores) -> Result<(), StoreError> {
     };
     g.insert_code(&code).await?;
     let mut racers = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..100 {
         let (g, hash) = (g.clone(), code.code_hash.clone());
         racers.push(tokio::spawn(async move { g.redeem_code(&hash, NOW + 1).await }));
     }
@@ -412,6 +434,27 @@ pub async fn grants(stores: &Stores) -> Result<(), StoreError> {
     assert_eq!(old.and_then(|t| t.successor), Some(b"sealed-1".to_vec()), "winner's successor kept");
     assert!(g.get_refresh_token(&s1.token_hash).await?.is_some());
     assert!(g.get_refresh_token(&s2.token_hash).await?.is_none(), "loser inserted nothing");
+
+    // A hundred clients presenting the same refresh token at once: exactly one rotation.
+    let mut racers = Vec::new();
+    for n in 0..100u8 {
+        let (g, old, successor) = (g.clone(), s1.token_hash.clone(), next(n.saturating_add(3)));
+        racers.push(tokio::spawn(async move {
+            let won = g.rotate_refresh_token(&old, NOW + 3, &[n], &successor).await?;
+            Ok::<_, StoreError>((won, successor.token_hash))
+        }));
+    }
+    let mut winners = Vec::new();
+    let mut losers = Vec::new();
+    for racer in racers {
+        let (won, hash) = racer.await.map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        if won { winners.push(hash) } else { losers.push(hash) }
+    }
+    assert_eq!(winners.len(), 1, "exactly one concurrent rotation wins");
+    for hash in winners.iter().chain(&losers) {
+        let stored = g.get_refresh_token(hash).await?.is_some();
+        assert_eq!(stored, winners.contains(hash), "only the winner's successor is stored");
+    }
 
     // Family revocation returns the live access tokens, once.
     let live = FamilyToken { jti: random_token(12), expires_at: NOW + 900 };

@@ -1,15 +1,21 @@
-//! Storage adapters for the Portcullis ports: SQLite (the embedded default), the in-memory
-//! and Redis rate limiters; PostgreSQL to follow. Every adapter passes the same conformance
-//! suite ([`conformance`], [`limiter_conformance`]).
+//! Storage adapters for the Portcullis ports: SQLite (the embedded default) and PostgreSQL
+//! (many instances) — one port implementation for both, see [`sql`] — the in-memory and
+//! Redis rate limiters, and the Redis bus that tells every instance about revocations.
+//! Every adapter passes the same conformance suite ([`conformance`],
+//! [`limiter_conformance`]).
 
 pub mod conformance;
 pub mod limiter_conformance;
 pub mod memory_limiter;
+pub mod postgres;
+pub mod redis_bus;
 pub mod redis_limiter;
+pub mod sql;
 pub mod sqlite;
-mod sqlite_bans;
-mod sqlite_users;
 
 pub use memory_limiter::MemoryLimiter;
+pub use postgres::{PgSettings, PgStore};
+pub use redis_bus::RedisBus;
 pub use redis_limiter::{FailMode, RedisLimiter};
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;

@@ -1,4 +1,4 @@
-//! SQLite adapter, part three: IP bans.
+//! IP bans, on either SQL backend (compiled once per backend, see `crate::sql`).
 
 use std::net::IpAddr;
 
@@ -7,33 +7,33 @@ use domain::StoreError;
 use domain::abuse::{Ban, BanStore};
 use domain::clock::UnixTime;
 use sqlx::Row as _;
-use sqlx::sqlite::SqliteRow;
 
-use crate::sqlite::{SqliteStore, corrupt, map_err};
+use super::{Db, DbRow, q};
+use crate::sql::{SqlStore, corrupt, map_err};
 
-fn ban_from_row(row: &SqliteRow) -> Result<Ban, StoreError> {
+type Store = SqlStore<Db>;
+
+fn ban_from_row(row: &DbRow) -> Result<Ban, StoreError> {
     let ip: String = row.try_get("ip").map_err(map_err)?;
     Ok(Ban {
         ip: ip.parse().map_err(|_| corrupt("ban address"))?,
         created_at: row.try_get("created_at").map_err(map_err)?,
         until: row.try_get("until").map_err(map_err)?,
-        strikes: row.try_get("strikes").map_err(map_err)?,
+        strikes: u32::try_from(row.try_get::<i64, _>("strikes").map_err(map_err)?).map_err(|_| corrupt("strikes"))?,
         reason: row.try_get("reason").map_err(map_err)?,
     })
 }
 
 #[async_trait]
-impl BanStore for SqliteStore {
+impl BanStore for Store {
     async fn put_ban(&self, ban: &Ban) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO bans (ip, created_at, until, strikes, reason) VALUES (?, ?, ?, ?, ?) \
+        sqlx::query(&q("INSERT INTO bans (ip, created_at, until, strikes, reason) VALUES (?, ?, ?, ?, ?) \
              ON CONFLICT (ip) DO UPDATE SET created_at = excluded.created_at, until = excluded.until, \
-             strikes = excluded.strikes, reason = excluded.reason",
-        )
+             strikes = excluded.strikes, reason = excluded.reason"))
         .bind(ban.ip.to_string())
         .bind(ban.created_at)
         .bind(ban.until)
-        .bind(ban.strikes)
+        .bind(i64::from(ban.strikes))
         .bind(&ban.reason)
         .execute(&self.writer)
         .await
@@ -42,7 +42,7 @@ impl BanStore for SqliteStore {
     }
 
     async fn get_ban(&self, ip: IpAddr) -> Result<Option<Ban>, StoreError> {
-        let row = sqlx::query("SELECT * FROM bans WHERE ip = ?")
+        let row = sqlx::query(&q("SELECT * FROM bans WHERE ip = ?"))
             .bind(ip.to_string())
             .fetch_optional(&self.pool)
             .await
@@ -51,7 +51,7 @@ impl BanStore for SqliteStore {
     }
 
     async fn list_bans(&self, now: UnixTime) -> Result<Vec<Ban>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM bans WHERE until > ? ORDER BY created_at DESC, ip")
+        let rows = sqlx::query(&q("SELECT * FROM bans WHERE until > ? ORDER BY created_at DESC, ip"))
             .bind(now)
             .fetch_all(&self.pool)
             .await
@@ -60,7 +60,7 @@ impl BanStore for SqliteStore {
     }
 
     async fn delete_ban(&self, ip: IpAddr) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM bans WHERE ip = ?")
+        let done = sqlx::query(&q("DELETE FROM bans WHERE ip = ?"))
             .bind(ip.to_string())
             .execute(&self.writer)
             .await
@@ -69,7 +69,7 @@ impl BanStore for SqliteStore {
     }
 
     async fn purge_bans(&self, before: UnixTime) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM bans WHERE until < ?")
+        let done = sqlx::query(&q("DELETE FROM bans WHERE until < ?"))
             .bind(before)
             .execute(&self.writer)
             .await

@@ -1,7 +1,7 @@
-//! SQLite adapter, part two: users and consents, SSO sessions, and the grant store (codes,
-//! families, refresh tokens, family access tokens). The races that matter — first use of a
-//! code, rotation of a refresh token — are single conditional `UPDATE`s, so the database
-//! decides who wins.
+//! Users and consents, SSO sessions, and the grant store (codes, families, refresh tokens,
+//! family access tokens), on either SQL backend (compiled once per backend, see
+//! `crate::sql`). The races that matter — first use of a code, rotation of a refresh token —
+//! are single conditional `UPDATE`s, so the database decides who wins.
 
 use async_trait::async_trait;
 use domain::StoreError;
@@ -13,24 +13,26 @@ use domain::pkce::CodeChallenge;
 use domain::ports::{GrantStore, SessionStore, UserStore};
 use domain::scope::Scopes;
 use domain::user::User;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row as _, Sqlite, Transaction};
+use sqlx::{Row as _, Transaction};
 
-use crate::sqlite::{SqliteStore, corrupt, map_err, to_json};
+use super::{Db, DbRow, q};
+use crate::sql::{SqlStore, corrupt, map_err, to_json};
 
-fn get<'r, T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>>(row: &'r SqliteRow, col: &str) -> Result<T, StoreError> {
+type Store = SqlStore<Db>;
+
+fn get<'r, T: sqlx::Decode<'r, Db> + sqlx::Type<Db>>(row: &'r DbRow, col: &str) -> Result<T, StoreError> {
     row.try_get(col).map_err(map_err)
 }
 
-fn json_col<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<T, StoreError> {
+fn json_col<T: serde::de::DeserializeOwned>(row: &DbRow, col: &str) -> Result<T, StoreError> {
     serde_json::from_str(&get::<String>(row, col)?).map_err(|_| corrupt(col))
 }
 
-fn scope_col(row: &SqliteRow, col: &str) -> Result<Scopes, StoreError> {
+fn scope_col(row: &DbRow, col: &str) -> Result<Scopes, StoreError> {
     Scopes::parse(&get::<String>(row, col)?).map_err(|_| corrupt(col))
 }
 
-fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
+fn user_from_row(row: &DbRow) -> Result<User, StoreError> {
     Ok(User {
         id: get(row, "id")?,
         username: get(row, "username")?,
@@ -47,7 +49,7 @@ fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
     })
 }
 
-fn consent_from_row(row: &SqliteRow) -> Result<Consent, StoreError> {
+fn consent_from_row(row: &DbRow) -> Result<Consent, StoreError> {
     Ok(Consent {
         user_id: get(row, "user_id")?,
         client_id: get(row, "client_id")?,
@@ -57,12 +59,12 @@ fn consent_from_row(row: &SqliteRow) -> Result<Consent, StoreError> {
 }
 
 #[async_trait]
-impl UserStore for SqliteStore {
+impl UserStore for Store {
     async fn insert_user(&self, u: &User) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&q(
             "INSERT INTO users (id, username, email, email_verified, name, password_hash, roles, groups_, \
              attributes, disabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&u.id)
         .bind(&u.username)
         .bind(&u.email)
@@ -82,7 +84,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn get_user(&self, id: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+        let row = sqlx::query(&q("SELECT * FROM users WHERE id = ?"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -91,7 +93,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn get_user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+        let row = sqlx::query(&q("SELECT * FROM users WHERE username = ?"))
             .bind(username)
             .fetch_optional(&self.pool)
             .await
@@ -100,16 +102,18 @@ impl UserStore for SqliteStore {
     }
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM users ORDER BY created_at, id").fetch_all(&self.pool).await.map_err(map_err)?;
+        let rows = sqlx::query(&q("SELECT * FROM users ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
         rows.iter().map(user_from_row).collect()
     }
 
     async fn update_user(&self, u: &User) -> Result<(), StoreError> {
-        let done = sqlx::query(
+        let done = sqlx::query(&q(
             "UPDATE users SET username = ?, email = ?, email_verified = ?, name = ?, password_hash = ?, roles = ?, \
              groups_ = ?, attributes = ?, disabled = ?, updated_at = ? WHERE id = ?",
-        )
+        ))
         .bind(&u.username)
         .bind(&u.email)
         .bind(u.email_verified)
@@ -129,12 +133,12 @@ impl UserStore for SqliteStore {
 
     async fn delete_user(&self, id: &str) -> Result<(), StoreError> {
         let done =
-            sqlx::query("DELETE FROM users WHERE id = ?").bind(id).execute(&self.writer).await.map_err(map_err)?;
+            sqlx::query(&q("DELETE FROM users WHERE id = ?")).bind(id).execute(&self.writer).await.map_err(map_err)?;
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
 
     async fn get_consent(&self, user_id: &str, client_id: &str) -> Result<Option<Consent>, StoreError> {
-        let row = sqlx::query("SELECT * FROM consents WHERE user_id = ? AND client_id = ?")
+        let row = sqlx::query(&q("SELECT * FROM consents WHERE user_id = ? AND client_id = ?"))
             .bind(user_id)
             .bind(client_id)
             .fetch_optional(&self.pool)
@@ -144,10 +148,8 @@ impl UserStore for SqliteStore {
     }
 
     async fn put_consent(&self, c: &Consent) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at",
-        )
+        sqlx::query(&q("INSERT INTO consents (user_id, client_id, scope, granted_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at"))
         .bind(&c.user_id)
         .bind(&c.client_id)
         .bind(c.scope.to_string())
@@ -159,7 +161,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn delete_consent(&self, user_id: &str, client_id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM consents WHERE user_id = ? AND client_id = ?")
+        let done = sqlx::query(&q("DELETE FROM consents WHERE user_id = ? AND client_id = ?"))
             .bind(user_id)
             .bind(client_id)
             .execute(&self.writer)
@@ -169,7 +171,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn list_consents(&self, user_id: &str) -> Result<Vec<Consent>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM consents WHERE user_id = ? ORDER BY granted_at, client_id")
+        let rows = sqlx::query(&q("SELECT * FROM consents WHERE user_id = ? ORDER BY granted_at, client_id"))
             .bind(user_id)
             .fetch_all(&self.pool)
             .await
@@ -178,7 +180,7 @@ impl UserStore for SqliteStore {
     }
 }
 
-fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
+fn session_from_row(row: &DbRow) -> Result<Session, StoreError> {
     Ok(Session {
         id_hash: get(row, "id_hash")?,
         user_id: get(row, "user_id")?,
@@ -191,12 +193,12 @@ fn session_from_row(row: &SqliteRow) -> Result<Session, StoreError> {
 }
 
 #[async_trait]
-impl SessionStore for SqliteStore {
+impl SessionStore for Store {
     async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&q(
             "INSERT INTO sessions (id_hash, user_id, auth_time, amr, created_at, last_seen_at, expires_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&s.id_hash)
         .bind(&s.user_id)
         .bind(s.auth_time)
@@ -211,7 +213,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn get_session(&self, id_hash: &str) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query("SELECT * FROM sessions WHERE id_hash = ?")
+        let row = sqlx::query(&q("SELECT * FROM sessions WHERE id_hash = ?"))
             .bind(id_hash)
             .fetch_optional(&self.pool)
             .await
@@ -220,7 +222,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn touch_session(&self, id_hash: &str, at: UnixTime) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id_hash = ? AND last_seen_at < ?")
+        sqlx::query(&q("UPDATE sessions SET last_seen_at = ? WHERE id_hash = ? AND last_seen_at < ?"))
             .bind(at)
             .bind(id_hash)
             .bind(at)
@@ -231,7 +233,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+        let done = sqlx::query(&q("DELETE FROM sessions WHERE id_hash = ?"))
             .bind(id_hash)
             .execute(&self.writer)
             .await
@@ -240,7 +242,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete_user_sessions(&self, user_id: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+        let done = sqlx::query(&q("DELETE FROM sessions WHERE user_id = ?"))
             .bind(user_id)
             .execute(&self.writer)
             .await
@@ -249,7 +251,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn purge_sessions(&self, now: UnixTime) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
+        let done = sqlx::query(&q("DELETE FROM sessions WHERE expires_at <= ?"))
             .bind(now)
             .execute(&self.writer)
             .await
@@ -258,7 +260,7 @@ impl SessionStore for SqliteStore {
     }
 }
 
-fn family_from_row(row: &SqliteRow, prefix: &str) -> Result<GrantFamily, StoreError> {
+fn family_from_row(row: &DbRow, prefix: &str) -> Result<GrantFamily, StoreError> {
     let c = |name: &str| format!("{prefix}{name}");
     Ok(GrantFamily {
         id: get(row, &c("id"))?,
@@ -274,7 +276,7 @@ fn family_from_row(row: &SqliteRow, prefix: &str) -> Result<GrantFamily, StoreEr
     })
 }
 
-fn code_from_row(row: &SqliteRow) -> Result<AuthCode, StoreError> {
+fn code_from_row(row: &DbRow) -> Result<AuthCode, StoreError> {
     Ok(AuthCode {
         code_hash: get(row, "code_hash")?,
         family_id: get(row, "family_id")?,
@@ -294,27 +296,22 @@ const FAMILY_COLUMNS: &str = "f.id AS f_id, f.client_id AS f_client_id, f.user_i
 
 /// Revokes the families a `WHERE` clause selects and returns their live access tokens, in
 /// one transaction.
-async fn revoke_where(
-    store: &SqliteStore,
-    filter: &str,
-    arg: &str,
-    now: UnixTime,
-) -> Result<Vec<FamilyToken>, StoreError> {
-    let mut tx: Transaction<'_, Sqlite> = store.writer.begin().await.map_err(map_err)?;
-    let ids: Vec<String> = sqlx::query_scalar(&format!("SELECT id FROM grant_families WHERE {filter}"))
+async fn revoke_where(store: &Store, filter: &str, arg: &str, now: UnixTime) -> Result<Vec<FamilyToken>, StoreError> {
+    let mut tx: Transaction<'_, Db> = store.writer.begin().await.map_err(map_err)?;
+    let ids: Vec<String> = sqlx::query_scalar(&q(&format!("SELECT id FROM grant_families WHERE {filter}")))
         .bind(arg)
         .fetch_all(&mut *tx)
         .await
         .map_err(map_err)?;
     let mut tokens = Vec::new();
     for id in &ids {
-        sqlx::query("UPDATE grant_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+        sqlx::query(&q("UPDATE grant_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"))
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        let rows = sqlx::query("SELECT jti, expires_at FROM family_tokens WHERE family_id = ? AND expires_at > ?")
+        let rows = sqlx::query(&q("SELECT jti, expires_at FROM family_tokens WHERE family_id = ? AND expires_at > ?"))
             .bind(id)
             .bind(now)
             .fetch_all(&mut *tx)
@@ -329,12 +326,12 @@ async fn revoke_where(
 }
 
 #[async_trait]
-impl GrantStore for SqliteStore {
+impl GrantStore for Store {
     async fn insert_family(&self, f: &GrantFamily) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&q(
             "INSERT INTO grant_families (id, client_id, user_id, session_hash, scope, auth_time, amr, created_at, \
              expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&f.id)
         .bind(&f.client_id)
         .bind(&f.user_id)
@@ -352,7 +349,7 @@ impl GrantStore for SqliteStore {
     }
 
     async fn get_family(&self, id: &str) -> Result<Option<GrantFamily>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {FAMILY_COLUMNS} FROM grant_families f WHERE f.id = ?"))
+        let row = sqlx::query(&q(&format!("SELECT {FAMILY_COLUMNS} FROM grant_families f WHERE f.id = ?")))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -361,10 +358,10 @@ impl GrantStore for SqliteStore {
     }
 
     async fn insert_code(&self, c: &AuthCode) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&q(
             "INSERT INTO auth_codes (code_hash, family_id, client_id, redirect_uri, redirect_uri_given, challenge, \
              nonce, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&c.code_hash)
         .bind(&c.family_id)
         .bind(&c.client_id)
@@ -381,7 +378,7 @@ impl GrantStore for SqliteStore {
     }
 
     async fn redeem_code(&self, code_hash: &str, now: UnixTime) -> Result<Option<CodeRedemption>, StoreError> {
-        let claimed = sqlx::query("UPDATE auth_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL")
+        let claimed = sqlx::query(&q("UPDATE auth_codes SET used_at = ? WHERE code_hash = ? AND used_at IS NULL"))
             .bind(now)
             .bind(code_hash)
             .execute(&self.writer)
@@ -389,7 +386,7 @@ impl GrantStore for SqliteStore {
             .map_err(map_err)?
             .rows_affected()
             == 1;
-        let row = sqlx::query("SELECT * FROM auth_codes WHERE code_hash = ?")
+        let row = sqlx::query(&q("SELECT * FROM auth_codes WHERE code_hash = ?"))
             .bind(code_hash)
             .fetch_optional(&self.pool)
             .await
@@ -399,10 +396,10 @@ impl GrantStore for SqliteStore {
     }
 
     async fn insert_refresh_token(&self, t: &RefreshToken) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query(&q(
             "INSERT INTO refresh_tokens (token_hash, family_id, client_id, created_at, expires_at, used_at, successor) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
+        ))
         .bind(&t.token_hash)
         .bind(&t.family_id)
         .bind(&t.client_id)
@@ -417,10 +414,10 @@ impl GrantStore for SqliteStore {
     }
 
     async fn get_refresh_token(&self, token_hash: &str) -> Result<Option<RefreshLookup>, StoreError> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query(&q(&format!(
             "SELECT r.*, {FAMILY_COLUMNS} FROM refresh_tokens r JOIN grant_families f ON f.id = r.family_id \
              WHERE r.token_hash = ?"
-        ))
+        )))
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await
@@ -446,9 +443,9 @@ impl GrantStore for SqliteStore {
         successor: &RefreshToken,
     ) -> Result<bool, StoreError> {
         let mut tx = self.writer.begin().await.map_err(map_err)?;
-        let claimed = sqlx::query(
+        let claimed = sqlx::query(&q(
             "UPDATE refresh_tokens SET used_at = ?, successor = ? WHERE token_hash = ? AND used_at IS NULL",
-        )
+        ))
         .bind(now)
         .bind(sealed_successor)
         .bind(old_hash)
@@ -461,10 +458,10 @@ impl GrantStore for SqliteStore {
             tx.rollback().await.map_err(map_err)?;
             return Ok(false);
         }
-        sqlx::query(
+        sqlx::query(&q(
             "INSERT INTO refresh_tokens (token_hash, family_id, client_id, created_at, expires_at, used_at, successor) \
              VALUES (?, ?, ?, ?, ?, NULL, NULL)",
-        )
+        ))
         .bind(&successor.token_hash)
         .bind(&successor.family_id)
         .bind(&successor.client_id)
@@ -478,13 +475,15 @@ impl GrantStore for SqliteStore {
     }
 
     async fn record_access_token(&self, family_id: &str, token: &FamilyToken) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR IGNORE INTO family_tokens (family_id, jti, expires_at) VALUES (?, ?, ?)")
-            .bind(family_id)
-            .bind(&token.jti)
-            .bind(token.expires_at)
-            .execute(&self.writer)
-            .await
-            .map_err(map_err)?;
+        sqlx::query(&q(
+            "INSERT INTO family_tokens (family_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        ))
+        .bind(family_id)
+        .bind(&token.jti)
+        .bind(token.expires_at)
+        .execute(&self.writer)
+        .await
+        .map_err(map_err)?;
         Ok(())
     }
 
@@ -506,14 +505,14 @@ impl GrantStore for SqliteStore {
 
     async fn purge_grants(&self, now: UnixTime) -> Result<u64, StoreError> {
         // Codes are kept an hour past expiry so a late replay is still recognised as one.
-        let codes = sqlx::query("DELETE FROM auth_codes WHERE expires_at <= ?")
+        let codes = sqlx::query(&q("DELETE FROM auth_codes WHERE expires_at <= ?"))
             .bind(now - 3600)
             .execute(&self.writer)
             .await
             .map_err(map_err)?
             .rows_affected();
         // Families a day past their end: their access tokens (at most a day long) are dead too.
-        let families = sqlx::query("DELETE FROM grant_families WHERE expires_at <= ?")
+        let families = sqlx::query(&q("DELETE FROM grant_families WHERE expires_at <= ?"))
             .bind(now - 86_400)
             .execute(&self.writer)
             .await

@@ -1,0 +1,133 @@
+//! What the SQL adapters share. One store type, [`SqlStore`], serves every port on SQLite
+//! (the embedded default) and on PostgreSQL (many instances). The port implementations in
+//! `src/ports/` are written once against two aliases — `Db` (the sqlx database) and `DbRow`
+//! — and a placeholder helper `q`, and compiled twice: `sqlite.rs` and `postgres.rs` each
+//! include them as their own modules with their own aliases. The SQL they hold is the
+//! common subset of both dialects (`?` placeholders, rewritten to `$n` for PostgreSQL;
+//! `ON CONFLICT` upserts; no `MAX(a, b)`, no `INSERT OR IGNORE`), so a query cannot drift
+//! between backends: there is one copy of it.
+
+use std::sync::Arc;
+
+use domain::StoreError;
+use domain::abuse::BanStore;
+use domain::ports::{
+    ApiKeyStore, ClientStore, GrantStore, Health, KeyStore, RevocationStore, SessionStore, Stores, UserStore,
+};
+use sqlx::{Database, Pool};
+
+/// Every port on one SQL database: `SqlStore<Sqlite>` ([`crate::SqliteStore`]) or
+/// `SqlStore<Postgres>` ([`crate::PgStore`]).
+pub struct SqlStore<DB: Database> {
+    /// Readers.
+    pub(crate) pool: Pool<DB>,
+    /// Writers. SQLite: one dedicated connection, so writers queue in the process instead of
+    /// colliding on SQLite's single write lock. PostgreSQL: the same pool as `pool`.
+    pub(crate) writer: Pool<DB>,
+}
+
+impl<DB: Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        Self { pool: self.pool.clone(), writer: self.writer.clone() }
+    }
+}
+
+impl<DB: Database> std::fmt::Debug for SqlStore<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore").field("backend", &DB::NAME).field("pool", &self.pool).finish()
+    }
+}
+
+impl<DB: Database> SqlStore<DB>
+where
+    Self: ClientStore
+        + KeyStore
+        + RevocationStore
+        + ApiKeyStore
+        + UserStore
+        + SessionStore
+        + GrantStore
+        + BanStore
+        + Health
+        + 'static,
+{
+    /// Every port, served by this store.
+    #[must_use]
+    pub fn stores(self: Arc<Self>) -> Stores {
+        Stores {
+            clients: self.clone(),
+            keys: self.clone(),
+            revocations: self.clone(),
+            api_keys: self.clone(),
+            users: self.clone(),
+            sessions: self.clone(),
+            grants: self.clone(),
+            bans: self.clone(),
+            health: self,
+        }
+    }
+
+    /// Closes the pools (waits for checked-out connections to come back).
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.pool.close().await;
+    }
+}
+
+/// Maps driver errors onto the port's error model.
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_owned()),
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
+    StoreError::Unavailable(format!("migration failed: {e}"))
+}
+
+pub(crate) fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("unreadable {what}"))
+}
+
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Versions in `migrator` missing from `applied`.
+pub(crate) fn pending(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Vec<i64> {
+    migrator.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect()
+}
+
+/// Rewrites `?` placeholders to PostgreSQL's `$1, $2, …`. The shared SQL never holds a `?`
+/// inside a literal or an identifier, so every `?` is a placeholder.
+pub(crate) fn numbered_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0u32;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_are_numbered_in_order() {
+        assert_eq!(
+            super::numbered_placeholders("UPDATE t SET a = ?, b = ? WHERE c = ?"),
+            "UPDATE t SET a = $1, b = $2 WHERE c = $3"
+        );
+        assert_eq!(super::numbered_placeholders("SELECT 1"), "SELECT 1");
+    }
+}
