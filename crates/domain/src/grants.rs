@@ -96,7 +96,10 @@ impl TokenService {
         if let Some((_, record)) = &refresh {
             self.grants.insert_refresh_token(record).await?;
         }
-        self.grants.record_access_token(&family.id, &access).await?;
+        if !self.grants.record_access_token(&family.id, &access).await? {
+            // Revoked while we issued (a replay of this very code on another instance).
+            return Err(invalid().with_cause("grant revoked"));
+        }
         self.audit_issued(GrantType::AuthorizationCode, client, &family, &issued);
         Ok(IssuedToken { refresh_token: refresh.map(|(token, _)| token), ..issued })
     }
@@ -155,7 +158,10 @@ impl TokenService {
             let again = self.grants.get_refresh_token(&hash).await?.ok_or_else(invalid)?;
             return self.replayed_refresh(client, presented, &again.token, &again.family, now).await;
         }
-        self.grants.record_access_token(&family.id, &access).await?;
+        if !self.grants.record_access_token(&family.id, &access).await? {
+            // Revoked while we rotated (reuse of this family detected elsewhere).
+            return Err(invalid().with_cause("grant revoked"));
+        }
         self.audit_issued(GrantType::RefreshToken, client, &family, &response);
         Ok(response)
     }

@@ -149,8 +149,11 @@ pub trait GrantStore: Send + Sync + std::fmt::Debug {
         sealed_successor: &[u8],
         successor: &RefreshToken,
     ) -> Result<bool, StoreError>;
-    /// Records an access token issued from a family.
-    async fn record_access_token(&self, family_id: &str, token: &FamilyToken) -> Result<(), StoreError>;
+    /// Records an access token issued from a family, atomically with checking that the
+    /// family is live. Returns false (recording nothing) when it is revoked: the token must
+    /// not be handed out. Against a concurrent `revoke_*` either this commits first and the
+    /// revocation returns the token, or the revocation commits first and this returns false.
+    async fn record_access_token(&self, family_id: &str, token: &FamilyToken) -> Result<bool, StoreError>;
     /// Revokes a family; returns its access tokens that are still unexpired at `now`.
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<Vec<FamilyToken>, StoreError>;
     /// Revokes every family made in a session; returns their unexpired access tokens.

@@ -458,13 +458,31 @@ pub async fn grants(stores: &Stores) -> Result<(), StoreError> {
 
     // Family revocation returns the live access tokens, once.
     let live = FamilyToken { jti: random_token(12), expires_at: NOW + 900 };
-    g.record_access_token(&f.id, &live).await?;
-    g.record_access_token(&f.id, &FamilyToken { jti: random_token(12), expires_at: NOW - 1 }).await?;
+    assert!(g.record_access_token(&f.id, &live).await?);
+    assert!(g.record_access_token(&f.id, &FamilyToken { jti: random_token(12), expires_at: NOW - 1 }).await?);
     assert_eq!(g.revoke_family(&f.id, NOW).await?, vec![live.clone()]);
+    let late = FamilyToken { jti: random_token(12), expires_at: NOW + 900 };
+    assert!(!g.record_access_token(&f.id, &late).await?, "a revoked family takes no new access tokens");
     let revoked = g.get_family(&f.id).await?;
     assert_eq!(revoked.as_ref().and_then(|x| x.revoked_at), Some(NOW));
     assert_eq!(g.get_refresh_token(&s1.token_hash).await?.and_then(|l| l.family.revoked_at), Some(NOW));
 
+    // Access tokens recorded while the family is revoked: each either made it in before the
+    // revocation (and the revocation returned it) or was refused — none slips through.
+    let f5 = family(&random_token(32));
+    g.insert_family(&f5).await?;
+    let mut recorders = Vec::new();
+    for _ in 0..40 {
+        let (g, id, t) = (g.clone(), f5.id.clone(), FamilyToken { jti: random_token(12), expires_at: NOW + 900 });
+        recorders.push(tokio::spawn(async move { g.record_access_token(&id, &t).await.map(|ok| (ok, t)) }));
+    }
+    let revoked = g.revoke_family(&f5.id, NOW).await?;
+    for r in recorders {
+        let (recorded, t) = r.await.map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        if recorded {
+            assert!(revoked.contains(&t), "a token recorded before the revocation committed is returned by it");
+        }
+    }
     // By session, by user, by client.
     let other_session = random_token(32);
     let (f2, f3) = (family(&other_session), family(&random_token(32)));

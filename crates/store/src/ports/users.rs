@@ -474,17 +474,33 @@ impl GrantStore for Store {
         Ok(true)
     }
 
-    async fn record_access_token(&self, family_id: &str, token: &FamilyToken) -> Result<(), StoreError> {
+    async fn record_access_token(&self, family_id: &str, token: &FamilyToken) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        // A no-op write that takes the family's row lock (PostgreSQL) and checks it is live:
+        // a revocation that updated the row first makes this wait, then match nothing; one
+        // that comes later waits for this transaction and then sees the token.
+        let live = sqlx::query(&q("UPDATE grant_families SET revoked_at = NULL WHERE id = ? AND revoked_at IS NULL"))
+            .bind(family_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected()
+            == 1;
+        if !live {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        }
         sqlx::query(&q(
             "INSERT INTO family_tokens (family_id, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
         ))
         .bind(family_id)
         .bind(&token.jti)
         .bind(token.expires_at)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        Ok(())
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
     }
 
     async fn revoke_family(&self, family_id: &str, now: UnixTime) -> Result<Vec<FamilyToken>, StoreError> {
