@@ -10,6 +10,7 @@ use std::time::Duration;
 use authserver::AppState;
 use domain::StoreError;
 use domain::clock::{Clock, SystemClock};
+use domain::cluster::{ClusterBus, ClusterEvent};
 use domain::keyring::{KeyRing, KeyRingError};
 use domain::keys::RotationPolicy;
 use domain::ports::Stores;
@@ -48,6 +49,8 @@ pub enum StartupError {
     RateLimit(String),
     #[error("policies: {0}")]
     Policies(String),
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 /// The opened state every command works on.
@@ -56,6 +59,10 @@ pub struct Runtime {
     pub config: Config,
     pub stores: Stores,
     pub clock: Arc<dyn Clock>,
+    /// Tells the other instances about revocations and key changes (`[redis]`), or nobody.
+    pub bus: Arc<dyn ClusterBus>,
+    /// The same bus, to subscribe to, when Redis is configured.
+    pub redis_bus: Option<Arc<store::RedisBus>>,
 }
 
 impl Runtime {
@@ -70,16 +77,27 @@ impl Runtime {
             .mode(0o700)
             .create(dir)
             .map_err(|e| StartupError::DataDir(dir.display().to_string(), e))?;
-        let db = config.database_path();
-        if let Some(parent) = db.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(|e| StartupError::DataDir(parent.display().to_string(), e))?;
+        let db = crate::database::Database::open(&config).await?;
+        tracing::debug!(backend = db.backend(), "database open");
+        let redis_bus = match &config.redis.url {
+            Some(url) => Some(Arc::new(
+                store::RedisBus::new(url, &config.redis.key_prefix, Duration::from_millis(config.redis.timeout_ms))
+                    .map_err(StartupError::Redis)?,
+            )),
+            None => None,
+        };
+        let bus: Arc<dyn ClusterBus> = match &redis_bus {
+            Some(b) => b.clone(),
+            None => Arc::new(domain::cluster::LocalOnly),
+        };
+        Ok(Self { config, stores: db.stores(), clock: Arc::new(SystemClock), bus, redis_bus })
+    }
+
+    /// Tells running servers about access tokens this command put on the blocklist.
+    pub async fn announce_revoked(&self, tokens: Vec<domain::grant::FamilyToken>) {
+        if !tokens.is_empty() {
+            self.bus.publish(&ClusterEvent::Revoked { tokens }).await;
         }
-        let store = Arc::new(store::SqliteStore::open(&db).await?);
-        Ok(Self { config, stores: store.stores(), clock: Arc::new(SystemClock) })
     }
 
     #[must_use]
@@ -138,23 +156,24 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         tasks.push(tokio::spawn(gw.clone().run(Duration::from_secs(tls.reload_interval.0))));
     }
     let authz = policies(&runtime, &mut tasks)?;
-    let gateway = match build_gateway(&runtime, issuer.as_str(), keys, revoked.clone(), gateway_protection, authz) {
-        Some(gw) => {
-            let (listener, bound_gw) = bind(runtime.config.gateway.listen).await?;
-            for issuer in gw.authenticator().external_issuers() {
-                tasks.push(tokio::spawn(issuer.run_refresher(runtime.clock.clone())));
+    let gateway =
+        match build_gateway(&runtime, issuer.as_str(), keys.clone(), revoked.clone(), gateway_protection, authz) {
+            Some(gw) => {
+                let (listener, bound_gw) = bind(runtime.config.gateway.listen).await?;
+                for issuer in gw.authenticator().external_issuers() {
+                    tasks.push(tokio::spawn(issuer.run_refresher(runtime.clock.clone())));
+                }
+                tracing::info!(
+                    addr = %bound_gw,
+                    tls = certs.is_some(),
+                    client_certificates = tls.client_ca_file.is_some(),
+                    routes = runtime.config.gateway.routes.len(),
+                    "gateway listening"
+                );
+                Some((listener, transport::secure_headers(gateway::router(gw), hsts)))
             }
-            tracing::info!(
-                addr = %bound_gw,
-                tls = certs.is_some(),
-                client_certificates = tls.client_ca_file.is_some(),
-                routes = runtime.config.gateway.routes.len(),
-                "gateway listening"
-            );
-            Some((listener, transport::secure_headers(gateway::router(gw), hsts)))
-        }
-        None => None,
-    };
+            None => None,
+        };
     let redirect = match tls.redirect_listen {
         Some(addr) => {
             let (listener, bound_redirect) = bind(addr).await?;
@@ -163,7 +182,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         }
         None => None,
     };
-    tasks.push(spawn_revocation_sync(&runtime, revoked));
+    tasks.extend(spawn_revocation_sync(&runtime, revoked, keys));
     tasks.push(spawn_web_origins(&runtime, web_origins));
 
     tracing::info!(addr = %bound, issuer = %issuer, tls = certs.is_some(), "portcullis listening");
@@ -242,7 +261,8 @@ fn auth_state(
         leeway: c.tokens.leeway.as_u32(),
         flow: c.signin.flow(),
     };
-    let tokens = TokenService::new(settings, &runtime.stores, keys, runtime.clock.clone());
+    let tokens =
+        TokenService::new(settings, &runtime.stores, keys, runtime.clock.clone()).with_bus(runtime.bus.clone());
     let revoked = tokens.revoked_set().clone();
     let throttle = Arc::new(domain::throttle::LoginThrottle::new(c.signin.throttle()));
     let signin = SignIn::new(tokens, &runtime.stores, c.passwords.hasher()?, throttle);
@@ -388,11 +408,20 @@ fn with_files(route: &gateway::config::RouteConfig) -> Result<gateway::config::R
     Ok(route)
 }
 
-/// Keeps the in-memory revocation mirror in step with the store (other instances, CLI).
-fn spawn_revocation_sync(runtime: &Runtime, revoked: Arc<domain::revoked::RevokedSet>) -> tokio::task::JoinHandle<()> {
+/// Keeps the in-memory revocation mirror in step with the store (other instances, CLI):
+/// pushed through Redis when configured, and polled every 2 s either way.
+fn spawn_revocation_sync(
+    runtime: &Runtime,
+    revoked: Arc<domain::revoked::RevokedSet>,
+    keys: Arc<KeyRing>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if let Some(bus) = &runtime.redis_bus {
+        tasks.extend(spawn_cluster_subscriber(runtime, bus.clone(), revoked.clone(), keys));
+    }
     let store = runtime.stores.revocations.clone();
     let clock = runtime.clock.clone();
-    tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -403,7 +432,50 @@ fn spawn_revocation_sync(runtime: &Runtime, revoked: Arc<domain::revoked::Revoke
                 Err(e) => tracing::warn!(cause = %e, "revocation sync failed; keeping the current set"),
             }
         }
-    })
+    }));
+    tasks
+}
+
+/// Applies the other instances' events: revoked tokens go into the mirror at once, a key
+/// change reloads the key ring, and every (re)subscription re-syncs both from the store
+/// (whatever was published while this instance was not listening).
+fn spawn_cluster_subscriber(
+    runtime: &Runtime,
+    bus: Arc<store::RedisBus>,
+    revoked: Arc<domain::revoked::RevokedSet>,
+    keys: Arc<KeyRing>,
+) -> [tokio::task::JoinHandle<()>; 2] {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let store = runtime.stores.revocations.clone();
+    let clock = runtime.clock.clone();
+    let apply = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            match event {
+                Some(ClusterEvent::Revoked { tokens }) => {
+                    for t in &tokens {
+                        revoked.insert(&t.jti, t.expires_at);
+                    }
+                    tracing::debug!(tokens = tokens.len(), "revocations from another instance applied");
+                }
+                Some(ClusterEvent::KeysChanged) => reload_keys(&keys).await,
+                None => {
+                    let now = clock.now();
+                    match store.list_active(now).await {
+                        Ok(active) => revoked.sync(active, now),
+                        Err(e) => tracing::warn!(cause = %e, "revocation re-sync failed; the periodic sync retries"),
+                    }
+                    reload_keys(&keys).await;
+                }
+            }
+        }
+    });
+    [tokio::spawn(bus.run_subscriber(tx)), apply]
+}
+
+async fn reload_keys(keys: &KeyRing) {
+    if let Err(e) = keys.maintain().await {
+        tracing::error!(cause = %e, "reloading the key set failed; keeping the current one");
+    }
 }
 
 /// Keeps the in-memory ban list in step with the store (`ban remove`, other instances).

@@ -52,6 +52,13 @@ pub enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Apply pending database migrations (`serve` does it by itself unless
+    /// `database.migrate = "check"`).
+    Migrate {
+        /// Only report pending migrations; exit 1 when there are any.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,9 +216,11 @@ pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliErr
         ClientCommand::RotateSecret { id, json } => rotate_secret(&rt, &id, json.json).await?,
         ClientCommand::Delete { id } => {
             // Its users' grants die with it; their live access tokens go on the blocklist.
-            for t in rt.stores.grants.revoke_client_families(&id, rt.clock.now()).await? {
+            let tokens = rt.stores.grants.revoke_client_families(&id, rt.clock.now()).await?;
+            for t in &tokens {
                 rt.stores.revocations.revoke(&t.jti, t.expires_at).await?;
             }
+            rt.announce_revoked(tokens).await;
             store.delete_client(&id).await.map_err(|e| not_found(e, &id))?;
             tracing::info!(target: "portcullis::audit", event = "admin.client.deleted", client_id = %id, "client deleted");
             println!("deleted client {id}");
@@ -406,12 +415,14 @@ pub async fn keys(config: Config, command: KeysCommand) -> Result<(), CliError> 
         KeysCommand::Rotate => {
             let ring = rt.key_ring().await?;
             let key = ring.rotate().await?;
+            rt.bus.publish(&domain::cluster::ClusterEvent::KeysChanged).await;
             tracing::info!(target: "portcullis::audit", event = "admin.keys.rotated", kid = %key.kid, "successor key announced");
             println!("announced key {} ({}); it starts signing at {}", key.kid, key.alg, rfc3339(key.activates_at));
         }
         KeysCommand::Retire { kid } => {
             let ring = rt.key_ring().await?;
             let changes = ring.retire(&kid).await?;
+            rt.bus.publish(&domain::cluster::ClusterEvent::KeysChanged).await;
             tracing::info!(target: "portcullis::audit", event = "admin.keys.retired", kid = %kid, "key retired");
             println!("retired key {kid}");
             for change in changes.iter().skip(1) {

@@ -36,6 +36,27 @@ pub struct Config {
     pub rate_limit: crate::protection::RateLimitConfig,
     /// Roles → permissions, Cedar policies, claims mapped for policies.
     pub authorization: crate::authz::AuthorizationConfig,
+    /// Shared fast state of several instances: revocations and key changes pushed to every
+    /// instance; the rate limiter's default Redis.
+    pub redis: RedisConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RedisConfig {
+    /// `redis://host:port[/db]` (or `rediss://` for TLS). Unset: one instance, nothing to
+    /// push (instances on one database still converge through the store every 2 s).
+    pub url: Option<String>,
+    /// Prefix of this deployment's channel (several deployments can share one Redis).
+    pub key_prefix: String,
+    /// How long one Redis command may take.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self { url: None, key_prefix: "portcullis:".into(), timeout_ms: 250 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,11 +251,58 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DatabaseConfig {
-    /// `sqlite://path` (default: `<data_dir>/portcullis.db`).
+    /// `sqlite://path` (default: `<data_dir>/portcullis.db`) or
+    /// `postgres://user:password@host:port/database` (several instances share it).
     pub url: Option<String>,
+    /// PostgreSQL connections of this instance.
+    pub max_connections: u32,
+    /// How long a query waits for a connection before the request fails (503).
+    pub acquire_timeout: Seconds,
+    /// `auto`: apply pending migrations on start (every command). `check`: refuse to start
+    /// while migrations are pending; `portcullis migrate` applies them (deploy pipelines that
+    /// migrate in a step of their own).
+    pub migrate: MigrateMode,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: None, max_connections: 16, acquire_timeout: Seconds(5), migrate: MigrateMode::Auto }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MigrateMode {
+    Auto,
+    Check,
+}
+
+/// Which database `database.url` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseConfig {
+    fn validate(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Some(url) = &self.url
+            && !["sqlite://", "postgres://", "postgresql://"].iter().any(|p| url.starts_with(p))
+        {
+            errors.push("database.url must start with sqlite://, postgres:// or postgresql://".into());
+        }
+        if self.max_connections == 0 {
+            errors.push("database.max_connections must be positive".into());
+        }
+        if self.acquire_timeout.0 == 0 {
+            errors.push("database.acquire_timeout must be positive".into());
+        }
+        errors
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -340,7 +408,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "server",
     "database",
     "tokens",
@@ -352,6 +420,7 @@ const SECTIONS: [&str; 11] = [
     "passwords",
     "rate_limit",
     "authorization",
+    "redis",
 ];
 
 /// Loads the file (if any), overlays the environment, and checks everything.
@@ -374,7 +443,11 @@ pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>
         None => toml::Table::new(),
     };
     overlay_env(&mut table, env, &mut errors);
-    let config = from_table(table, &mut errors);
+    let mut config = from_table(table, &mut errors);
+    if config.rate_limit.redis_url.is_none() {
+        // One Redis for everything unless the limiter is given its own.
+        config.rate_limit.redis_url.clone_from(&config.redis.url);
+    }
     errors.extend(validate(&config));
     if errors.is_empty() { Ok(config) } else { Err(ConfigErrors(errors)) }
 }
@@ -434,6 +507,7 @@ fn from_table(table: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("passwords", passwords);
     section!("rate_limit", rate_limit);
     section!("authorization", authorization);
+    section!("redis", redis);
     if let Some(value) = sections.remove("gateway") {
         config.gateway = gateway_section(value, errors);
     }
@@ -491,6 +565,25 @@ fn section_value<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// `[database]` and `[redis]`, and what several instances on one database need.
+fn validate_scale_out(config: &Config) -> Vec<String> {
+    let mut errors = config.database.validate();
+    let k = &config.keys;
+    if matches!(config.database(), DatabaseUrl::Postgres(_)) && k.master_key.is_none() && k.master_key_file.is_none() {
+        // A key generated into one instance's data directory cannot open the signing keys
+        // another instance stored.
+        errors.push(
+            "a PostgreSQL database is shared by several instances: set keys.master_key_file (or \
+             PORTCULLIS_KEYS__MASTER_KEY) to the same master key on every one"
+                .into(),
+        );
+    }
+    if config.redis.url.as_deref().is_some_and(|u| !u.starts_with("redis://") && !u.starts_with("rediss://")) {
+        errors.push("redis.url must start with redis:// or rediss://".into());
+    }
+    errors
+}
+
 /// The semantic rules: a config can be well-typed and still unsafe.
 fn validate(config: &Config) -> Vec<String> {
     let mut errors = Vec::new();
@@ -524,6 +617,7 @@ fn validate(config: &Config) -> Vec<String> {
     if k.master_key.is_some() && k.master_key_file.is_some() {
         errors.push("set only one of keys.master_key and keys.master_key_file".into());
     }
+
     errors.extend(config.gateway.validate());
     errors.extend(config.tls.validate());
     errors.extend(config.signin.validate());
@@ -553,6 +647,7 @@ fn validate(config: &Config) -> Vec<String> {
         errors.push("a gateway route uses auth \"mtls\": set tls.client_ca_file (and TLS)".into());
     }
     errors.extend(config.passwords.validate());
+    errors.extend(validate_scale_out(config));
     errors.extend(config.rate_limit.validate());
     errors.extend(config.authorization.validate());
     if let Err(e) = domain::netaddr::TrustedProxies::parse(&config.server.trusted_proxies) {
@@ -583,12 +678,18 @@ impl Config {
         }
     }
 
-    /// The database URL: configured, or the SQLite file in the data directory.
+    /// The database: configured, or the SQLite file in the data directory.
     #[must_use]
-    pub fn database_path(&self) -> PathBuf {
-        match self.database.url.as_deref().and_then(|u| u.strip_prefix("sqlite://")) {
-            Some(path) => PathBuf::from(path),
-            None => self.server.data_dir.join("portcullis.db"),
+    pub fn database(&self) -> DatabaseUrl {
+        match self.database.url.as_deref() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                DatabaseUrl::Postgres(url.to_owned())
+            }
+            Some(url) => match url.strip_prefix("sqlite://") {
+                Some(path) => DatabaseUrl::Sqlite(PathBuf::from(path)),
+                None => DatabaseUrl::Sqlite(self.server.data_dir.join("portcullis.db")),
+            },
+            None => DatabaseUrl::Sqlite(self.server.data_dir.join("portcullis.db")),
         }
     }
 }
@@ -683,6 +784,38 @@ mod tests {
         assert!(typo.to_string().contains("enabeld"), "{typo}");
         let off = load(None, env(&[("PORTCULLIS_RATE_LIMIT__ENABLED", "false")])).unwrap();
         assert!(!off.rate_limit.enabled);
+    }
+
+    #[test]
+    fn database_and_redis_sections() {
+        let c = load(None, env(&[])).unwrap();
+        assert!(matches!(c.database(), DatabaseUrl::Sqlite(p) if p.ends_with("portcullis-data/portcullis.db")));
+        let pg = [
+            ("PORTCULLIS_DATABASE__URL", "postgres://portcullis@db:5432/portcullis"),
+            ("PORTCULLIS_KEYS__MASTER_KEY", "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="),
+            ("PORTCULLIS_REDIS__URL", "redis://cache:6379"),
+            ("PORTCULLIS_RATE_LIMIT__BACKEND", "redis"),
+        ];
+        let c = load(None, env(&pg)).unwrap();
+        assert_eq!(c.database(), DatabaseUrl::Postgres("postgres://portcullis@db:5432/portcullis".into()));
+        assert_eq!(c.rate_limit.redis_url.as_deref(), Some("redis://cache:6379"), "the limiter shares redis.url");
+        let all = load(
+            None,
+            env(&[
+                ("PORTCULLIS_DATABASE__URL", "postgres://db/p"),
+                ("PORTCULLIS_DATABASE__MAX_CONNECTIONS", "0"),
+                ("PORTCULLIS_DATABASE__MIGRATE", "\"check\""),
+                ("PORTCULLIS_REDIS__URL", "http://cache"),
+            ]),
+        )
+        .unwrap_err()
+        .0
+        .join("\n");
+        for needle in ["same master key on every one", "max_connections", "redis.url must start"] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        let bad = load(None, env(&[("PORTCULLIS_DATABASE__URL", "mysql://db/p")])).unwrap_err().to_string();
+        assert!(bad.contains("database.url must start with"), "{bad}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod authz;
 pub mod ban_cli;
 pub mod cli;
 pub mod config;
+pub mod database;
 pub mod master_key;
 pub mod protection;
 pub mod telemetry;

@@ -60,6 +60,9 @@ fn main() -> ExitCode {
             Command::Ban(cmd) => portcullis_server::ban_cli::run(config, cmd).await,
             Command::User(cmd) => portcullis_server::user_cli::run(config, cmd).await,
             Command::Tls(cmd) => cli::tls(&config, cmd),
+            Command::Migrate { check } => {
+                portcullis_server::database::migrate_command(&config, check).await.map_err(cli::CliError::from)
+            }
             Command::Config(_) => Ok(()),
         }
     });

@@ -263,9 +263,10 @@ async fn set_disabled(rt: &Runtime, username: &str, disabled: bool) -> Result<Us
 }
 
 async fn end_everything(rt: &Runtime, u: &User) -> Result<domain::signin::LoggedOut, CliError> {
-    let (out, _) = end_user_everywhere(&rt.stores, &u.id, rt.clock.now())
+    let (out, tokens) = end_user_everywhere(&rt.stores, &u.id, rt.clock.now())
         .await
         .map_err(|e| usage(format!("{}: {}", e.description, e.cause.unwrap_or_default())))?;
+    rt.announce_revoked(tokens).await;
     Ok(out)
 }
 

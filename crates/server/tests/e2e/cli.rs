@@ -97,3 +97,24 @@ fn ids_that_start_with_a_hyphen_are_values() {
         assert_ne!(out.status, 0, "{args:?}: no such id");
     }
 }
+
+/// `portcullis migrate`: `--check` reports pending migrations (exit 1), `migrate` applies
+/// them, and `database.migrate = "check"` refuses to serve a database that is behind.
+#[test]
+fn migrate_applies_and_check_mode_refuses_a_stale_schema() {
+    let instance = Instance::new().with("PORTCULLIS_DATABASE__MIGRATE", "check");
+    let refused = instance.cli(&["serve"]);
+    assert_eq!(refused.status, 1);
+    assert!(refused.stderr.contains("run `portcullis migrate`"), "{}", refused.stderr);
+    let check = instance.cli(&["migrate", "--check"]);
+    assert_eq!(check.status, 1);
+    assert!(check.stderr.contains("migration(s) pending"), "{}", check.stderr);
+    let applied = instance.cli(&["migrate"]);
+    assert_eq!(applied.status, 0, "{}", applied.stderr);
+    assert!(applied.stdout.contains("applied 5 migration(s)"), "{}", applied.stdout);
+    let check = instance.cli(&["migrate", "--check"]);
+    assert_eq!(check.status, 0, "{}", check.stderr);
+    assert!(check.stdout.contains("the schema is current"), "{}", check.stdout);
+    let server = instance.serve();
+    drop(server);
+}

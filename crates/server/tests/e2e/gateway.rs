@@ -2,7 +2,6 @@
 //! the test asserts the status, the `WWW-Authenticate` challenge, and that the upstream
 //! never received the request.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -50,8 +49,7 @@ pub async fn forge(instance: &Instance, claims: &serde_json::Value) -> String {
     let key_b64 = std::fs::read_to_string(instance.data_dir().join("master.key")).unwrap();
     let master =
         MasterKey::from_bytes(&base64::engine::general_purpose::STANDARD.decode(key_b64.trim()).unwrap()).unwrap();
-    let store = Arc::new(store::SqliteStore::open(&instance.data_dir().join("portcullis.db")).await.unwrap());
-    let keys = domain::ports::KeyStore::list_keys(store.as_ref()).await.unwrap();
+    let keys = instance.stores().await.keys.list_keys().await.unwrap();
     let active = keys.iter().find(|k| k.state == KeyState::Active).unwrap();
     jose::sign(&master.signer(active).unwrap(), &active.kid, "at+jwt", claims).unwrap()
 }

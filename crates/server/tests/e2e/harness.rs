@@ -15,19 +15,155 @@ pub struct Instance {
     pub dir: tempfile::TempDir,
     pub env: Vec<(String, String)>,
     config: Option<PathBuf>,
+    /// On the PostgreSQL backend: (server URL, this test's scratch database URL).
+    postgres: Option<(String, String)>,
+}
+
+/// Which backend the suite runs on: `PORTCULLIS_E2E_BACKEND=postgres` (with
+/// `PORTCULLIS_TEST_POSTGRES_URL` and `PORTCULLIS_TEST_REDIS_URL`) runs every test on a
+/// scratch PostgreSQL database of its own plus Redis (revocation bus, rate limits, bans);
+/// otherwise SQLite in the test's data directory and in-memory limits.
+pub fn backend() -> Option<(String, String)> {
+    #[expect(clippy::disallowed_methods, reason = "the suite's own backend switch")]
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    if var("PORTCULLIS_E2E_BACKEND").as_deref() != Some("postgres") {
+        return None;
+    }
+    let pg = var("PORTCULLIS_TEST_POSTGRES_URL")
+        .expect("PORTCULLIS_E2E_BACKEND=postgres needs PORTCULLIS_TEST_POSTGRES_URL");
+    let redis =
+        var("PORTCULLIS_TEST_REDIS_URL").expect("PORTCULLIS_E2E_BACKEND=postgres needs PORTCULLIS_TEST_REDIS_URL");
+    Some((pg, redis))
+}
+
+/// Runs a future to completion on a runtime of its own (the harness is synchronous and may
+/// be called from inside a test's runtime).
+pub fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
+    })
+    .join()
+    .expect("harness thread")
+}
+
+/// PostgreSQL and Redis URLs for tests that need them whatever the suite's backend, or
+/// `None` (printing that the test skipped) off CI; on CI (`PORTCULLIS_TEST_REQUIRE_SERVICES`)
+/// a missing service fails the test.
+pub fn services(test: &str) -> Option<(String, String)> {
+    #[expect(clippy::disallowed_methods, reason = "the suite's own service switch")]
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (var("PORTCULLIS_TEST_POSTGRES_URL"), var("PORTCULLIS_TEST_REDIS_URL")) {
+        (Some(pg), Some(redis)) => Some((pg, redis)),
+        _ => {
+            assert!(
+                var("PORTCULLIS_TEST_REQUIRE_SERVICES").is_none(),
+                "{test}: PORTCULLIS_TEST_POSTGRES_URL and PORTCULLIS_TEST_REDIS_URL are required on CI"
+            );
+            eprintln!("{test}: skipped (needs PORTCULLIS_TEST_POSTGRES_URL and PORTCULLIS_TEST_REDIS_URL)");
+            None
+        }
+    }
 }
 
 impl Instance {
+    /// An instance on the suite's backend (see [`backend`]).
     pub fn new() -> Self {
+        Self::on(backend())
+    }
+
+    /// An instance on a scratch PostgreSQL database + Redis (`Some((postgres, redis))`) or
+    /// on SQLite (`None`).
+    pub fn on(services: Option<(String, String)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let env = vec![
+        let mut env: Vec<(String, String)> = vec![
             ("PORTCULLIS_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
             ("PORTCULLIS_GATEWAY__LISTEN".into(), "127.0.0.1:0".into()),
             ("PORTCULLIS_SERVER__DATA_DIR".into(), dir.path().display().to_string()),
             ("PORTCULLIS_LOG__FORMAT".into(), "json".into()),
             ("PORTCULLIS_LOG__LEVEL".into(), "info".into()),
         ];
-        Self { dir, env, config: None }
+        let postgres = services.map(|(admin, redis)| {
+            let url = block_on({
+                let admin = admin.clone();
+                async move { store::postgres::scratch_database(&admin).await.expect("scratch database") }
+            });
+            // Every instance on one database shares one master key: a mounted secret file.
+            let key_file = dir.path().join("master.key");
+            let key = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, rand::random::<[u8; 32]>());
+            std::fs::write(&key_file, key).expect("master key file");
+            let prefix = format!("portcullis-test:{}:", domain::secret::random_hex(6));
+            env.extend([
+                ("PORTCULLIS_DATABASE__URL".into(), url.clone()),
+                ("PORTCULLIS_KEYS__MASTER_KEY_FILE".into(), key_file.display().to_string()),
+                ("PORTCULLIS_REDIS__URL".into(), redis),
+                ("PORTCULLIS_REDIS__KEY_PREFIX".into(), prefix.clone()),
+                ("PORTCULLIS_RATE_LIMIT__BACKEND".into(), "redis".into()),
+                ("PORTCULLIS_RATE_LIMIT__KEY_PREFIX".into(), format!("{prefix}rl:")),
+            ]);
+            (admin, url)
+        });
+        Self { dir, env, config: None, postgres }
+    }
+
+    /// Another instance on the same database (and, on PostgreSQL, the same Redis prefix)
+    /// with a data directory of its own: a second server of one deployment.
+    pub fn sibling(&self) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut env = self.env.clone();
+        for (k, v) in &mut env {
+            if k == "PORTCULLIS_SERVER__DATA_DIR" {
+                *v = dir.path().display().to_string();
+            }
+        }
+        if self.postgres.is_none() {
+            // SQLite: the database is the file in the first instance's data directory.
+            env.push((
+                "PORTCULLIS_DATABASE__URL".into(),
+                format!("sqlite://{}", self.data_dir().join("portcullis.db").display()),
+            ));
+            env.push((
+                "PORTCULLIS_KEYS__MASTER_KEY_FILE".into(),
+                self.data_dir().join("master.key").display().to_string(),
+            ));
+        }
+        let config = self.config.as_ref().map(|c| {
+            let copy = dir.path().join("portcullis.toml");
+            std::fs::copy(c, &copy).expect("copy config");
+            copy
+        });
+        Self { dir, env, config, postgres: None }
+    }
+
+    /// Whether this test runs on PostgreSQL (there is no database file to inspect).
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
+            || self.env.iter().any(|(k, v)| k == "PORTCULLIS_DATABASE__URL" && v.starts_with("postgres"))
+    }
+
+    /// The store every process of this test uses, opened by the test itself.
+    pub async fn stores(&self) -> domain::ports::Stores {
+        match self.env.iter().find(|(k, _)| k == "PORTCULLIS_DATABASE__URL") {
+            Some((_, url)) if url.starts_with("postgres") => {
+                let settings = store::PgSettings {
+                    url: url.clone(),
+                    max_connections: 2,
+                    acquire_timeout: Duration::from_secs(10),
+                };
+                Arc::new(store::PgStore::connect(&settings).await.expect("postgres")).stores()
+            }
+            Some((_, url)) => {
+                let path = url.strip_prefix("sqlite://").expect("sqlite url");
+                Arc::new(store::SqliteStore::open(Path::new(path)).await.expect("sqlite")).stores()
+            }
+            None => Arc::new(store::SqliteStore::open(&self.data_dir().join("portcullis.db")).await.expect("sqlite"))
+                .stores(),
+        }
+    }
+
+    /// Removes a variable (e.g. to configure the master key another way).
+    pub fn without(mut self, key: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self
     }
 
     /// Uses a TOML configuration file with this content.
@@ -130,6 +266,15 @@ impl Instance {
             }
             assert!(Instant::now() < deadline, "portcullis did not start: {:#?}", logs.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some((admin, url)) = self.postgres.take() {
+            // Best effort; a crashed run's databases are dropped by a later run after an hour.
+            let _ = block_on(async move { store::postgres::drop_scratch_database(&admin, &url).await });
         }
     }
 }

@@ -86,13 +86,20 @@ async fn private_keys_are_encrypted_at_rest() {
     let instance = Instance::new();
     let server = instance.serve();
     drop(server);
-    // The SQLite file holds only sealed key material: opening it with another master key fails.
-    let other = Instance::new()
-        .with("PORTCULLIS_SERVER__DATA_DIR", &instance.data_dir().display().to_string())
+    // The database holds only sealed key material: opening it with another master key fails.
+    let other = instance
+        .sibling()
+        .without("PORTCULLIS_KEYS__MASTER_KEY_FILE")
         .with("PORTCULLIS_KEYS__MASTER_KEY", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
     let out = other.cli(&["keys", "rotate"]);
     assert_eq!(out.status, 1);
     assert!(out.stderr.contains("cannot open signing key"), "{}", out.stderr);
-    let db = std::fs::read(instance.data_dir().join("portcullis.db")).unwrap();
-    assert!(!db.windows(5).any(|w| w == b"\"d\":\""), "no private JWK member stored in clear");
+    for key in instance.stores().await.keys.list_keys().await.unwrap() {
+        let sealed = &key.sealed_private_key;
+        assert!(!sealed.windows(5).any(|w| w == b"\"d\":\""), "no private JWK member stored in clear");
+    }
+    if !instance.on_postgres() {
+        let db = std::fs::read(instance.data_dir().join("portcullis.db")).unwrap();
+        assert!(!db.windows(5).any(|w| w == b"\"d\":\""), "no private JWK member stored in clear");
+    }
 }

@@ -14,6 +14,7 @@ mod apikeys;
 mod bad_input;
 mod browser;
 mod cli;
+mod cluster;
 mod external_issuer;
 mod flow;
 mod gateway;

@@ -274,7 +274,8 @@ async fn two_instances_share_one_limit_through_redis() {
             "[[gateway.routes.rate_limits]]\nname = \"shared\"\nby = [\"route\"]\nrequests = 10\nper = \"1h\"\n"
         )
     );
-    let (one, two) = (Instance::new().with_config(&config), Instance::new().with_config(&config));
+    let one = Instance::new().with_config(&config);
+    let two = one.sibling();
     let (a, b) = (one.serve(), two.serve());
     let mut allowed = 0;
     for i in 0..30 {
