@@ -62,7 +62,7 @@ TOML
   env "$@" "$ROOT/target/release/portcullis" --config "$WORK/$name.toml" serve >"$RESULTS/portcullis-$name.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$port/healthz"
-  eval "AS_$name=$port GW_$name=$gw"
+  eval "AS_$name=$port GW_$name=$gw PID_$name=$!"
 }
 PG_ENV=(PORTCULLIS_DATABASE__URL="$PG_DB_URL" PORTCULLIS_REDIS__URL="$REDIS_URL" PORTCULLIS_REDIS__KEY_PREFIX="portcullis-bench:$$:")
 start_portcullis sqlite "$WORK/sqlite"
@@ -89,24 +89,50 @@ for gw in "$GW_pg1" "$GW_pg2"; do
   [[ "$code" == 200 ]] || { echo "gateway $gw answered $code to a token of the other instance" >&2; exit 1; }
 done
 
+# CPU seconds (user + system) used so far by the processes of a group: where the time goes.
+cpu() { # group
+  local pids
+  case "$1" in
+    sqlite) pids="$PID_sqlite" ;;
+    pg2) pids="$PID_pg1 $PID_pg2" ;;
+    postgres) pids=$(pgrep -f "postgres: .* $DB " || true) ;;
+    redis) pids=$(pgrep -x redis-server || true) ;;
+  esac
+  python3 - $pids <<'PY'
+import os, sys
+hz = os.sysconf("SC_CLK_TCK")
+total = 0
+for pid in sys.argv[1:]:
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    except OSError:
+        pass
+print(total / hz)
+PY
+}
+
 load() { # connections threads url script basic tokens → JSON line
   BASIC="$5" TOKENS="$6" wrk -t"$2" -c"$1" -d"${DURATION}s" -s "$BENCH_DIR/$4" "$3" | tail -1
 }
 run() { # workload backend
-  local out
+  local out before_app before_pg before_redis
+  before_app=$(cpu "$2"); before_pg=$(cpu postgres); before_redis=$(cpu redis)
   case "$1/$2" in
     token/sqlite) out=$(load "$CONNECTIONS" 2 "http://127.0.0.1:$AS_sqlite/oauth2/token" token.lua "$SQ_BASIC" "") ;;
     gateway/sqlite) out=$(load "$CONNECTIONS" 2 "http://127.0.0.1:$GW_sqlite" tokens.lua "" "$WORK/tokens-sqlite.txt") ;;
     token/pg2 | gateway/pg2)
-      local half=$((CONNECTIONS / 2)) a b
+      local half=$((CONNECTIONS / 2)) a
       if [[ $1 == token ]]; then
         load "$half" 1 "http://127.0.0.1:$AS_pg1/oauth2/token" token.lua "$PG_BASIC" "" >"$WORK/a" &
+        a=$!
         load "$half" 1 "http://127.0.0.1:$AS_pg2/oauth2/token" token.lua "$PG_BASIC" "" >"$WORK/b"
       else
         load "$half" 1 "http://127.0.0.1:$GW_pg1" tokens.lua "" "$WORK/tokens-pg.txt" >"$WORK/a" &
+        a=$!
         load "$half" 1 "http://127.0.0.1:$GW_pg2" tokens.lua "" "$WORK/tokens-pg.txt" >"$WORK/b"
       fi
-      wait
+      wait "$a"
       out=$(python3 - "$WORK/a" "$WORK/b" <<'PY'
 import json, sys
 a, b = (json.load(open(f)) for f in sys.argv[1:])
@@ -120,7 +146,10 @@ print(json.dumps(out))
 PY
 ) ;;
   esac
-  echo "{\"workload\":\"$1\",\"backend\":\"$2\",\"round\":$ROUND,${out#\{}" | tee -a "$RESULTS/results.jsonl"
+  local spent
+  spent=$(python3 -c 'import sys; a=[float(x) for x in sys.argv[1:]]; print("\"cpu_s\":{\"portcullis\":%.1f,\"postgres\":%.1f,\"redis\":%.1f}" % (a[0]-a[1], a[2]-a[3], a[4]-a[5]))' \
+    "$(cpu "$2")" "$before_app" "$(cpu postgres)" "$before_pg" "$(cpu redis)" "$before_redis")
+  echo "{\"workload\":\"$1\",\"backend\":\"$2\",\"round\":$ROUND,$spent,${out#\{}" | tee -a "$RESULTS/results.jsonl"
 }
 ROUND=0
 for w in token gateway; do for b in sqlite pg2; do DURATION=3 run "$w" "$b" >/dev/null; done; done
@@ -133,5 +162,10 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 for w in ("token", "gateway"):
     med = {b: statistics.median(r["rps"] for r in rows if r["workload"] == w and r["backend"] == b) for b in ("sqlite", "pg2")}
     print(f"{w:8} sqlite x1 {med['sqlite']:9.0f} rps   postgres+redis x2 {med['pg2']:9.0f} rps   ratio {med['pg2'] / med['sqlite']:.2f}")
+    for b in ("sqlite", "pg2"):
+        runs = [r for r in rows if r["workload"] == w and r["backend"] == b and r["round"] > 0]
+        n = sum(r["requests"] for r in runs)
+        per = {k: 1e6 * sum(r["cpu_s"][k] for r in runs) / n for k in ("portcullis", "postgres", "redis")}
+        print(f"         {b:7} CPU µs per request: portcullis {per['portcullis']:.0f}, postgres {per['postgres']:.0f}, redis {per['redis']:.0f}")
 PY
 echo "results in $RESULTS" >&2

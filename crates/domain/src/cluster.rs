@@ -16,6 +16,8 @@ pub enum ClusterEvent {
     Revoked { tokens: Vec<FamilyToken> },
     /// The stored key set changed: reload it now.
     KeysChanged,
+    /// A client was created, changed or deleted: drop it from client caches.
+    ClientChanged { id: String },
 }
 
 /// Publishes [`ClusterEvent`]s to the other instances (Redis pub/sub when configured).

@@ -6,6 +6,7 @@ pub mod abuse;
 pub mod apikey;
 pub mod authorize;
 pub mod client;
+pub mod client_cache;
 pub mod clock;
 pub mod cluster;
 pub mod error;

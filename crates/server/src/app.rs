@@ -63,7 +63,12 @@ pub struct Runtime {
     pub bus: Arc<dyn ClusterBus>,
     /// The same bus, to subscribe to, when Redis is configured.
     pub redis_bus: Option<Arc<store::RedisBus>>,
+    /// With the bus, client lookups are cached (changes announced on the bus drop them).
+    pub client_cache: Option<Arc<domain::client_cache::CachedClients>>,
 }
+
+/// How long a cached client may be stale if its change announcement is lost.
+const CLIENT_CACHE_TTL: i64 = 5;
 
 impl Runtime {
     /// Creates the data directory (0700) and opens the store, running migrations.
@@ -90,7 +95,20 @@ impl Runtime {
             Some(b) => b.clone(),
             None => Arc::new(domain::cluster::LocalOnly),
         };
-        Ok(Self { config, stores: db.stores(), clock: Arc::new(SystemClock), bus, redis_bus })
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let mut stores = db.stores();
+        let client_cache = redis_bus.as_ref().map(|_| {
+            Arc::new(domain::client_cache::CachedClients::new(stores.clients.clone(), clock.clone(), CLIENT_CACHE_TTL))
+        });
+        if let Some(cache) = &client_cache {
+            stores.clients = cache.clone();
+        }
+        Ok(Self { config, stores, clock, bus, redis_bus, client_cache })
+    }
+
+    /// Tells running servers that a client changed (their caches drop it).
+    pub async fn announce_client_changed(&self, id: &str) {
+        self.bus.publish(&ClusterEvent::ClientChanged { id: id.to_owned() }).await;
     }
 
     /// Tells running servers about access tokens this command put on the blocklist.
@@ -446,6 +464,7 @@ fn spawn_cluster_subscriber(
     keys: Arc<KeyRing>,
 ) -> [tokio::task::JoinHandle<()>; 2] {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let clients = runtime.client_cache.clone();
     let store = runtime.stores.revocations.clone();
     let clock = runtime.clock.clone();
     let apply = tokio::spawn(async move {
@@ -458,7 +477,15 @@ fn spawn_cluster_subscriber(
                     tracing::debug!(tokens = tokens.len(), "revocations from another instance applied");
                 }
                 Some(ClusterEvent::KeysChanged) => reload_keys(&keys).await,
+                Some(ClusterEvent::ClientChanged { id }) => {
+                    if let Some(cache) = &clients {
+                        cache.invalidate(&id);
+                    }
+                }
                 None => {
+                    if let Some(cache) = &clients {
+                        cache.clear();
+                    }
                     let now = clock.now();
                     match store.list_active(now).await {
                         Ok(active) => revoked.sync(active, now),

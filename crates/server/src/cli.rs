@@ -222,6 +222,7 @@ pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliErr
             }
             rt.announce_revoked(tokens).await;
             store.delete_client(&id).await.map_err(|e| not_found(e, &id))?;
+            rt.announce_client_changed(&id).await;
             tracing::info!(target: "portcullis::audit", event = "admin.client.deleted", client_id = %id, "client deleted");
             println!("deleted client {id}");
         }
@@ -247,6 +248,7 @@ async fn create_client(rt: &Runtime, args: CreateClient) -> Result<(), CliError>
         CliError::Usage(format!("{}{detail}", e.description))
     })?;
     rt.stores.clients.insert_client(&client).await?;
+    rt.announce_client_changed(&client.id).await;
     tracing::info!(target: "portcullis::audit", event = "admin.client.created", client_id = %client.id, "client created");
     match secret {
         Some(secret) => print_secret(&client.id, &secret.0, args.json.json),
@@ -266,6 +268,7 @@ async fn rotate_secret(rt: &Runtime, id: &str, as_json: bool) -> Result<(), CliE
     c.secret_hash = Some(secret::hash_secret(&secret.0));
     c.updated_at = rt.clock.now();
     rt.stores.clients.update_client(&c).await?;
+    rt.announce_client_changed(&c.id).await;
     tracing::info!(target: "portcullis::audit", event = "admin.client.secret_rotated", client_id = %c.id, "client secret rotated");
     print_secret(&c.id, &secret.0, as_json);
     Ok(())
@@ -307,6 +310,7 @@ async fn set_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<(), CliE
     c.disabled = disabled;
     c.updated_at = rt.clock.now();
     rt.stores.clients.update_client(&c).await?;
+    rt.announce_client_changed(&c.id).await;
     let event = if disabled { "admin.client.disabled" } else { "admin.client.enabled" };
     tracing::info!(target: "portcullis::audit", event, client_id = %id, "client status changed");
     println!("client {id} is now {}", status(&c));

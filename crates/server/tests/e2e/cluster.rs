@@ -141,6 +141,30 @@ async fn three_instances_share_tokens_revocations_codes_and_refresh_families() {
     let took = refused_everywhere(&[a, b, cc], &t).await;
     assert!(took < Duration::from_secs(1), "revocation reached every instance in {took:?}");
 
+    // Clients are cached on each instance; a change made anywhere (here: the CLI) reaches
+    // every cache at once.
+    for s in [a, b, cc] {
+        assert_eq!(
+            post_form(&s.url("/oauth2/token"), &id, &secret, &[("grant_type", "client_credentials")]).await.status(),
+            200
+        );
+    }
+    let out = c.base.cli(&["client", "disable", &id]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let start = Instant::now();
+    for s in [a, b, cc] {
+        loop {
+            let status = post_form(&s.url("/oauth2/token"), &id, &secret, &[("grant_type", "client_credentials")])
+                .await
+                .status();
+            if status == 401 {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(1), "a disabled client still gets tokens from {}", s.base);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     // 100 redemptions of one code spread over the three instances: exactly one wins.
     c.base.create_user("carol", &[]);
     let app = c.base.create_app("Web", &["--public", "--first-party", "--redirect-uri", REDIRECT, "--audience", AUD]);
