@@ -93,19 +93,7 @@ impl SqlStore<Postgres> {
     /// # Errors
     /// `Unavailable` when the database cannot be read.
     pub async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {
-        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?;
-        let applied: Vec<i64> = if exists {
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?
-        } else {
-            Vec::new()
-        };
-        Ok(crate::sql::pending(&MIGRATOR, &applied))
+        crate::sql::pending(&self.writer, &MIGRATOR).await
     }
 }
 

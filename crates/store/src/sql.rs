@@ -98,9 +98,21 @@ pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> 
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Versions in `migrator` missing from `applied`.
-pub(crate) fn pending(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Vec<i64> {
-    migrator.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect()
+/// Versions in `migrator` the database behind `pool` has not applied (creating sqlx's
+/// empty bookkeeping table if it is missing).
+pub(crate) async fn pending<DB: Database>(
+    pool: &Pool<DB>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<Vec<i64>, StoreError>
+where
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    use sqlx::migrate::Migrate as _;
+    let mut conn = pool.acquire().await.map_err(map_err)?;
+    conn.ensure_migrations_table().await.map_err(migrate_err)?;
+    let applied: Vec<i64> =
+        conn.list_applied_migrations().await.map_err(migrate_err)?.into_iter().map(|m| m.version).collect();
+    Ok(migrator.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect())
 }
 
 /// Rewrites `?` placeholders to PostgreSQL's `$1, $2, …`. The shared SQL never holds a `?`

@@ -60,21 +60,7 @@ impl SqlStore<Sqlite> {
     /// # Errors
     /// `Unavailable` when the database cannot be read.
     pub async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(map_err)?;
-        let applied: Vec<i64> = if exists {
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?
-        } else {
-            Vec::new()
-        };
-        Ok(crate::sql::pending(&MIGRATOR, &applied))
+        crate::sql::pending(&self.writer, &MIGRATOR).await
     }
 
     /// Opens (creating if missing) the database file without migrating it.
