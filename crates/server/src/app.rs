@@ -465,14 +465,18 @@ fn spawn_cluster_subscriber(
 ) -> [tokio::task::JoinHandle<()>; 2] {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let clients = runtime.client_cache.clone();
+    let max_ttl = runtime.config.tokens.max_access_token_ttl.as_i64() + runtime.config.tokens.leeway.as_i64();
     let store = runtime.stores.revocations.clone();
     let clock = runtime.clock.clone();
     let apply = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             match event {
                 Some(ClusterEvent::Revoked { tokens }) => {
-                    for t in &tokens {
-                        revoked.insert(&t.jti, t.expires_at);
+                    // No token of ours lives longer than max_access_token_ttl: an entry
+                    // claiming more is not from an instance, and would only hold memory.
+                    let horizon = clock.now() + max_ttl;
+                    for t in tokens.iter().filter(|t| t.expires_at <= horizon) {
+                        revoked.insert(&t.jti, t.expires_at.min(horizon));
                     }
                     tracing::debug!(tokens = tokens.len(), "revocations from another instance applied");
                 }
