@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::cluster::{ClusterBus, ClusterEvent};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -42,13 +42,7 @@ impl RedisBus {
     pub fn new(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
         tokio::runtime::Handle::try_current().map_err(|_| "the Redis bus needs a Tokio runtime".to_owned())?;
         let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let manager =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| format!("redis: {e}"))?;
+        let manager = crate::redis_limiter::lazy_manager(client.clone(), timeout)?;
         Ok(Self { client, manager, channel: format!("{prefix}events"), origin: domain::secret::random_hex(8), timeout })
     }
 

@@ -96,12 +96,7 @@ impl RedisLimiter {
     ) -> Result<Self, String> {
         tokio::runtime::Handle::try_current().map_err(|_| "the Redis limiter needs a Tokio runtime".to_owned())?;
         let client = redis::Client::open(url).map_err(|e| format!("redis url: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let manager = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("redis: {e}"))?;
+        let manager = lazy_manager(client, timeout)?;
         Ok(Self {
             manager,
             script: redis::Script::new(SCRIPT),
@@ -151,6 +146,18 @@ impl RedisLimiter {
             FailMode::Closed => Err(LimiterError::Unavailable("redis is unreachable".into())),
         }
     }
+}
+
+/// A connection that is made on first use and re-made after failures, with `timeout` on
+/// connecting and on every answer, one retry, and short back-off (a dead Redis must cost
+/// requests little).
+pub(crate) fn lazy_manager(client: redis::Client, timeout: Duration) -> Result<ConnectionManager, String> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200));
+    ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("redis: {e}"))
 }
 
 #[async_trait]
