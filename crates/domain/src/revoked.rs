@@ -35,6 +35,18 @@ impl RevokedSet {
         }
     }
 
+    /// Revocations announced by another instance over the bus. No token of ours outlives
+    /// `horizon` (now + the longest access-token lifetime + leeway): an entry claiming more
+    /// did not come from an instance and is dropped, so a stranger publishing on the channel
+    /// cannot make the set hold memory for ever. Returns how many were taken.
+    pub fn insert_announced(&self, tokens: &[crate::grant::FamilyToken], horizon: UnixTime) -> usize {
+        let plausible: Vec<_> = tokens.iter().filter(|t| t.expires_at <= horizon).collect();
+        for t in &plausible {
+            self.insert(&t.jti, t.expires_at);
+        }
+        plausible.len()
+    }
+
     /// Replaces the contents with the store's view, keeping local entries the store may not
     /// show yet, and dropping expired ones.
     pub fn sync(&self, from_store: Vec<(String, UnixTime)>, now: UnixTime) {
@@ -72,5 +84,15 @@ mod tests {
         assert!(!set.contains("a", 0), "expired entries dropped on sync");
         assert!(set.contains("b", 150));
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn announced_entries_beyond_the_horizon_are_dropped() {
+        use crate::grant::FamilyToken;
+        let set = RevokedSet::new();
+        let t = |jti: &str, exp| FamilyToken { jti: jti.into(), expires_at: exp };
+        assert_eq!(set.insert_announced(&[t("ok", 500), t("forged", i64::MAX)], 1000), 1);
+        assert!(set.contains("ok", 0));
+        assert!(!set.contains("forged", 0));
     }
 }

@@ -472,13 +472,8 @@ fn spawn_cluster_subscriber(
         while let Some(event) = rx.recv().await {
             match event {
                 Some(ClusterEvent::Revoked { tokens }) => {
-                    // No token of ours lives longer than max_access_token_ttl: an entry
-                    // claiming more is not from an instance, and would only hold memory.
-                    let horizon = clock.now() + max_ttl;
-                    for t in tokens.iter().filter(|t| t.expires_at <= horizon) {
-                        revoked.insert(&t.jti, t.expires_at.min(horizon));
-                    }
-                    tracing::debug!(tokens = tokens.len(), "revocations from another instance applied");
+                    let taken = revoked.insert_announced(&tokens, clock.now() + max_ttl);
+                    tracing::debug!(taken, announced = tokens.len(), "revocations from another instance applied");
                 }
                 Some(ClusterEvent::KeysChanged) => reload_keys(&keys).await,
                 Some(ClusterEvent::ClientChanged { id }) => {

@@ -46,7 +46,7 @@ pub struct Config {
 pub struct RedisConfig {
     /// `redis://host:port[/db]` (or `rediss://` for TLS). Unset: one instance, nothing to
     /// push (instances on one database still converge through the store every 2 s).
-    pub url: Option<String>,
+    pub url: Option<SecretUrl>,
     /// Prefix of this deployment's channel (several deployments can share one Redis).
     pub key_prefix: String,
     /// How long one Redis command may take.
@@ -256,7 +256,7 @@ impl Default for ServerConfig {
 pub struct DatabaseConfig {
     /// `sqlite://path` (default: `<data_dir>/portcullis.db`) or
     /// `postgres://user:password@host:port/database` (several instances share it).
-    pub url: Option<String>,
+    pub url: Option<SecretUrl>,
     /// PostgreSQL connections of this instance.
     pub max_connections: u32,
     /// How long a query waits for a connection before the request fails (503).
@@ -280,11 +280,37 @@ pub enum MigrateMode {
     Check,
 }
 
+/// A URL that may carry credentials (`postgres://user:password@…`, `redis://:password@…`):
+/// `Debug` shows it with the password replaced, so no log or error of a `Config` prints it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(pub String);
+
+impl std::ops::Deref for SecretUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                write!(f, "\"{scheme}://{user}:<redacted>@{host}\"")
+            }
+            None => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
 /// Which database `database.url` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
-    Postgres(String),
+    Postgres(SecretUrl),
 }
 
 impl DatabaseConfig {
@@ -683,7 +709,7 @@ impl Config {
     pub fn database(&self) -> DatabaseUrl {
         match self.database.url.as_deref() {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                DatabaseUrl::Postgres(url.to_owned())
+                DatabaseUrl::Postgres(SecretUrl(url.to_owned()))
             }
             Some(url) => match url.strip_prefix("sqlite://") {
                 Some(path) => DatabaseUrl::Sqlite(PathBuf::from(path)),
@@ -762,6 +788,21 @@ mod tests {
     fn secrets_are_not_debug_printed() {
         let c = load(None, env(&[("PORTCULLIS_KEYS__MASTER_KEY", "c2VjcmV0")])).unwrap();
         assert!(!format!("{c:?}").contains("c2VjcmV0"));
+        let c = load(
+            None,
+            env(&[
+                ("PORTCULLIS_DATABASE__URL", "postgres://portcullis:pg-s3cret@db:5432/p"),
+                ("PORTCULLIS_KEYS__MASTER_KEY", "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="),
+                ("PORTCULLIS_REDIS__URL", "redis://:redis-s3cret@cache:6379"),
+                ("PORTCULLIS_RATE_LIMIT__REDIS_URL", "redis://limits:rl-s3cret@cache:6379/1"),
+            ]),
+        )
+        .unwrap();
+        let printed = format!("{c:?} {:?}", c.database());
+        for secret in ["pg-s3cret", "redis-s3cret", "rl-s3cret"] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(printed.contains("postgres://portcullis:<redacted>@db:5432/p"), "{printed}");
     }
 
     #[test]
@@ -797,7 +838,7 @@ mod tests {
             ("PORTCULLIS_RATE_LIMIT__BACKEND", "redis"),
         ];
         let c = load(None, env(&pg)).unwrap();
-        assert_eq!(c.database(), DatabaseUrl::Postgres("postgres://portcullis@db:5432/portcullis".into()));
+        assert_eq!(c.database(), DatabaseUrl::Postgres(SecretUrl("postgres://portcullis@db:5432/portcullis".into())));
         assert_eq!(c.rate_limit.redis_url.as_deref(), Some("redis://cache:6379"), "the limiter shares redis.url");
         let all = load(
             None,

@@ -41,7 +41,7 @@ impl Database {
             }
             DatabaseUrl::Postgres(url) => {
                 let settings = PgSettings {
-                    url,
+                    url: url.0,
                     max_connections: config.database.max_connections,
                     acquire_timeout: Duration::from_secs(config.database.acquire_timeout.0),
                 };

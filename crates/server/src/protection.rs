@@ -29,7 +29,7 @@ pub struct RateLimitConfig {
     pub enabled: bool,
     pub backend: Backend,
     /// `redis://host:port[/db]` for `backend = "redis"`.
-    pub redis_url: Option<String>,
+    pub redis_url: Option<crate::config::SecretUrl>,
     /// Prefix of every Redis key (several deployments can share one Redis).
     pub key_prefix: String,
     /// When Redis cannot answer: `open` (limit in this instance's memory) or `closed` (503).

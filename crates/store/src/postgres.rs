@@ -49,7 +49,7 @@ mod users;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// How to reach the database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PgSettings {
     /// `postgres://user:password@host:port/database?sslmode=…`
     pub url: String,
@@ -57,6 +57,16 @@ pub struct PgSettings {
     pub max_connections: u32,
     /// How long a query waits for a free connection (or a new one) before `Unavailable`.
     pub acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for PgSettings {
+    /// Without the URL: it carries the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SqlStore<Postgres> {
