@@ -6,6 +6,8 @@ bench_setup() {
   mkdir -p "$RESULTS"
   PIDS=()
   trap bench_cleanup EXIT
+  # Several servers run side by side: each admin listener (/metrics) on a port of its own.
+  export PORTCULLIS_ADMIN__LISTEN=127.0.0.1:0
 }
 bench_cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -75,7 +75,12 @@ pub struct StoredKey {
 }
 
 /// The key that encrypts private keys at rest. 256 bits; never logged or printed.
-pub struct MasterKey(LessSafeKey);
+pub struct MasterKey {
+    aead: LessSafeKey,
+    /// HMAC-SHA256(master, "portcullis audit chain v1"): the audit chain's key, so editing
+    /// the stored audit trail undetectably needs the master key.
+    audit: Zeroizing<[u8; 32]>,
+}
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,7 +108,16 @@ impl MasterKey {
     /// The key is not 32 bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SealError> {
         let unbound = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| SealError::BadMasterKey)?;
-        Ok(Self(LessSafeKey::new(unbound)))
+        let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes);
+        let mut audit = Zeroizing::new([0u8; 32]);
+        audit.copy_from_slice(aws_lc_rs::hmac::sign(&derive, b"portcullis audit chain v1").as_ref());
+        Ok(Self { aead: LessSafeKey::new(unbound), audit })
+    }
+
+    /// The key of the stored audit trail's hash chain.
+    #[must_use]
+    pub fn audit_chain(&self) -> crate::audit::AuditChain {
+        crate::audit::AuditChain::from_secret(&*self.audit)
     }
 
     /// 32 random bytes for a new master key.
@@ -122,7 +136,7 @@ impl MasterKey {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
         let mut buf = plaintext.to_vec();
-        self.0
+        self.aead
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(kid.as_bytes()), &mut buf)
             .map_err(|_| SealError::Seal)?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + buf.len());
@@ -142,7 +156,7 @@ impl MasterKey {
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError::Open)?;
         let mut buf = Zeroizing::new(ciphertext.to_vec());
-        let plain = self.0.open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf).map_err(|_| SealError::Open)?;
+        let plain = self.aead.open_in_place(nonce, Aad::from(kid.as_bytes()), &mut buf).map_err(|_| SealError::Open)?;
         Ok(Zeroizing::new(plain.to_vec()))
     }
 

@@ -4,6 +4,7 @@
 
 pub mod abuse;
 pub mod apikey;
+pub mod audit;
 pub mod authorize;
 pub mod client;
 pub mod client_cache;

@@ -185,5 +185,6 @@ pub struct Stores {
     pub sessions: std::sync::Arc<dyn SessionStore>,
     pub grants: std::sync::Arc<dyn GrantStore>,
     pub bans: std::sync::Arc<dyn crate::abuse::BanStore>,
+    pub audit: std::sync::Arc<dyn crate::audit::AuditStore>,
     pub health: std::sync::Arc<dyn Health>,
 }

@@ -45,7 +45,11 @@ impl ExternalIssuer {
     /// A description of what failed (network, status, size, no usable key).
     pub async fn refresh(&self, now: UnixTime) -> Result<usize, String> {
         let _single_flight = self.fetching.lock().await;
-        self.fetch(now).await
+        let result = self.fetch(now).await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        metrics::counter!("portcullis_jwks_refreshes_total", "issuer" => self.config.issuer.clone(), "result" => outcome)
+            .increment(1);
+        result
     }
 
     async fn fetch(&self, now: UnixTime) -> Result<usize, String> {

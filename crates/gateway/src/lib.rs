@@ -83,11 +83,27 @@ impl Gateway {
         let preflight = cors::is_preflight(&parts.method, &parts.headers);
         let (route, path) = match self.select(&parts, preflight) {
             Ok(found) => found,
-            Err(e) => return e.into_response(),
+            Err(e) => return count("", e.into_response()),
         };
         tracing::Span::current().record("route", route.name.as_str());
+        let started = std::time::Instant::now();
+        let response = self.process_route(parts, body, route, &path, peer, preflight).await;
+        metrics::histogram!("portcullis_gateway_request_duration_seconds", "route" => route.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        count(&route.name, response)
+    }
+
+    async fn process_route(
+        &self,
+        parts: axum::http::request::Parts,
+        body: Body,
+        route: &routes::Route,
+        path: &str,
+        peer: Option<std::net::IpAddr>,
+        preflight: bool,
+    ) -> Response {
         let Some(cors) = &route.cfg.cors else {
-            return self.forward(parts, body, route, &path, peer).await.unwrap_or_else(IntoResponse::into_response);
+            return self.forward(parts, body, route, path, peer).await.unwrap_or_else(IntoResponse::into_response);
         };
         if preflight {
             return match cors.preflight(&parts.headers) {
@@ -97,7 +113,7 @@ impl Gateway {
         }
         let cors_headers = cors.response_headers(&parts.headers);
         let mut response =
-            self.forward(parts, body, route, &path, peer).await.unwrap_or_else(IntoResponse::into_response);
+            self.forward(parts, body, route, path, peer).await.unwrap_or_else(IntoResponse::into_response);
         if let Some(headers) = cors_headers {
             response.headers_mut().extend(headers);
         }
@@ -187,6 +203,7 @@ impl Gateway {
             .query()
             .map(|q| q.split('&').filter(|p| !p.starts_with("access_token=")).collect::<Vec<_>>().join("&"));
         let forward = proxy::Forward {
+            route: &route.name,
             path,
             query,
             identity: identity.as_deref(),
@@ -253,6 +270,17 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, GatewayErro
         }
         Err(_) => Err(GatewayError::Downstream(Downstream::BadRequest("the request body could not be read"))),
     }
+}
+
+/// Counts a response by route (empty: no route matched) and status.
+fn count(route: &str, response: Response) -> Response {
+    metrics::counter!(
+        "portcullis_gateway_requests_total",
+        "route" => route.to_owned(),
+        "status" => response.status().as_str().to_owned()
+    )
+    .increment(1);
+    response
 }
 
 /// The gateway's router: every request goes through [`Gateway::process`].

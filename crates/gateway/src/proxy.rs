@@ -77,6 +77,8 @@ fn tls_config(extra: &[Vec<u8>]) -> Result<rustls::ClientConfig, String> {
 /// Everything about the request that forwarding needs, already verified.
 #[derive(Debug)]
 pub struct Forward<'a> {
+    /// The route's name, for metrics.
+    pub route: &'a str,
     pub path: &'a str,
     pub query: Option<String>,
     pub identity: Option<&'a Identity>,
@@ -148,7 +150,16 @@ impl RouteProxy {
             .body(Full::new(body))
             .map_err(|e| GatewayError::Internal(format!("upstream request: {e}")))?;
         *request.headers_mut() = upstream_headers(&parts.headers, &f);
+        let started = std::time::Instant::now();
         let sent = tokio::time::timeout(self.request_timeout, self.client.request(request)).await;
+        let outcome = match &sent {
+            Err(_) => "timeout",
+            Ok(Err(_)) => "unreachable",
+            Ok(Ok(r)) if r.status().is_server_error() => "5xx",
+            Ok(Ok(_)) => "ok",
+        };
+        metrics::histogram!("portcullis_upstream_duration_seconds", "route" => f.route.to_owned(), "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
         let response = match sent {
             Err(_) => return Err(GatewayError::Upstream(UpstreamError::Timeout)),
             Ok(Err(e)) => return Err(GatewayError::Upstream(UpstreamError::Unreachable(e.to_string()))),
@@ -286,6 +297,7 @@ mod tests {
         let names = IdentityHeaders::default();
         let id = Identity { subject: "alice".into(), scopes: vec!["a".into()], ..Identity::default() };
         let f = Forward {
+            route: "test",
             path: "/",
             query: None,
             identity: Some(&id),

@@ -97,6 +97,8 @@ impl Runtime {
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let mut stores = db.stores();
+        let master = master_key::resolve(&config.keys, &config.server.data_dir)?;
+        crate::audit::start(&config.audit, stores.audit.clone(), master.audit_chain());
         let client_cache = redis_bus.as_ref().map(|_| {
             Arc::new(domain::client_cache::CachedClients::new(stores.clients.clone(), clock.clone(), CLIENT_CACHE_TTL))
         });
@@ -163,16 +165,11 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let tls = runtime.config.tls.clone();
     let (certs, gateway_certs) = cert_reloaders(&tls)?;
     let hsts = tls.hsts();
-    let router = transport::secure_headers(authserver::router(state), hsts.clone());
+    let metrics = crate::metrics::install();
+    let router = authserver::router(state).layer(axum::middleware::from_fn(crate::metrics::track));
+    let router = transport::secure_headers(router, hsts.clone());
     tasks.push(spawn_maintenance(&runtime, keys.clone()));
-    if let Some(certs) = &certs {
-        tasks.push(tokio::spawn(certs.clone().run(Duration::from_secs(tls.reload_interval.0))));
-    }
-    if let (Some(gw), Some(main)) = (&gateway_certs, &certs)
-        && !Arc::ptr_eq(gw, main)
-    {
-        tasks.push(tokio::spawn(gw.clone().run(Duration::from_secs(tls.reload_interval.0))));
-    }
+    tasks.extend(spawn_cert_reloads(&certs, &gateway_certs, Duration::from_secs(tls.reload_interval.0)));
     let authz = policies(&runtime, &mut tasks)?;
     let gateway =
         match build_gateway(&runtime, issuer.as_str(), keys.clone(), revoked.clone(), gateway_protection, authz) {
@@ -200,6 +197,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         }
         None => None,
     };
+    let admin = admin_listener(&runtime.config.admin, metrics, &mut tasks).await?;
     tasks.extend(spawn_revocation_sync(&runtime, revoked, keys));
     tasks.push(spawn_web_origins(&runtime, web_origins));
 
@@ -212,6 +210,10 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     listeners.spawn(serve(listener, router, certs.clone()));
     if let Some((listener, router)) = gateway {
         listeners.spawn(serve(listener, router, gateway_certs.clone()));
+    }
+    if let Some((listener, router)) = admin {
+        // Plain HTTP on a private address, whatever `[tls]` says.
+        listeners.spawn(serve(listener, router, None));
     }
     if let Some(listener) = redirect {
         let router = transport::secure_headers(transport::redirect_router(tls.redirect_https_port), None);
@@ -243,6 +245,36 @@ fn protect(
     }));
     tasks.push(spawn_ban_sync(guard.clone()));
     Ok(Some(gateway::limits::Protection { guard, defaults: compiled.gateway_defaults, headers_on_success }))
+}
+
+/// Certificate reloading: the authorization server's, and the gateway's when it has its own.
+fn spawn_cert_reloads(
+    certs: &Option<Arc<CertReloader>>,
+    gateway: &Option<Arc<CertReloader>>,
+    every: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut reloaders: Vec<Arc<CertReloader>> = certs.iter().cloned().collect();
+    if let (Some(gw), Some(main)) = (gateway, certs)
+        && !Arc::ptr_eq(gw, main)
+    {
+        reloaders.push(gw.clone());
+    }
+    reloaders.into_iter().map(|r| tokio::spawn(r.run(every))).collect()
+}
+
+/// The admin listener (`/metrics`), unless disabled.
+async fn admin_listener(
+    config: &crate::admin::AdminConfig,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Option<(TcpListener, axum::Router)>, StartupError> {
+    if !config.enabled {
+        return Ok(None);
+    }
+    let (listener, bound) = bind(config.listen).await?;
+    tracing::info!(addr = %bound, "admin listening");
+    tasks.extend(metrics.clone().map(crate::admin::spawn_upkeep));
+    Ok(Some((listener, crate::admin::router(metrics))))
 }
 
 /// Role permissions, and the Cedar engine with its reloader when a policy directory is set.

@@ -46,6 +46,9 @@ pub enum Command {
     /// Manage IP bans (made after repeated authentication failures, or by hand).
     #[command(subcommand)]
     Ban(crate::ban_cli::BanCommand),
+    /// The stored audit trail: verify its hash chain, tail it, search it.
+    #[command(subcommand)]
+    Audit(crate::audit_cli::AuditCommand),
     /// TLS tools.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -185,6 +188,9 @@ pub enum CliError {
     Store(#[from] domain::StoreError),
     #[error("{0}")]
     Keys(#[from] domain::keyring::KeyRingError),
+    /// A check that found a problem (exit status 1).
+    #[error("{0}")]
+    Failed(String),
 }
 
 pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliError> {

@@ -39,6 +39,10 @@ pub struct Config {
     /// Shared fast state of several instances: revocations and key changes pushed to every
     /// instance; the rate limiter's default Redis.
     pub redis: RedisConfig,
+    /// The stored, hash-chained audit trail and its optional file copy.
+    pub audit: crate::audit::AuditConfig,
+    /// The admin listener (`/metrics`).
+    pub admin: crate::admin::AdminConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -434,7 +438,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 14] = [
     "server",
     "database",
     "tokens",
@@ -447,6 +451,8 @@ const SECTIONS: [&str; 12] = [
     "rate_limit",
     "authorization",
     "redis",
+    "audit",
+    "admin",
 ];
 
 /// Loads the file (if any), overlays the environment, and checks everything.
@@ -534,6 +540,8 @@ fn from_table(table: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("rate_limit", rate_limit);
     section!("authorization", authorization);
     section!("redis", redis);
+    section!("audit", audit);
+    section!("admin", admin);
     if let Some(value) = sections.remove("gateway") {
         config.gateway = gateway_section(value, errors);
     }

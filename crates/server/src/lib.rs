@@ -1,14 +1,18 @@
 //! The `portcullis` binary's library half: CLI, configuration loading, wiring, listeners,
 //! telemetry and graceful shutdown. The only crate that reads files, the environment or argv.
 
+pub mod admin;
 pub mod apikey_cli;
 pub mod app;
+pub mod audit;
+pub mod audit_cli;
 pub mod authz;
 pub mod ban_cli;
 pub mod cli;
 pub mod config;
 pub mod database;
 pub mod master_key;
+pub mod metrics;
 pub mod protection;
 pub mod telemetry;
 pub mod transport;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use portcullis_server::cli::{self, Cli, Command, ConfigCommand};
 use portcullis_server::telemetry::{self, Sink};
-use portcullis_server::{app, config};
+use portcullis_server::{app, audit, config};
 
 /// mimalloc instead of glibc malloc: the request path (hyper, Cedar's per-decision
 /// entities) allocates from both worker threads at once, where glibc's arenas contend
@@ -18,6 +18,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     #[expect(clippy::disallowed_methods, reason = "the one place the environment is read")]
     let env: Vec<(String, String)> = std::env::vars().collect();
+    // Who runs a CLI command, for the audit trail's `actor` of its admin events.
+    let os_user = env.iter().find(|(k, _)| k == "USER" || k == "LOGNAME").map_or("unknown", |(_, v)| v.as_str());
+    let actor = format!("cli:{os_user}");
 
     if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
         let path = file.as_deref().or(cli.config.as_deref());
@@ -40,8 +43,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sink = if matches!(cli.command, Command::Serve) { Sink::Stdout } else { Sink::Stderr };
-    telemetry::init(&config.log, sink);
+    let serving = matches!(cli.command, Command::Serve);
+    let sink = if serving { Sink::Stdout } else { Sink::Stderr };
+    let audit = (config.audit.store || config.audit.file.is_some())
+        .then(|| audit::layer(config.audit.queue, (!serving).then_some(actor)));
+    telemetry::init(&config.log, sink, audit);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -51,20 +57,24 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
+        let result = match cli.command {
             Command::Serve => app::serve(config).await.map_err(cli::CliError::from),
             Command::Client(cmd) => cli::client(config, cmd).await,
             Command::Keys(cmd) => cli::keys(config, cmd).await,
             Command::Apikey(cmd) => portcullis_server::apikey_cli::run(config, cmd).await,
             Command::Policy(cmd) => portcullis_server::authz::run(&config, cmd),
             Command::Ban(cmd) => portcullis_server::ban_cli::run(config, cmd).await,
+            Command::Audit(cmd) => portcullis_server::audit_cli::run(config, cmd).await,
             Command::User(cmd) => portcullis_server::user_cli::run(config, cmd).await,
             Command::Tls(cmd) => cli::tls(&config, cmd),
             Command::Migrate { check } => {
                 portcullis_server::database::migrate_command(&config, check).await.map_err(cli::CliError::from)
             }
             Command::Config(_) => Ok(()),
-        }
+        };
+        // What the command (or the server, after draining) queued for the audit trail.
+        audit::finish(std::time::Duration::from_secs(5)).await;
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

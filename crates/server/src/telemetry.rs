@@ -1,11 +1,16 @@
 //! Logging: structured JSON (one object per event, request-span fields flattened in) or
-//! pretty text on a terminal. Nothing logged anywhere may contain a secret or a full token;
-//! the e2e suite captures a run's output and checks that.
+//! pretty text on a terminal, filtered by `log.level`; and, beside it with a filter of its
+//! own, the audit layer that queues every `portcullis::audit` event for the stored trail
+//! (so `log.level = "warn"` quiets the log, never the audit trail). Nothing logged anywhere
+//! may contain a secret or a full token; the e2e suite captures a run's output and checks.
 
 use std::io::IsTerminal as _;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
+use crate::audit::AuditLayer;
 use crate::config::{LogConfig, LogFormat};
 
 /// Where the log goes: the server logs to stdout; CLI commands to stderr, so that their
@@ -16,7 +21,9 @@ pub enum Sink {
     Stderr,
 }
 
-pub fn init(config: &LogConfig, sink: Sink) {
+type BoxedLayer = Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>;
+
+pub fn init(config: &LogConfig, sink: Sink, audit: Option<AuditLayer>) {
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match config.format {
         LogFormat::Json => true,
@@ -26,24 +33,31 @@ pub fn init(config: &LogConfig, sink: Sink) {
             Sink::Stderr => !std::io::stderr().is_terminal(),
         },
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(true);
-    // A second init (tests calling in-process twice) is harmless: keep the first.
-    let _ = match (json, sink) {
+    let builder = tracing_subscriber::fmt::layer().with_target(true);
+    let log: BoxedLayer = match (json, sink) {
         (true, Sink::Stdout) => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
             .with_writer(std::io::stdout)
-            .try_init(),
+            .boxed(),
         (true, Sink::Stderr) => builder
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
             .with_writer(std::io::stderr)
-            .try_init(),
-        (false, Sink::Stdout) => builder.with_writer(std::io::stdout).try_init(),
-        (false, Sink::Stderr) => builder.with_writer(std::io::stderr).try_init(),
+            .boxed(),
+        (false, Sink::Stdout) => builder.with_writer(std::io::stdout).boxed(),
+        (false, Sink::Stderr) => builder.with_writer(std::io::stderr).boxed(),
     };
+    // Audit events, and the info-level spans around them (request id, remote address).
+    let audit = audit.map(|a| {
+        a.with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            if m.is_span() { *m.level() <= tracing::Level::INFO } else { m.target() == crate::audit::TARGET }
+        }))
+    });
+    // A second init (tests calling in-process twice) is harmless: keep the first.
+    let _ = tracing_subscriber::registry().with(log.with_filter(filter)).with(audit).try_init();
 }

@@ -34,6 +34,7 @@ pub async fn run_all(stores: &Stores) -> Result<(), StoreError> {
     sessions(stores).await?;
     grants(stores).await?;
     bans(stores).await?;
+    audit(stores).await?;
     stores.health.ping().await
 }
 
@@ -529,5 +530,101 @@ async fn bans(stores: &Stores) -> Result<(), StoreError> {
     assert!(!stores.bans.delete_ban(a).await?);
     assert!(stores.bans.purge_bans(NOW + 61).await? >= 1);
     assert_eq!(stores.bans.get_ban(b).await?, None);
+    Ok(())
+}
+
+/// The audit port: concurrent appenders build one unbroken chain; queries filter by subject,
+/// event prefix (pattern characters taken literally), time and sequence.
+///
+/// # Errors
+/// An operation failed that should have succeeded.
+pub async fn audit(stores: &Stores) -> Result<(), StoreError> {
+    use domain::audit::{AuditChain, AuditEntry, AuditQuery, ChainVerifier};
+    let chain = std::sync::Arc::new(AuditChain::from_secret(&[3; 32]));
+    let run = random_token(6);
+    let entry = |event: &str, n: i64| AuditEntry {
+        at_ms: NOW * 1000 + n,
+        event: event.to_owned(),
+        subject: Some(format!("{run}-{}", n % 2)),
+        fields: format!("{{\"n\":{n}}}"),
+    };
+    stores.audit.append_audit(&[], &chain).await?;
+    // 8 appenders × 5 batches of 3, at once.
+    let mut appenders = Vec::new();
+    for a in 0..8_i64 {
+        let (audit, chain) = (stores.audit.clone(), chain.clone());
+        let batches: Vec<Vec<AuditEntry>> =
+            (0..5).map(|b| (0..3).map(|i| entry("token.issued", a * 100 + b * 10 + i)).collect()).collect();
+        appenders.push(tokio::spawn(async move {
+            for batch in batches {
+                audit.append_audit(&batch, &chain).await?;
+            }
+            Ok::<(), StoreError>(())
+        }));
+    }
+    for a in appenders {
+        a.await.map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    }
+    stores.audit.append_audit(&[entry("login_failed", 1), entry("login.failed", 3)], &chain).await?;
+
+    let mut verifier = ChainVerifier::new(&chain);
+    let mut after = None;
+    loop {
+        let page =
+            stores.audit.list_audit(&AuditQuery { after_seq: after, limit: 50, ..AuditQuery::default() }).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.seq);
+        for r in &page {
+            verifier.check(r).unwrap_or_else(|e| panic!("chain broken after concurrent appends: {e}"));
+        }
+    }
+    let head = stores.audit.audit_head().await?;
+    let checked = verifier.finish(head.as_ref()).unwrap_or_else(|e| panic!("head: {e}"));
+    assert!(checked >= 122, "every appended record is in the chain ({checked})");
+
+    audit_queries(stores, &run).await
+}
+
+/// Filters of `list_audit`, on the records [`audit`] appended.
+async fn audit_queries(stores: &Stores, run: &str) -> Result<(), StoreError> {
+    use domain::audit::AuditQuery;
+    let odd = format!("{run}-1");
+    let mine = |q: AuditQuery| {
+        let audit = stores.audit.clone();
+        async move { audit.list_audit(&q).await }
+    };
+    let all_odd = mine(AuditQuery { subject: Some(odd.clone()), limit: 1000, ..AuditQuery::default() }).await?;
+    assert_eq!(all_odd.len(), 42, "one per batch of three (n = …1), plus the two login events");
+    assert!(all_odd.windows(2).all(|w| w[0].seq < w[1].seq), "oldest first");
+    let failed = mine(AuditQuery {
+        subject: Some(odd.clone()),
+        event_prefix: Some("login.".into()),
+        limit: 10,
+        ..AuditQuery::default()
+    })
+    .await?;
+    assert_eq!(failed.len(), 1, "`.` is literal and `login_failed` does not match `login.`");
+    assert_eq!(failed[0].entry.event, "login.failed");
+    let underscore = mine(AuditQuery {
+        event_prefix: Some("login_".into()),
+        subject: Some(odd.clone()),
+        limit: 10,
+        ..AuditQuery::default()
+    })
+    .await?;
+    assert_eq!(underscore.len(), 1, "`_` is literal, not a wildcard");
+    let newest =
+        mine(AuditQuery { subject: Some(odd.clone()), limit: 2, newest_first: true, ..AuditQuery::default() }).await?;
+    assert_eq!(newest[0].entry.event, "login.failed", "newest first");
+    assert!(newest[0].seq > newest[1].seq);
+    let window = mine(AuditQuery {
+        subject: Some(odd),
+        since_ms: Some(NOW * 1000 + 100),
+        until_ms: Some(NOW * 1000 + 200),
+        limit: 1000,
+        ..AuditQuery::default()
+    })
+    .await?;
+    assert_eq!(window.len(), 5, "appender 1's odd entries: 101, 111, 121, 131, 141");
     Ok(())
 }

@@ -31,6 +31,12 @@ fn q(sql: &str) -> Cow<'_, str> {
     clippy::duplicate_mod,
     reason = "the shared port code, compiled a second time for PostgreSQL (see crate::sql)"
 )]
+#[path = "ports/audit.rs"]
+mod audit;
+#[expect(
+    clippy::duplicate_mod,
+    reason = "the shared port code, compiled a second time for PostgreSQL (see crate::sql)"
+)]
 #[path = "ports/bans.rs"]
 mod bans;
 #[expect(

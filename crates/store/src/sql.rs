@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use domain::StoreError;
 use domain::abuse::BanStore;
+use domain::audit::AuditStore;
 use domain::ports::{
     ApiKeyStore, ClientStore, GrantStore, Health, KeyStore, RevocationStore, SessionStore, Stores, UserStore,
 };
@@ -48,6 +49,7 @@ where
         + SessionStore
         + GrantStore
         + BanStore
+        + AuditStore
         + Health
         + 'static,
 {
@@ -63,6 +65,7 @@ where
             sessions: self.clone(),
             grants: self.clone(),
             bans: self.clone(),
+            audit: self.clone(),
             health: self,
         }
     }

@@ -26,6 +26,8 @@ fn q(sql: &str) -> Cow<'_, str> {
     Cow::Borrowed(sql)
 }
 
+#[path = "ports/audit.rs"]
+mod audit;
 #[path = "ports/bans.rs"]
 mod bans;
 #[path = "ports/clients.rs"]

@@ -78,6 +78,7 @@ impl Instance {
         let mut env: Vec<(String, String)> = vec![
             ("PORTCULLIS_SERVER__LISTEN".into(), "127.0.0.1:0".into()),
             ("PORTCULLIS_GATEWAY__LISTEN".into(), "127.0.0.1:0".into()),
+            ("PORTCULLIS_ADMIN__LISTEN".into(), "127.0.0.1:0".into()),
             ("PORTCULLIS_SERVER__DATA_DIR".into(), dir.path().display().to_string()),
             ("PORTCULLIS_LOG__FORMAT".into(), "json".into()),
             ("PORTCULLIS_LOG__LEVEL".into(), "info".into()),
@@ -140,9 +141,32 @@ impl Instance {
             || self.env.iter().any(|(k, v)| k == "PORTCULLIS_DATABASE__URL" && v.starts_with("postgres"))
     }
 
+    /// Runs one SQL statement on this test's database, behind Portcullis's back (tampering).
+    pub async fn raw_sql(&self, sql: &str) -> u64 {
+        use sqlx::Connection as _;
+        match self.env.iter().find(|(k, _)| k == "PORTCULLIS_DATABASE__URL") {
+            Some((_, url)) if url.starts_with("postgres") => {
+                let mut c = sqlx::PgConnection::connect(url).await.expect("postgres");
+                sqlx::query(sql).execute(&mut c).await.expect("sql").rows_affected()
+            }
+            other => {
+                let path = other
+                    .and_then(|(_, u)| u.strip_prefix("sqlite://"))
+                    .map_or_else(|| self.data_dir().join("portcullis.db"), PathBuf::from);
+                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+                let mut c = sqlx::SqliteConnection::connect_with(&options).await.expect("sqlite");
+                sqlx::query(sql).execute(&mut c).await.expect("sql").rows_affected()
+            }
+        }
+    }
+
     /// The store every process of this test uses, opened by the test itself.
     pub async fn stores(&self) -> domain::ports::Stores {
-        match self.env.iter().find(|(k, _)| k == "PORTCULLIS_DATABASE__URL") {
+        Self::stores_of(&self.env, self.dir.path()).await
+    }
+
+    async fn stores_of(env: &[(String, String)], data_dir: &Path) -> domain::ports::Stores {
+        match env.iter().find(|(k, _)| k == "PORTCULLIS_DATABASE__URL") {
             Some((_, url)) if url.starts_with("postgres") => {
                 let settings = store::PgSettings {
                     url: url.clone(),
@@ -155,8 +179,7 @@ impl Instance {
                 let path = url.strip_prefix("sqlite://").expect("sqlite url");
                 Arc::new(store::SqliteStore::open(Path::new(path)).await.expect("sqlite")).stores()
             }
-            None => Arc::new(store::SqliteStore::open(&self.data_dir().join("portcullis.db")).await.expect("sqlite"))
-                .stores(),
+            None => Arc::new(store::SqliteStore::open(&data_dir.join("portcullis.db")).await.expect("sqlite")).stores(),
         }
     }
 
@@ -199,11 +222,7 @@ impl Instance {
     /// Runs a CLI command to completion.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
         let out = self.command(args).output().expect("run portcullis");
-        CliOutput {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        CliOutput::from(out)
     }
 
     /// Creates a client_credentials client and returns (id, secret).
@@ -259,7 +278,8 @@ impl Instance {
             if let Some((addr, issuer)) = found {
                 let scheme = if issuer.starts_with("https://") { "https" } else { "http" };
                 let gateway = listening(&logs.lock().unwrap(), "gateway listening").map(|a| format!("{scheme}://{a}"));
-                return Server { child, logs, base: format!("{scheme}://{addr}"), issuer, gateway };
+                let admin = listening(&logs.lock().unwrap(), "admin listening").map(|a| format!("http://{a}"));
+                return Server { child, logs, base: format!("{scheme}://{addr}"), issuer, gateway, admin };
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("portcullis exited with {status}: {:#?}", logs.lock().unwrap());
@@ -272,10 +292,34 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        if self.dir.path().join("portcullis.db").exists() || self.postgres.is_some() {
+            self.check_audit_trail();
+        }
         if let Some((admin, url)) = self.postgres.take() {
             // Best effort; a crashed run's databases are dropped by a later run after an hour.
             let _ = block_on(async move { store::postgres::drop_scratch_database(&admin, &url).await });
         }
+    }
+}
+
+impl Instance {
+    /// The stored audit trail holds no secret the suite has seen.
+    fn check_audit_trail(&self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let (env, dir) = (self.env.clone(), self.dir.path().to_owned());
+        // A database that never got its schema (a config-check test) has no trail to check.
+        let Ok(records) = block_on(async move {
+            let stores = Instance::stores_of(&env, &dir).await;
+            let query = domain::audit::AuditQuery { limit: 1_000_000, ..Default::default() };
+            stores.audit.list_audit(&query).await
+        }) else {
+            return;
+        };
+        let text: Vec<String> =
+            records.iter().map(|r| format!("{} {:?} {}", r.entry.event, r.entry.subject, r.entry.fields)).collect();
+        assert_no_secret_in(&text.join("\n"), "the stored audit trail");
     }
 }
 
@@ -293,6 +337,54 @@ pub struct CliOutput {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for CliOutput {
+    /// Remembers the secrets a command printed (client secrets, API keys), and checks its
+    /// log (stderr) for every secret the suite has seen.
+    fn from(out: std::process::Output) -> Self {
+        let out = CliOutput {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        for line in out.stdout.lines() {
+            if let Ok(serde_json::Value::Object(v)) = serde_json::from_str(line) {
+                for (k, v) in &v {
+                    if (k.contains("secret") || k.contains("key")) && !k.ends_with("_id") {
+                        v.as_str().map(remember);
+                    }
+                }
+            }
+        }
+        assert_no_secret_in(&out.stderr, "a CLI command's log");
+        out
+    }
+}
+
+/// Every secret, password and full token the suite has used (16 characters or more), so
+/// that every server's log and every audit trail can be checked for all of them.
+static SECRETS: Mutex<std::collections::BTreeSet<String>> = Mutex::new(std::collections::BTreeSet::new());
+
+/// Adds a secret to the suite's list (see [`assert_no_secret_in`]).
+pub fn remember(secret: &str) {
+    if secret.len() >= 16 {
+        SECRETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(secret.to_owned());
+    }
+}
+
+/// Fails when `text` holds any secret the suite has seen, or a JWT's signature.
+pub fn assert_no_secret_in(text: &str, what: &str) {
+    let mut secrets: Vec<String> =
+        SECRETS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect();
+    secrets.push(PASSWORD.to_owned());
+    for secret in &secrets {
+        let signature = secret.rsplit('.').next().filter(|s| s.len() >= 16 && secret.matches('.').count() == 2);
+        if text.contains(secret.as_str()) || signature.is_some_and(|s| text.contains(s)) {
+            let shown = secret.get(..6).unwrap_or_default();
+            panic!("a secret or token ({shown}…, {} characters) is in {what}", secret.len());
+        }
+    }
+}
+
 /// A running server; killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -301,6 +393,8 @@ pub struct Server {
     pub issuer: String,
     /// The gateway's base URL, when routes are configured.
     pub gateway: Option<String>,
+    /// The admin listener's base URL (`/metrics`).
+    pub admin: Option<String>,
 }
 
 impl Server {
@@ -342,6 +436,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !std::thread::panicking() {
+            assert_no_secret_in(&self.logs().join("\n"), "the server's log");
+        }
     }
 }
 
@@ -361,7 +458,16 @@ pub async fn token(server: &Server, id: &str, secret: &str, scope: Option<&str>)
     }
     let resp = post_form(&server.url("/oauth2/token"), id, secret, &form).await;
     assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    let body: serde_json::Value = resp.json().await.unwrap();
+    remember_tokens(&body);
+    body
+}
+
+/// Remembers the tokens of a token response (see [`assert_no_secret_in`]).
+pub fn remember_tokens(response: &serde_json::Value) {
+    for name in ["access_token", "refresh_token", "id_token"] {
+        response[name].as_str().map(remember);
+    }
 }
 
 pub async fn introspect(server: &Server, id: &str, secret: &str, token: &str) -> serde_json::Value {
@@ -392,12 +498,8 @@ impl Instance {
             .spawn()
             .expect("run portcullis");
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        CliOutput {
-            status: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        remember(input.trim());
+        CliOutput::from(child.wait_with_output().unwrap())
     }
 
     /// Creates a user with [`PASSWORD`]; returns its id.

@@ -11,6 +11,7 @@
 )]
 
 mod apikeys;
+mod audit;
 mod bad_input;
 mod browser;
 mod cli;

@@ -1,0 +1,55 @@
+//! The admin listener: operations endpoints that must never share the public listener.
+//! Today `/metrics` (Prometheus text format) and `/health`. Bind it to a private address
+//! (loopback by default); it is plain HTTP and unauthenticated.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AdminConfig {
+    /// Serve the admin listener at all.
+    pub enabled: bool,
+    /// Its address: keep it private (loopback, or a network only operators reach).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
+}
+
+/// The admin routes. `metrics` is `None` when another recorder already owns the process
+/// (only in-process tests): `/metrics` then answers 404.
+pub fn router(metrics: Option<PrometheusHandle>) -> Router {
+    let router = Router::new().route("/health", get(|| async { "ok" }));
+    match metrics {
+        Some(handle) => router.route(
+            "/metrics",
+            get(move || {
+                let body = handle.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body) }
+            }),
+        ),
+        None => router.route("/metrics", get(|| async { StatusCode::NOT_FOUND.into_response() })),
+    }
+}
+
+/// The exporter keeps histogram samples until rendered; render (and so drain) them now and
+/// then even when nobody scrapes, so memory stays bounded.
+pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    })
+}

@@ -1,0 +1,282 @@
+//! The audit pipeline. Code anywhere emits an audit event as a `tracing` event with target
+//! `portcullis::audit`; the fmt layer prints it with the rest of the log, and
+//! [`AuditLayer`] turns it into an [`AuditEntry`] (its fields plus those of the request
+//! span: method, path, remote address, request id) and queues it. A writer task appends
+//! the queue to the store's hash chain in batches and, when configured, to a JSON-lines
+//! file. Events are never written synchronously on the request path.
+//!
+//! The queue is bounded: when the store is down for long, new events are dropped from the
+//! stored trail (counted, and still in the log) rather than growing memory without limit.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use domain::audit::{AuditChain, AuditEntry, AuditStore};
+use domain::clock::{Clock as _, SystemClock};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{mpsc, watch};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+/// The `tracing` target of audit events.
+pub const TARGET: &str = "portcullis::audit";
+
+/// Fields that say whom an event is about, in order of preference (the record's `subject`).
+const SUBJECT_FIELDS: [&str; 9] =
+    ["user_id", "subject", "principal", "client_id", "key_id", "kid", "ip", "username_fp", "remote_addr"];
+
+/// Entries per append (one transaction).
+const BATCH: usize = 256;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AuditConfig {
+    /// Append audit events to the database's hash chain (`portcullis audit verify`).
+    pub store: bool,
+    /// Also append them to this file, one JSON object per line.
+    pub file: Option<PathBuf>,
+    /// Events waiting to be written, at most; beyond that (a long store outage) new events
+    /// reach only the log.
+    pub queue: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { store: true, file: None, queue: 10_000 }
+    }
+}
+
+/// Collects audit events into the queue. Lives in the global subscriber.
+#[derive(Debug)]
+pub struct AuditLayer {
+    tx: mpsc::Sender<AuditEntry>,
+    dropped: Arc<AtomicU64>,
+    /// Who runs this process, for events of CLI commands (`cli:<os user>`).
+    actor: Option<String>,
+}
+
+/// The receiving end of the queue, until a writer takes it.
+#[derive(Debug)]
+pub struct AuditInbox {
+    rx: mpsc::Receiver<AuditEntry>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The queue the subscriber feeds; [`start`] takes its inbox once a store is open.
+static INBOX: Mutex<Option<AuditInbox>> = Mutex::new(None);
+/// The running writer, for [`finish`].
+static WRITER: Mutex<Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>> = Mutex::new(None);
+
+/// A layer for the subscriber, its inbox parked for [`start`].
+#[must_use]
+pub fn layer(queue: usize, actor: Option<String>) -> AuditLayer {
+    let (tx, rx) = mpsc::channel(queue.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    if let Ok(mut slot) = INBOX.lock() {
+        *slot = Some(AuditInbox { rx, dropped: dropped.clone() });
+    }
+    AuditLayer { tx, dropped, actor }
+}
+
+/// Span fields, kept in the span's extensions for the events inside it.
+struct SpanFields(Map<String, Value>);
+
+struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+
+impl Visit for JsonVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for AuditLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = Map::new();
+        attrs.record(&mut JsonVisitor(&mut fields));
+        span.extensions_mut().insert(SpanFields(fields));
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if event.metadata().target() != TARGET {
+            return;
+        }
+        let mut fields = Map::new();
+        if let Some(scope) = ctx.event_scope(event) {
+            for span in scope.from_root() {
+                if let Some(SpanFields(f)) = span.extensions().get::<SpanFields>() {
+                    fields.extend(f.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+            }
+        }
+        event.record(&mut JsonVisitor(&mut fields));
+        if let Some(actor) = &self.actor {
+            fields.entry("actor").or_insert_with(|| Value::from(actor.as_str()));
+        }
+        fields.insert("level".into(), Value::from(event.metadata().level().as_str()));
+        let name = fields.get("event").and_then(Value::as_str).unwrap_or("unnamed").to_owned();
+        crate::metrics::audit_event(&name, &fields);
+        let entry = entry_from(fields);
+        if self.tx.try_send(entry).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn entry_from(mut fields: Map<String, Value>) -> AuditEntry {
+    let event = match fields.remove("event") {
+        Some(Value::String(s)) => s,
+        _ => "unnamed".to_owned(),
+    };
+    let subject = SUBJECT_FIELDS
+        .iter()
+        .find_map(|k| fields.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned));
+    AuditEntry { at_ms: SystemClock.now_micros() / 1000, event, subject, fields: Value::Object(fields).to_string() }
+}
+
+/// Starts the writer on the store (once per process; later calls do nothing).
+pub fn start(config: &AuditConfig, store: Arc<dyn AuditStore>, chain: AuditChain) {
+    let Some(inbox) = INBOX.lock().ok().and_then(|mut slot| slot.take()) else { return };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let writer =
+        Writer { store: config.store.then_some(store), chain, file: config.file.clone(), dropped: inbox.dropped };
+    let handle = tokio::spawn(writer.run(inbox.rx, stop_rx));
+    if let Ok(mut slot) = WRITER.lock() {
+        *slot = Some((stop_tx, handle));
+    }
+}
+
+/// Writes what is queued and stops the writer (at the end of a command or of `serve`);
+/// waits at most `grace`.
+pub async fn finish(grace: Duration) {
+    let Some((stop, handle)) = WRITER.lock().ok().and_then(|mut slot| slot.take()) else { return };
+    let _ = stop.send(true);
+    if tokio::time::timeout(grace, handle).await.is_err() {
+        tracing::warn!("audit events still queued at exit were not stored (the store did not answer in time)");
+    }
+}
+
+struct Writer {
+    store: Option<Arc<dyn AuditStore>>,
+    chain: AuditChain,
+    file: Option<PathBuf>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Writer {
+    async fn run(self, mut rx: mpsc::Receiver<AuditEntry>, mut stop: watch::Receiver<bool>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut reported_drops = 0;
+        loop {
+            let stopping = tokio::select! {
+                n = rx.recv_many(&mut batch, BATCH) => n == 0,
+                _ = stop.changed() => true,
+            };
+            if stopping {
+                while batch.len() < BATCH * 64 {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.write(&batch, stopping).await;
+            batch.clear();
+            let dropped = self.dropped.load(Ordering::Relaxed);
+            if dropped > reported_drops {
+                tracing::warn!(dropped = dropped - reported_drops, "audit queue full: events reached only the log");
+                crate::metrics::audit_dropped(dropped - reported_drops);
+                reported_drops = dropped;
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Appends a batch, retrying while the store is down (the queue fills meanwhile) —
+    /// except when stopping, where one attempt is all there is time for.
+    async fn write(&self, batch: &[AuditEntry], stopping: bool) {
+        if let Some(store) = &self.store {
+            let mut delay = Duration::from_millis(250);
+            loop {
+                match store.append_audit(batch, &self.chain).await {
+                    Ok(()) => break,
+                    Err(e) if !stopping => {
+                        tracing::warn!(error = %e, events = batch.len(), "audit events not stored yet; retrying");
+                        crate::metrics::store_error("audit_append");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, events = batch.len(), "audit events not stored at exit");
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(path) = &self.file
+            && let Err(e) = append_lines(path, batch).await
+        {
+            tracing::warn!(path = %path.display(), error = %e, "audit file not written");
+        }
+    }
+}
+
+async fn append_lines(path: &std::path::Path, batch: &[AuditEntry]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for e in batch {
+        let fields: Value = serde_json::from_str(&e.fields).unwrap_or(Value::Null);
+        let line = serde_json::json!({ "at_ms": e.at_ms, "event": e.event, "subject": e.subject, "fields": fields });
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let mut file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
+    file.write_all(text.as_bytes()).await?;
+    file.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_subject_is_the_most_specific_identity_field() {
+        let mut f = Map::new();
+        f.insert("event".into(), Value::from("login.failed"));
+        f.insert("remote_addr".into(), Value::from("10.0.0.1"));
+        f.insert("username_fp".into(), Value::from("ab12"));
+        let e = entry_from(f.clone());
+        assert_eq!((e.event.as_str(), e.subject.as_deref()), ("login.failed", Some("ab12")));
+        f.insert("user_id".into(), Value::from("u-1"));
+        f.insert("client_id".into(), Value::from("c-1"));
+        assert_eq!(entry_from(f).subject.as_deref(), Some("u-1"));
+        let e = entry_from(Map::new());
+        assert_eq!((e.event.as_str(), e.subject, e.fields.as_str()), ("unnamed", None, "{}"));
+    }
+}
