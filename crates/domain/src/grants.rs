@@ -60,6 +60,7 @@ impl TokenService {
                 tracing::warn!(
                     target: "portcullis::audit",
                     event = "token.code_replay",
+                    alert = true,
                     client_id = %client.id,
                     family = %code.family_id,
                     revoked_access_tokens = revoked,
@@ -194,6 +195,7 @@ impl TokenService {
         tracing::warn!(
             target: "portcullis::audit",
             event = "token.refresh_reuse",
+            alert = true,
             client_id = %client.id,
             user_id = %family.user_id,
             family = %family.id,
