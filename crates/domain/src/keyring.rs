@@ -127,6 +127,28 @@ impl KeyRing {
         Ok(ring)
     }
 
+    /// Rebuilds the snapshot if the stored keys no longer match it (another process
+    /// purged, retired or activated a key). One small query and no decryption when
+    /// nothing changed, so it runs with the 2-second revocation sync: a compromised key
+    /// purged by the CLI is refused within seconds even without the Redis bus.
+    ///
+    /// # Errors
+    /// The store failed or a key cannot be opened.
+    pub async fn refresh_if_changed(&self) -> Result<bool, KeyRingError> {
+        let stored = self.store.list_keys().await?;
+        let current = self.snapshot();
+        let published: Vec<&StoredKey> = stored.iter().filter(|k| k.state.is_published()).collect();
+        let active = published.iter().filter(|k| k.state == KeyState::Active).max_by_key(|k| k.activates_at);
+        let same = published.len() == current.verifiers.len()
+            && published.iter().all(|k| current.verifiers.contains_key(&k.kid))
+            && active.map(|k| k.kid.as_str()) == current.signing().map(|(kid, _)| kid);
+        if same {
+            return Ok(false);
+        }
+        self.publish(&stored)?;
+        Ok(true)
+    }
+
     /// The snapshot to sign and verify with. Cheap: one atomic load.
     #[must_use]
     pub fn snapshot(&self) -> Arc<KeySet> {
@@ -213,22 +235,45 @@ impl KeyRing {
         if !self.take_lease().await? {
             return Err(KeyRingError::Busy);
         }
-        let result = self.retire_leased(kid).await;
+        let result = self.retire_leased(kid, false).await;
         self.release_lease().await;
         result
     }
 
-    async fn retire_leased(&self, kid: &str) -> Result<Vec<KeyChange>, KeyRingError> {
+    /// A compromised key: purged now — gone from the JWKS and from verification, its
+    /// private key erased — so every token it signed is refused at once (by every instance
+    /// once it reloads: the caller announces the change). An active key is replaced as by
+    /// [`Self::retire`].
+    ///
+    /// # Errors
+    /// No such key, a key already purged, another instance holds the lease, or the store
+    /// failed.
+    pub async fn revoke_compromised(&self, kid: &str) -> Result<Vec<KeyChange>, KeyRingError> {
+        if !self.take_lease().await? {
+            return Err(KeyRingError::Busy);
+        }
+        let result = self.retire_leased(kid, true).await;
+        self.release_lease().await;
+        result
+    }
+
+    async fn retire_leased(&self, kid: &str, compromised: bool) -> Result<Vec<KeyChange>, KeyRingError> {
         let now = self.clock.now();
         let mut stored = self.store.list_keys().await?;
         let key = stored.iter().find(|k| k.kid == kid).ok_or_else(|| KeyRingError::UnknownKey(kid.to_owned()))?;
-        if !matches!(key.state, KeyState::Active | KeyState::Announced) {
+        let allowed = match key.state {
+            KeyState::Active | KeyState::Announced => true,
+            KeyState::Retired => compromised,
+            KeyState::Purged => false,
+        };
+        if !allowed {
             return Err(KeyRingError::NotRetirable(kid.to_owned(), key.state.as_str()));
         }
         let was_active = key.state == KeyState::Active;
-        let mut changes = vec![KeyChange::Retire {
-            kid: kid.to_owned(),
-            purge_after: now + self.policy.max_token_ttl + self.policy.leeway,
+        let mut changes = vec![if compromised {
+            KeyChange::Purge { kid: kid.to_owned() }
+        } else {
+            KeyChange::Retire { kid: kid.to_owned(), purge_after: now + self.policy.max_token_ttl + self.policy.leeway }
         }];
         if was_active {
             let successor = stored.iter().filter(|k| k.state == KeyState::Announced).max_by_key(|k| k.activates_at);

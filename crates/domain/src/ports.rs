@@ -122,6 +122,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     async fn delete_session(&self, id_hash: &str) -> Result<bool, StoreError>;
     /// Ends every session of a user; returns how many.
     async fn delete_user_sessions(&self, user_id: &str) -> Result<u64, StoreError>;
+    /// The user's sessions not past their absolute end at `now` (idle ones included),
+    /// newest first.
+    async fn list_user_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>, StoreError>;
     /// Drops sessions past their absolute end.
     async fn purge_sessions(&self, now: UnixTime) -> Result<u64, StoreError>;
 }

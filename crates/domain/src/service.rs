@@ -263,7 +263,8 @@ impl TokenService {
             Ok(c) => c,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        if self.revocations.is_revoked(&claims.jti, now).await? {
+        let cut_off = self.revoked.revokes("", &claims.sub, Some(&claims.client_id), claims.iat, now);
+        if cut_off || self.revocations.is_revoked(&claims.jti, now).await? {
             return Ok(Err(TokenRejection::Revoked));
         }
         Ok(Ok(claims))

@@ -83,6 +83,8 @@ impl ApiKeyVerifier {
             jti: None,
             expires_at: key.expires_at.unwrap_or(i64::MAX),
             not_before: None,
+            issued_at: None,
+            kid: None,
             attributes: std::collections::BTreeMap::new(),
             mfa: false,
         })

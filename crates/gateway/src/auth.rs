@@ -36,6 +36,11 @@ pub struct Identity {
     pub jti: Option<String>,
     pub expires_at: UnixTime,
     pub not_before: Option<UnixTime>,
+    /// The token's `iat` (for cut-offs: "every token of this user issued before …").
+    pub issued_at: Option<UnixTime>,
+    /// The signing key of one of our tokens: a cached identity is refused once that key
+    /// is purged (a compromised key stops working at once, cache or not).
+    pub kid: Option<String>,
     /// Claims mapped for policies (`[authorization.claims]`): tenant, department, groups, …
     pub attributes: std::collections::BTreeMap<String, serde_json::Value>,
     /// The token's `amr` names a second factor (RFC 8176).
@@ -72,6 +77,8 @@ impl ClientCertificate {
             jti: None,
             expires_at: self.not_after,
             not_before: Some(self.not_before),
+            issued_at: None,
+            kid: None,
             attributes: std::collections::BTreeMap::new(),
             mfa: false,
         }
@@ -179,7 +186,9 @@ impl Authenticator {
             };
             let keys = self.keys.snapshot();
             let claims = token::verify_jwt(token, |kid| keys.verifier(kid), &policy, now)?;
-            return Ok(identity_from_claims(&claims, true, "roles", &self.claims));
+            let mut identity = identity_from_claims(&claims, true, "roles", &self.claims);
+            identity.kid = jose::peek_header(token).ok().and_then(|h| h.kid);
+            return Ok(identity);
         }
         let issuer = self.external.get(&iss).ok_or(TokenRejection::WrongIssuer)?;
         let kid = jose::peek_header(token)?.kid.unwrap_or_default();
@@ -207,8 +216,24 @@ impl Authenticator {
         if id.not_before.is_some_and(|nbf| nbf > now + self.leeway) {
             return Err(Downstream::InvalidToken(TokenRejection::NotYetValid.code()));
         }
-        if id.jti.as_deref().is_some_and(|jti| self.revoked.contains(jti, now)) {
+        // Our own tokens are also refused by an incident cut-off on their user or client
+        // (a missing `iat` counts as issued before any cut-off: fail closed).
+        let revoked = match (&id.jti, id.is_self) {
+            (jti, true) => self.revoked.revokes(
+                jti.as_deref().unwrap_or_default(),
+                &id.subject,
+                id.client_id.as_deref(),
+                id.issued_at.unwrap_or(UnixTime::MIN),
+                now,
+            ),
+            (Some(jti), false) => self.revoked.contains(jti, now),
+            (None, false) => false,
+        };
+        if revoked {
             return Err(Downstream::InvalidToken(TokenRejection::Revoked.code()));
+        }
+        if id.is_self && id.kid.as_deref().is_none_or(|kid| self.keys.snapshot().verifier(kid).is_none()) {
+            return Err(Downstream::InvalidToken("key_revoked"));
         }
         Ok(())
     }
@@ -249,6 +274,8 @@ fn identity_from_claims(
         jti: text("jti"),
         expires_at: claims.get("exp").and_then(serde_json::Value::as_i64).unwrap_or_default(),
         not_before: claims.get("nbf").and_then(serde_json::Value::as_i64),
+        issued_at: claims.get("iat").and_then(serde_json::Value::as_i64),
+        kid: None,
         attributes: mapped
             .iter()
             .filter_map(|(attr, claim)| claims.get(claim).map(|v| (attr.clone(), v.clone())))

@@ -113,6 +113,30 @@ impl Runtime {
         self.bus.publish(&ClusterEvent::ClientChanged { id: id.to_owned() }).await;
     }
 
+    /// Puts access tokens on the blocklist and tells running servers.
+    ///
+    /// # Errors
+    /// The store failed (some entries may be written; running again is harmless).
+    pub async fn blocklist(&self, tokens: Vec<domain::grant::FamilyToken>) -> Result<(), domain::StoreError> {
+        for t in &tokens {
+            self.stores.revocations.revoke(&t.jti, t.expires_at).await?;
+        }
+        self.announce_revoked(tokens).await;
+        Ok(())
+    }
+
+    /// Revokes every access token of a user or client issued up to now (an incident
+    /// cut-off, see `domain::revoked::Cutoff`), kept until the last such token expires.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn cut_off(&self, kind: domain::revoked::CutoffKind, id: &str) -> Result<(), domain::StoreError> {
+        let now = self.clock.now();
+        let key = domain::revoked::Cutoff { kind, id: id.to_owned(), issued_before: now }.key();
+        let until = now + self.config.tokens.max_access_token_ttl.as_i64() + self.config.tokens.leeway.as_i64();
+        self.blocklist(vec![domain::grant::FamilyToken { jti: key, expires_at: until }]).await
+    }
+
     /// Tells running servers about access tokens this command put on the blocklist.
     pub async fn announce_revoked(&self, tokens: Vec<domain::grant::FamilyToken>) {
         if !tokens.is_empty() {
@@ -467,10 +491,11 @@ fn spawn_revocation_sync(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     if let Some(bus) = &runtime.redis_bus {
-        tasks.extend(spawn_cluster_subscriber(runtime, bus.clone(), revoked.clone(), keys));
+        tasks.extend(spawn_cluster_subscriber(runtime, bus.clone(), revoked.clone(), keys.clone()));
     }
     let store = runtime.stores.revocations.clone();
     let clock = runtime.clock.clone();
+    let ring = keys.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -480,6 +505,11 @@ fn spawn_revocation_sync(
             match store.list_active(now).await {
                 Ok(active) => revoked.sync(active, now),
                 Err(e) => tracing::warn!(cause = %e, "revocation sync failed; keeping the current set"),
+            }
+            match ring.refresh_if_changed().await {
+                Ok(true) => tracing::info!("signing keys changed in the store; key set reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(cause = %e, "key check failed; keeping the current key set"),
             }
         }
     }));

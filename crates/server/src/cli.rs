@@ -46,6 +46,10 @@ pub enum Command {
     /// Manage IP bans (made after repeated authentication failures, or by hand).
     #[command(subcommand)]
     Ban(crate::ban_cli::BanCommand),
+    /// Incident response: revoke everything of a user or a client, or a compromised
+    /// signing key, at once and everywhere; list a user's sessions.
+    #[command(subcommand)]
+    Incident(crate::incident_cli::IncidentCommand),
     /// The stored audit trail: verify its hash chain, tail it, search it.
     #[command(subcommand)]
     Audit(crate::audit_cli::AuditCommand),
@@ -223,10 +227,7 @@ pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliErr
         ClientCommand::Delete { id } => {
             // Its users' grants die with it; their live access tokens go on the blocklist.
             let tokens = rt.stores.grants.revoke_client_families(&id, rt.clock.now()).await?;
-            for t in &tokens {
-                rt.stores.revocations.revoke(&t.jti, t.expires_at).await?;
-            }
-            rt.announce_revoked(tokens).await;
+            rt.blocklist(tokens).await?;
             store.delete_client(&id).await.map_err(|e| not_found(e, &id))?;
             rt.announce_client_changed(&id).await;
             tracing::info!(target: "portcullis::audit", event = "admin.client.deleted", client_id = %id, "client deleted");
@@ -310,7 +311,7 @@ fn registration(
     })
 }
 
-async fn set_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<(), CliError> {
+pub(crate) async fn set_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<(), CliError> {
     let mut c =
         rt.stores.clients.get_client(id).await?.ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
     c.disabled = disabled;

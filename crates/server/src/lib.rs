@@ -11,6 +11,7 @@ pub mod ban_cli;
 pub mod cli;
 pub mod config;
 pub mod database;
+pub mod incident_cli;
 pub mod master_key;
 pub mod metrics;
 pub mod protection;

@@ -65,6 +65,7 @@ fn main() -> ExitCode {
             Command::Policy(cmd) => portcullis_server::authz::run(&config, cmd),
             Command::Ban(cmd) => portcullis_server::ban_cli::run(config, cmd).await,
             Command::Audit(cmd) => portcullis_server::audit_cli::run(config, cmd).await,
+            Command::Incident(cmd) => portcullis_server::incident_cli::run(config, cmd).await,
             Command::User(cmd) => portcullis_server::user_cli::run(config, cmd).await,
             Command::Tls(cmd) => cli::tls(&config, cmd),
             Command::Migrate { check } => {

@@ -248,12 +248,12 @@ async fn roles(rt: &Runtime, username: &str, add: &[String], remove: &[String]) 
     Ok(())
 }
 
-async fn find(rt: &Runtime, username: &str) -> Result<User, CliError> {
+pub(crate) async fn find(rt: &Runtime, username: &str) -> Result<User, CliError> {
     let name = normalize_username(username).map_err(usage)?;
     rt.stores.users.get_user_by_username(&name).await?.ok_or_else(|| usage(format!("no user {name:?}")))
 }
 
-async fn set_disabled(rt: &Runtime, username: &str, disabled: bool) -> Result<User, CliError> {
+pub(crate) async fn set_disabled(rt: &Runtime, username: &str, disabled: bool) -> Result<User, CliError> {
     let mut u = find(rt, username).await?;
     u.disabled = disabled;
     u.updated_at = rt.clock.now();
@@ -262,7 +262,7 @@ async fn set_disabled(rt: &Runtime, username: &str, disabled: bool) -> Result<Us
     Ok(u)
 }
 
-async fn end_everything(rt: &Runtime, u: &User) -> Result<domain::signin::LoggedOut, CliError> {
+pub(crate) async fn end_everything(rt: &Runtime, u: &User) -> Result<domain::signin::LoggedOut, CliError> {
     let (out, tokens) = end_user_everywhere(&rt.stores, &u.id, rt.clock.now())
         .await
         .map_err(|e| usage(format!("{}: {}", e.description, e.cause.unwrap_or_default())))?;

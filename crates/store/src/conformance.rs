@@ -345,6 +345,10 @@ pub async fn sessions(stores: &Stores) -> Result<(), StoreError> {
     assert_eq!(s.get_session(&b.id_hash).await?, None, "expired session purged");
     assert!(s.get_session(&a.id_hash).await?.is_some(), "live session kept");
     s.insert_session(&session(100)).await?;
+    let listed = s.list_user_sessions(&u.id, NOW + 20).await?;
+    assert_eq!(listed.len(), 2, "the user's live sessions");
+    assert!(listed.iter().all(|x| x.user_id == u.id));
+    assert_eq!(s.list_user_sessions(&u.id, NOW + 100).await?.len(), 0, "none past its end");
     assert_eq!(s.delete_user_sessions(&u.id).await?, 2);
     assert!(!s.delete_session(&a.id_hash).await?);
     stores.users.delete_user(&u.id).await?;

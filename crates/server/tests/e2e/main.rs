@@ -20,6 +20,7 @@ mod external_issuer;
 mod flow;
 mod gateway;
 mod harness;
+mod incident;
 mod keys_cli;
 mod logs;
 mod mtls;

@@ -241,6 +241,17 @@ impl SessionStore for Store {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn list_user_sessions(&self, user_id: &str, now: UnixTime) -> Result<Vec<Session>, StoreError> {
+        let rows =
+            sqlx::query(&q("SELECT * FROM sessions WHERE user_id = ? AND expires_at > ? ORDER BY created_at DESC"))
+                .bind(user_id)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
     async fn delete_user_sessions(&self, user_id: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(&q("DELETE FROM sessions WHERE user_id = ?"))
             .bind(user_id)
