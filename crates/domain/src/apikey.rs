@@ -30,6 +30,9 @@ pub struct ApiKey {
     pub key_hash: String,
     pub scopes: Scopes,
     pub roles: Vec<String>,
+    /// Who the key belongs to (a person, team or system): incident commands revoke every
+    /// key of an owner; policies see it as the principal's `owner`.
+    pub owner: Option<String>,
     pub created_at: UnixTime,
     pub expires_at: Option<UnixTime>,
     pub revoked_at: Option<UnixTime>,
@@ -83,6 +86,7 @@ pub struct NewApiKey {
     pub name: String,
     pub scopes: Scopes,
     pub roles: Vec<String>,
+    pub owner: Option<String>,
     /// Lifetime in seconds from creation; `None` never expires.
     pub lifetime: Option<i64>,
 }
@@ -105,6 +109,7 @@ impl NewApiKey {
             key_hash: secret::hash_secret(&key),
             scopes: self.scopes,
             roles: self.roles,
+            owner: self.owner,
             created_at: now,
             expires_at: self.lifetime.map(|l| now.saturating_add(l)),
             revoked_at: None,
@@ -120,8 +125,14 @@ impl NewApiKey {
 #[must_use]
 pub fn rotate(old: &ApiKey, overlap: i64, now: UnixTime) -> (ApiKey, IssuedApiKey) {
     let lifetime = old.expires_at.map(|exp| exp.saturating_sub(old.created_at));
-    let mut issued =
-        NewApiKey { name: old.name.clone(), scopes: old.scopes.clone(), roles: old.roles.clone(), lifetime }.issue(now);
+    let mut issued = NewApiKey {
+        name: old.name.clone(),
+        scopes: old.scopes.clone(),
+        roles: old.roles.clone(),
+        owner: old.owner.clone(),
+        lifetime,
+    }
+    .issue(now);
     issued.stored.rotated_from = Some(old.id.clone());
     let mut retiring = old.clone();
     let cutoff = now.saturating_add(overlap.max(0));
@@ -153,6 +164,7 @@ mod tests {
             name: "ci-bot".into(),
             scopes: Scopes::parse("invoices:read").unwrap(),
             roles: vec!["ci".into()],
+            owner: Some("team-ci".into()),
             lifetime,
         }
         .issue(1_000)

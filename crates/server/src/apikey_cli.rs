@@ -29,6 +29,9 @@ pub enum ApiKeyCommand {
         /// Lifetime such as 90d, 12h or 30m; without it the key does not expire.
         #[arg(long)]
         expires: Option<String>,
+        /// Who the key belongs to (`incident revoke-apikeys --owner` revokes all of them).
+        #[arg(long)]
+        owner: Option<String>,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -59,11 +62,11 @@ pub async fn run(config: Config, command: ApiKeyCommand) -> Result<(), CliError>
     let store = &rt.stores.api_keys;
     let now = rt.clock.now();
     match command {
-        ApiKeyCommand::Create { name, scopes, roles, expires, json } => {
+        ApiKeyCommand::Create { name, scopes, roles, expires, owner, json } => {
             let scopes = Scopes::parse(&scopes).map_err(|e| CliError::Usage(e.to_string()))?;
             let lifetime = expires.as_deref().map(|e| duration(e, false)).transpose()?;
             let roles = roles.into_iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
-            let issued = NewApiKey { name, scopes, roles, lifetime }.issue(now);
+            let issued = NewApiKey { name, scopes, roles, owner, lifetime }.issue(now);
             store.insert_api_key(&issued.stored).await?;
             tracing::info!(target: "portcullis::audit", event = "admin.apikey.created", key_id = %issued.stored.id, "API key created");
             print_key(&issued.stored, &issued.key, json.json);
@@ -165,6 +168,7 @@ fn key_json(k: &ApiKey, now: i64) -> serde_json::Value {
         "state": k.state(now).as_str(),
         "scopes": k.scopes.to_string(),
         "roles": k.roles,
+        "owner": k.owner,
         "created_at": rfc3339(k.created_at),
         "expires_at": k.expires_at.map(rfc3339),
         "revoked_at": k.revoked_at.map(rfc3339),

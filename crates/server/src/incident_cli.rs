@@ -35,6 +35,12 @@ pub enum IncidentCommand {
         #[arg(allow_hyphen_values = true)]
         kid: String,
     },
+    /// Revoke every API key of an owner now (running gateways refuse them within
+    /// `gateway.api_key_cache_ttl`, 5 s by default).
+    RevokeApikeys {
+        #[arg(long)]
+        owner: String,
+    },
     /// List a user's sessions (signed-in browsers).
     Sessions {
         username: String,
@@ -91,6 +97,7 @@ pub async fn run(config: Config, command: IncidentCommand) -> Result<(), CliErro
                 println!("  and: {change:?}");
             }
         }
+        IncidentCommand::RevokeApikeys { owner } => revoke_api_keys(&rt, &owner).await?,
         IncidentCommand::Sessions { username, json } => sessions(&rt, &username, json.json).await?,
     }
     Ok(())
@@ -128,5 +135,22 @@ async fn sessions(rt: &Runtime, username: &str, as_json: bool) -> Result<(), Cli
             rfc3339(s.expires_at)
         );
     }
+    Ok(())
+}
+
+async fn revoke_api_keys(rt: &Runtime, owner: &str) -> Result<(), CliError> {
+    let now = rt.clock.now();
+    let keys = rt.stores.api_keys.list_api_keys().await?;
+    let mut revoked = Vec::new();
+    for mut k in keys.into_iter().filter(|k| k.owner.as_deref() == Some(owner) && k.revoked_at.is_none()) {
+        k.revoked_at = Some(now);
+        rt.stores.api_keys.update_api_key(&k).await?;
+        revoked.push(k.id);
+    }
+    tracing::warn!(
+        target: "portcullis::audit", event = "incident.apikeys_revoked", owner, keys = %revoked.join(" "),
+        "every API key of the owner revoked"
+    );
+    println!("revoked {} API key(s) of {owner}: {}", revoked.len(), revoked.join(" "));
     Ok(())
 }

@@ -217,6 +217,7 @@ pub async fn api_keys(stores: &Stores) -> Result<(), StoreError> {
         name: "ci-bot".into(),
         scopes: Scopes::parse("invoices:read").unwrap_or_default(),
         roles: vec!["ci".into(), "deploy".into()],
+        owner: Some("team-ci".into()),
         lifetime: Some(3_600),
     }
     .issue(NOW);

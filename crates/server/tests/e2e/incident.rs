@@ -163,3 +163,42 @@ async fn a_compromised_key_is_refused_at_once_and_replaced() {
     assert_eq!(record["event"], "incident.key_revoked");
     assert!(record["fields"]["actor"].as_str().unwrap().starts_with("cli:"));
 }
+
+#[tokio::test]
+async fn revoking_an_owners_api_keys_refuses_all_of_them_and_only_them() {
+    let upstream = Upstream::start(None).await;
+    let config = format!(
+        "[gateway]\napi_key_cache_ttl = \"1s\"\n\n[[gateway.routes]]\nname = \"r\"\npath_prefix = \"/r\"\n\
+         upstreams = [\"{}\"]\nauth = \"api_key\"\n",
+        upstream.url()
+    );
+    let instance = Instance::new().with_config(&config);
+    let key = |name: &str, owner: &str| {
+        let out = instance.cli(&["apikey", "create", "--name", name, "--owner", owner, "--json"]);
+        assert_eq!(out.status, 0, "{}", out.stderr);
+        let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        v["api_key"].as_str().unwrap().to_owned()
+    };
+    let (leaked_a, leaked_b, other) = (key("a", "team-x"), key("b", "team-x"), key("c", "team-y"));
+    let server = instance.serve();
+    let status = |k: String| {
+        let url = server.gw("/r/x");
+        async move { http().get(url).header("x-api-key", k).send().await.unwrap().status().as_u16() }
+    };
+    for k in [&leaked_a, &leaked_b, &other] {
+        assert_eq!(status(k.clone()).await, 200);
+    }
+    let shown = instance.cli(&["apikey", "list", "--json"]);
+    assert!(shown.stdout.contains("\"owner\":\"team-x\""), "{}", shown.stdout);
+
+    let out = incident(&instance, &["revoke-apikeys", "--owner", "team-x"]);
+    assert!(out.starts_with("revoked 2 API key(s) of team-x"), "{out}");
+    for k in [&leaked_a, &leaked_b] {
+        eventually("the gateway refusing the owner's key", || {
+            let s = status(k.clone());
+            async move { s.await == 401 }
+        })
+        .await;
+    }
+    assert_eq!(status(other.clone()).await, 200, "another owner's key still works");
+}

@@ -274,6 +274,7 @@ fn api_key_from_row(row: &DbRow) -> Result<ApiKey, StoreError> {
         key_hash: row.try_get("key_hash").map_err(map_err)?,
         scopes: Scopes::parse(row.try_get("scopes").map_err(map_err)?).map_err(|_| corrupt("scopes"))?,
         roles: serde_json::from_str(row.try_get("roles").map_err(map_err)?).map_err(|_| corrupt("roles"))?,
+        owner: row.try_get("owner").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
         expires_at: row.try_get("expires_at").map_err(map_err)?,
         revoked_at: row.try_get("revoked_at").map_err(map_err)?,
@@ -286,14 +287,15 @@ fn api_key_from_row(row: &DbRow) -> Result<ApiKey, StoreError> {
 impl ApiKeyStore for Store {
     async fn insert_api_key(&self, k: &ApiKey) -> Result<(), StoreError> {
         sqlx::query(&q(
-            "INSERT INTO api_keys (id, name, key_hash, scopes, roles, created_at, expires_at, revoked_at, \
-             last_used_at, rotated_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, name, key_hash, scopes, roles, owner, created_at, expires_at, revoked_at, \
+             last_used_at, rotated_from) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&k.id)
         .bind(&k.name)
         .bind(&k.key_hash)
         .bind(k.scopes.to_string())
         .bind(to_json(&k.roles)?)
+        .bind(&k.owner)
         .bind(k.created_at)
         .bind(k.expires_at)
         .bind(k.revoked_at)
