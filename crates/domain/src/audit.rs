@@ -120,7 +120,7 @@ impl AuditChain {
         }
         // A missing subject and an empty one hash differently.
         ctx.update(&[u8::from(entry.subject.is_some())]);
-        hex(ctx.sign().as_ref())
+        crate::secret::hex(ctx.sign().as_ref())
     }
 }
 
@@ -183,14 +183,6 @@ impl<'a> ChainVerifier<'a> {
             (Some(_), None) => Err(ChainBreak::Head),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! implement. Knows nothing of HTTP frameworks, databases or Redis.
 
 pub mod abuse;
+pub mod anomaly;
 pub mod apikey;
 pub mod audit;
 pub mod authorize;

@@ -51,6 +51,13 @@ pub fn fingerprint(value: &str) -> String {
     out
 }
 
+/// Hex HMAC-SHA256 of `message` under `key` (webhook signatures).
+#[must_use]
+pub fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    hex(aws_lc_rs::hmac::sign(&key, message).as_ref())
+}
+
 /// Lowercase hex of `bytes`.
 #[must_use]
 pub fn hex(bytes: &[u8]) -> String {

@@ -259,7 +259,10 @@ impl GatewayError {
                 tracing::info!(event = "gateway.rejected", status = status.as_u16(), detail = ?d, "request rejected")
             }
             Self::Upstream(u) => {
-                tracing::warn!(event = "gateway.upstream_failed", status = status.as_u16(), cause = ?u, "upstream failed")
+                tracing::warn!(
+                    target: "portcullis::audit", event = "upstream.failed", status = status.as_u16(), cause = ?u,
+                    "upstream failed"
+                )
             }
             Self::Unavailable(cause) => {
                 tracing::error!(event = "gateway.unavailable", cause = %cause, "a backing store is unavailable")

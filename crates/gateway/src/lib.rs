@@ -185,7 +185,8 @@ impl Gateway {
             // only, never the credential.
             tracing::info!(
                 target: "portcullis::audit", event = "gateway.allowed", subject = %id.subject,
-                client_id = id.client_id.as_deref().unwrap_or(""), issuer = %id.issuer, "request allowed"
+                client_id = id.client_id.as_deref().unwrap_or(""), issuer = %id.issuer,
+                jti = id.jti.as_deref().unwrap_or(""), "request allowed"
             );
         }
 

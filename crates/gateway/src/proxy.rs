@@ -160,6 +160,15 @@ impl RouteProxy {
         };
         metrics::histogram!("portcullis_upstream_duration_seconds", "route" => f.route.to_owned(), "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
+        if let Ok(Ok(r)) = &sent
+            && r.status().is_server_error()
+        {
+            // Passed through to the client as it is; recorded for the upstream-errors detector.
+            tracing::warn!(
+                target: "portcullis::audit", event = "upstream.failed", status = r.status().as_u16(),
+                "upstream answered with a server error"
+            );
+        }
         let response = match sent {
             Err(_) => return Err(GatewayError::Upstream(UpstreamError::Timeout)),
             Ok(Err(e)) => return Err(GatewayError::Upstream(UpstreamError::Unreachable(e.to_string()))),

@@ -176,6 +176,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let grace = Duration::from_secs(config.server.shutdown_grace.0);
     let runtime = Runtime::open(config).await?;
     let keys = runtime.key_ring().await?;
+    crate::audit::set_alerting(crate::alerts::Alerting::start(&runtime.config.alerts));
     let (listener, bound) = bind(listen).await?;
     let issuer = runtime.config.issuer(bound)?;
     let (mut state, revoked) = auth_state(&runtime, keys.clone(), issuer.clone())?;

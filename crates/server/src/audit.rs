@@ -71,6 +71,8 @@ pub struct AuditInbox {
 
 /// The queue the subscriber feeds; [`start`] takes its inbox once a store is open.
 static INBOX: Mutex<Option<AuditInbox>> = Mutex::new(None);
+/// The detectors and webhook, once `serve` sets them ([`set_alerting`]).
+static ALERTING: Mutex<Option<crate::alerts::Alerting>> = Mutex::new(None);
 /// The running writer, for [`finish`].
 static WRITER: Mutex<Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>> = Mutex::new(None);
 
@@ -171,6 +173,13 @@ pub fn start(config: &AuditConfig, store: Arc<dyn AuditStore>, chain: AuditChain
     }
 }
 
+/// Runs the anomaly detectors and the alert webhook on every event the writer takes.
+pub fn set_alerting(alerting: crate::alerts::Alerting) {
+    if let Ok(mut slot) = ALERTING.lock() {
+        *slot = Some(alerting);
+    }
+}
+
 /// Writes what is queued and stops the writer (at the end of a command or of `serve`);
 /// waits at most `grace`.
 pub async fn finish(grace: Duration) {
@@ -203,6 +212,13 @@ impl Writer {
                         Ok(e) => batch.push(e),
                         Err(_) => break,
                     }
+                }
+            }
+            if let Ok(mut slot) = ALERTING.lock()
+                && let Some(alerting) = slot.as_mut()
+            {
+                for entry in &batch {
+                    alerting.observe(entry);
                 }
             }
             self.write(&batch, stopping).await;

@@ -43,6 +43,8 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// The admin listener (`/metrics`).
     pub admin: crate::admin::AdminConfig,
+    /// Anomaly detectors and the alert webhook.
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -438,7 +440,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 14] = [
+const SECTIONS: [&str; 15] = [
     "server",
     "database",
     "tokens",
@@ -453,6 +455,7 @@ const SECTIONS: [&str; 14] = [
     "redis",
     "audit",
     "admin",
+    "alerts",
 ];
 
 /// Loads the file (if any), overlays the environment, and checks everything.
@@ -542,6 +545,7 @@ fn from_table(table: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("redis", redis);
     section!("audit", audit);
     section!("admin", admin);
+    section!("alerts", alerts);
     if let Some(value) = sections.remove("gateway") {
         config.gateway = gateway_section(value, errors);
     }
@@ -681,6 +685,7 @@ fn validate(config: &Config) -> Vec<String> {
         errors.push("a gateway route uses auth \"mtls\": set tls.client_ca_file (and TLS)".into());
     }
     errors.extend(config.passwords.validate());
+    errors.extend(config.alerts.problems());
     errors.extend(validate_scale_out(config));
     errors.extend(config.rate_limit.validate());
     errors.extend(config.authorization.validate());

@@ -2,6 +2,7 @@
 //! telemetry and graceful shutdown. The only crate that reads files, the environment or argv.
 
 pub mod admin;
+pub mod alerts;
 pub mod apikey_cli;
 pub mod app;
 pub mod audit;

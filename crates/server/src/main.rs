@@ -45,7 +45,8 @@ fn main() -> ExitCode {
     };
     let serving = matches!(cli.command, Command::Serve);
     let sink = if serving { Sink::Stdout } else { Sink::Stderr };
-    let audit = (config.audit.store || config.audit.file.is_some())
+    // `serve` always collects audit events: the detectors and alerts read them too.
+    let audit = (serving || config.audit.store || config.audit.file.is_some())
         .then(|| audit::layer(config.audit.queue, (!serving).then_some(actor)));
     telemetry::init(&config.log, sink, audit);
 

@@ -10,6 +10,7 @@
     reason = "tests: long lists of cases read best in one place"
 )]
 
+mod alerts;
 mod apikeys;
 mod audit;
 mod bad_input;
