@@ -1,6 +1,7 @@
-//! The admin listener: operations endpoints that must never share the public listener.
-//! Today `/metrics` (Prometheus text format) and `/health`. Bind it to a private address
-//! (loopback by default); it is plain HTTP and unauthenticated.
+//! The admin listener: operations endpoints that must never share the public listener:
+//! `/metrics` (Prometheus text format), `/health`, and the admin API (`/admin/…`, bearer
+//! tokens with the admin scope; see `admin_api`). Bind it to a private address (loopback
+//! by default); it is plain HTTP, and `/metrics` and `/health` need no token.
 
 use std::net::SocketAddr;
 
@@ -18,18 +19,33 @@ pub struct AdminConfig {
     pub enabled: bool,
     /// Its address: keep it private (loopback, or a network only operators reach).
     pub listen: SocketAddr,
+    /// The admin API's tokens must carry this audience …
+    pub audience: String,
+    /// … and this scope (every operation) …
+    pub scope: String,
+    /// … or this one (GET only).
+    pub read_scope: String,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { enabled: true, listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            audience: "portcullis-admin".into(),
+            scope: "portcullis:admin".into(),
+            read_scope: "portcullis:admin:read".into(),
+        }
     }
 }
 
 /// The admin routes. `metrics` is `None` when another recorder already owns the process
 /// (only in-process tests): `/metrics` then answers 404.
-pub fn router(metrics: Option<PrometheusHandle>) -> Router {
-    let router = Router::new().route("/health", get(|| async { "ok" }));
+pub fn router(metrics: Option<PrometheusHandle>, api: Option<std::sync::Arc<crate::admin_api::AdminApi>>) -> Router {
+    let mut router = Router::new().route("/health", get(|| async { "ok" }));
+    if let Some(api) = api {
+        router = router.merge(crate::admin_api::router(api));
+    }
     match metrics {
         Some(handle) => router.route(
             "/metrics",

@@ -161,7 +161,7 @@ fn print_key(k: &ApiKey, key: &str, as_json: bool) {
     }
 }
 
-fn key_json(k: &ApiKey, now: i64) -> serde_json::Value {
+pub(crate) fn key_json(k: &ApiKey, now: i64) -> serde_json::Value {
     json!({
         "id": k.id,
         "name": k.name,

@@ -174,12 +174,14 @@ impl Runtime {
 pub async fn serve(config: Config) -> Result<(), StartupError> {
     let listen = config.server.listen;
     let grace = Duration::from_secs(config.server.shutdown_grace.0);
-    let runtime = Runtime::open(config).await?;
+    let runtime = Arc::new(Runtime::open(config).await?);
     let keys = runtime.key_ring().await?;
     crate::audit::set_alerting(crate::alerts::Alerting::start(&runtime.config.alerts));
     let (listener, bound) = bind(listen).await?;
     let issuer = runtime.config.issuer(bound)?;
     let (mut state, revoked) = auth_state(&runtime, keys.clone(), issuer.clone())?;
+    let admin_api =
+        crate::admin_api::AdminApi { runtime: runtime.clone(), keys: keys.clone(), tokens: state.tokens.clone() };
     let mut tasks = Vec::new();
     let gateway_protection = protect(&runtime, &mut state, &mut tasks)?;
     let proxies = Arc::new(
@@ -222,7 +224,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         }
         None => None,
     };
-    let admin = admin_listener(&runtime.config.admin, metrics, &mut tasks).await?;
+    let admin = admin_listener(&runtime.config.admin, metrics, Arc::new(admin_api), &mut tasks).await?;
     tasks.extend(spawn_revocation_sync(&runtime, revoked, keys));
     tasks.push(spawn_web_origins(&runtime, web_origins));
 
@@ -291,6 +293,7 @@ fn spawn_cert_reloads(
 async fn admin_listener(
     config: &crate::admin::AdminConfig,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    api: Arc<crate::admin_api::AdminApi>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<Option<(TcpListener, axum::Router)>, StartupError> {
     if !config.enabled {
@@ -299,7 +302,7 @@ async fn admin_listener(
     let (listener, bound) = bind(config.listen).await?;
     tracing::info!(addr = %bound, "admin listening");
     tasks.extend(metrics.clone().map(crate::admin::spawn_upkeep));
-    Ok(Some((listener, crate::admin::router(metrics))))
+    Ok(Some((listener, crate::admin::router(metrics, Some(api)))))
 }
 
 /// Role permissions, and the Cedar engine with its reloader when a policy directory is set.

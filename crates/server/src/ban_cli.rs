@@ -29,7 +29,7 @@ pub enum BanCommand {
     Remove { ip: IpAddr },
 }
 
-fn ban_json(b: &Ban) -> serde_json::Value {
+pub(crate) fn ban_json(b: &Ban) -> serde_json::Value {
     json!({
         "ip": b.ip.to_string(),
         "reason": b.reason,
@@ -77,11 +77,7 @@ pub async fn run(config: Config, command: BanCommand) -> Result<(), CliError> {
         }
         BanCommand::Remove { ip } => {
             // Bans are per address, IPv6 per /64 network.
-            let ip = domain::netaddr::bucket(ip);
-            if !store.delete_ban(ip).await? {
-                return Err(CliError::Usage(format!("{ip} is not banned")));
-            }
-            tracing::info!(target: "portcullis::audit", event = "ban.removed", ip = %ip, "ban lifted");
+            let ip = crate::ops::lift_ban(&rt, ip).await?;
             println!("lifted the ban of {ip}");
         }
     }

@@ -195,6 +195,9 @@ pub enum CliError {
     /// A check that found a problem (exit status 1).
     #[error("{0}")]
     Failed(String),
+    /// No such client, user, ban, … (exit status 2, like a usage error).
+    #[error("{0}")]
+    NotFound(String),
 }
 
 pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliError> {
@@ -311,15 +314,8 @@ fn registration(
     })
 }
 
-pub(crate) async fn set_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<(), CliError> {
-    let mut c =
-        rt.stores.clients.get_client(id).await?.ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
-    c.disabled = disabled;
-    c.updated_at = rt.clock.now();
-    rt.stores.clients.update_client(&c).await?;
-    rt.announce_client_changed(&c.id).await;
-    let event = if disabled { "admin.client.disabled" } else { "admin.client.enabled" };
-    tracing::info!(target: "portcullis::audit", event, client_id = %id, "client status changed");
+async fn set_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<(), CliError> {
+    let c = crate::ops::set_client_disabled(rt, id, disabled).await?;
     println!("client {id} is now {}", status(&c));
     Ok(())
 }
@@ -350,7 +346,7 @@ fn grants(c: &Client) -> String {
     c.grant_types.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(",")
 }
 
-fn client_json(c: &Client) -> serde_json::Value {
+pub(crate) fn client_json(c: &Client) -> serde_json::Value {
     json!({
         "client_id": c.id,
         "name": c.name,
@@ -394,17 +390,7 @@ pub async fn keys(config: Config, command: KeysCommand) -> Result<(), CliError> 
         KeysCommand::List(flag) => {
             let keys = rt.stores.keys.list_keys().await?;
             if flag.json {
-                let list: Vec<_> = keys
-                    .iter()
-                    .map(|k| {
-                        json!({
-                            "kid": k.kid, "alg": k.alg.as_str(), "state": k.state.as_str(),
-                            "created_at": k.created_at, "activates_at": k.activates_at,
-                            "retired_at": k.retired_at, "purge_after": k.purge_after,
-                        })
-                    })
-                    .collect();
-                println!("{}", json!(list));
+                println!("{}", crate::ops::keys_json(&keys));
             } else {
                 println!(
                     "{:<44} {:<6} {:<10} {:<21} {:<21} PURGE AFTER",
@@ -425,9 +411,7 @@ pub async fn keys(config: Config, command: KeysCommand) -> Result<(), CliError> 
         }
         KeysCommand::Rotate => {
             let ring = rt.key_ring().await?;
-            let key = ring.rotate().await?;
-            rt.bus.publish(&domain::cluster::ClusterEvent::KeysChanged).await;
-            tracing::info!(target: "portcullis::audit", event = "admin.keys.rotated", kid = %key.kid, "successor key announced");
+            let key = crate::ops::rotate_keys(&rt, &ring).await?;
             println!("announced key {} ({}); it starts signing at {}", key.kid, key.alg, rfc3339(key.activates_at));
         }
         KeysCommand::Retire { kid } => {

@@ -6,12 +6,11 @@
 #![allow(clippy::print_stdout, reason = "printing results is what a CLI command does")]
 
 use clap::Subcommand;
-use domain::revoked::CutoffKind;
-use serde_json::json;
 
 use crate::app::Runtime;
-use crate::cli::{CliError, JsonFlag, rfc3339};
+use crate::cli::{CliError, JsonFlag};
 use crate::config::Config;
+use crate::ops;
 
 #[derive(Debug, Subcommand)]
 pub enum IncidentCommand {
@@ -53,104 +52,48 @@ pub async fn run(config: Config, command: IncidentCommand) -> Result<(), CliErro
     let rt = Runtime::open(config).await?;
     match command {
         IncidentCommand::RevokeUser { username, disable } => {
-            let user = if disable {
-                crate::user_cli::set_disabled(&rt, &username, true).await?
-            } else {
-                crate::user_cli::find(&rt, &username).await?
-            };
-            let out = crate::user_cli::end_everything(&rt, &user).await?;
-            rt.cut_off(CutoffKind::Subject, &user.id).await?;
-            tracing::warn!(
-                target: "portcullis::audit", event = "incident.user_revoked", user_id = %user.id,
-                sessions = out.sessions, revoked_access_tokens = out.revoked_access_tokens, disabled = disable,
-                "every token and session of the user revoked"
-            );
+            let out = ops::revoke_user(&rt, &username, disable).await?;
             println!(
                 "revoked everything of {}: {} session(s), their refresh tokens, and every access token issued up to now{}",
-                user.username,
+                out.username,
                 out.sessions,
                 if disable { "; sign-ins refused" } else { "" }
             );
         }
         IncidentCommand::RevokeClient { id } => {
-            crate::cli::set_disabled(&rt, &id, true).await?;
-            let tokens = rt.stores.grants.revoke_client_families(&id, rt.clock.now()).await?;
-            let families = tokens.len();
-            rt.blocklist(tokens).await?;
-            rt.cut_off(CutoffKind::Client, &id).await?;
-            tracing::warn!(
-                target: "portcullis::audit", event = "incident.client_revoked", client_id = %id,
-                revoked_access_tokens = families, "every token of the client revoked"
-            );
+            ops::revoke_client(&rt, &id).await?;
             println!("revoked everything of client {id}: its grants and every access token issued up to now");
         }
         IncidentCommand::RevokeKey { kid } => {
             let ring = rt.key_ring().await?;
-            let changes = ring.revoke_compromised(&kid).await?;
-            rt.bus.publish(&domain::cluster::ClusterEvent::KeysChanged).await;
-            tracing::warn!(
-                target: "portcullis::audit", event = "incident.key_revoked", kid = %kid, alert = true,
-                "compromised signing key purged; every token it signed is refused"
-            );
+            let changes = ops::revoke_key(&rt, &ring, &kid).await?;
             println!("purged key {kid}: it is gone from the JWKS and every token it signed is refused");
             for change in changes.iter().skip(1) {
                 println!("  and: {change:?}");
             }
         }
-        IncidentCommand::RevokeApikeys { owner } => revoke_api_keys(&rt, &owner).await?,
-        IncidentCommand::Sessions { username, json } => sessions(&rt, &username, json.json).await?,
+        IncidentCommand::RevokeApikeys { owner } => {
+            let revoked = ops::revoke_api_keys(&rt, &owner).await?;
+            println!("revoked {} API key(s) of {owner}: {}", revoked.len(), revoked.join(" "));
+        }
+        IncidentCommand::Sessions { username, json } => {
+            let sessions = ops::sessions(&rt, &username).await?;
+            if json.json {
+                println!("{}", serde_json::Value::Array(sessions));
+                return Ok(());
+            }
+            println!("{:<14} {:<21} {:<21} EXPIRES", "SESSION", "SIGNED IN", "LAST SEEN");
+            for s in &sessions {
+                let field = |k: &str| s[k].as_str().unwrap_or_default().to_owned();
+                println!(
+                    "{:<14} {:<21} {:<21} {}",
+                    field("id"),
+                    field("created_at"),
+                    field("last_seen_at"),
+                    field("expires_at")
+                );
+            }
+        }
     }
-    Ok(())
-}
-
-async fn sessions(rt: &Runtime, username: &str, as_json: bool) -> Result<(), CliError> {
-    let user = crate::user_cli::find(rt, username).await?;
-    let sessions = rt.stores.sessions.list_user_sessions(&user.id, rt.clock.now()).await?;
-    if as_json {
-        let list: Vec<_> = sessions
-            .iter()
-            .map(|s| {
-                json!({
-                    // A prefix of the id's hash: enough to tell sessions apart, useless to
-                    // hijack one.
-                    "id": s.id_hash.get(..12).unwrap_or_default(),
-                    "created_at": rfc3339(s.created_at),
-                    "last_seen_at": rfc3339(s.last_seen_at),
-                    "auth_time": rfc3339(s.auth_time),
-                    "amr": s.amr,
-                    "expires_at": rfc3339(s.expires_at),
-                })
-            })
-            .collect();
-        println!("{}", json!(list));
-        return Ok(());
-    }
-    println!("{:<14} {:<21} {:<21} EXPIRES", "SESSION", "SIGNED IN", "LAST SEEN");
-    for s in &sessions {
-        println!(
-            "{:<14} {:<21} {:<21} {}",
-            s.id_hash.get(..12).unwrap_or_default(),
-            rfc3339(s.created_at),
-            rfc3339(s.last_seen_at),
-            rfc3339(s.expires_at)
-        );
-    }
-    Ok(())
-}
-
-async fn revoke_api_keys(rt: &Runtime, owner: &str) -> Result<(), CliError> {
-    let now = rt.clock.now();
-    let keys = rt.stores.api_keys.list_api_keys().await?;
-    let mut revoked = Vec::new();
-    for mut k in keys.into_iter().filter(|k| k.owner.as_deref() == Some(owner) && k.revoked_at.is_none()) {
-        k.revoked_at = Some(now);
-        rt.stores.api_keys.update_api_key(&k).await?;
-        revoked.push(k.id);
-    }
-    tracing::warn!(
-        target: "portcullis::audit", event = "incident.apikeys_revoked", owner, keys = %revoked.join(" "),
-        "every API key of the owner revoked"
-    );
-    println!("revoked {} API key(s) of {owner}: {}", revoked.len(), revoked.join(" "));
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! telemetry and graceful shutdown. The only crate that reads files, the environment or argv.
 
 pub mod admin;
+pub mod admin_api;
+pub mod admin_openapi;
 pub mod alerts;
 pub mod apikey_cli;
 pub mod app;
@@ -15,6 +17,7 @@ pub mod database;
 pub mod incident_cli;
 pub mod master_key;
 pub mod metrics;
+pub mod ops;
 pub mod protection;
 pub mod telemetry;
 pub mod transport;

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(cli::CliError::Usage(msg)) => {
+        Err(cli::CliError::Usage(msg) | cli::CliError::NotFound(msg)) => {
             eprintln!("error: {msg}");
             ExitCode::from(2)
         }

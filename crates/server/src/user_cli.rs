@@ -250,7 +250,7 @@ async fn roles(rt: &Runtime, username: &str, add: &[String], remove: &[String]) 
 
 pub(crate) async fn find(rt: &Runtime, username: &str) -> Result<User, CliError> {
     let name = normalize_username(username).map_err(usage)?;
-    rt.stores.users.get_user_by_username(&name).await?.ok_or_else(|| usage(format!("no user {name:?}")))
+    rt.stores.users.get_user_by_username(&name).await?.ok_or_else(|| CliError::NotFound(format!("no user {name:?}")))
 }
 
 pub(crate) async fn set_disabled(rt: &Runtime, username: &str, disabled: bool) -> Result<User, CliError> {
@@ -318,7 +318,7 @@ fn status(u: &User) -> &'static str {
     if u.disabled { "disabled" } else { "active" }
 }
 
-fn user_json(u: &User) -> serde_json::Value {
+pub(crate) fn user_json(u: &User) -> serde_json::Value {
     json!({
         "id": u.id,
         "username": u.username,

@@ -10,6 +10,7 @@
     reason = "tests: long lists of cases read best in one place"
 )]
 
+mod admin_api;
 mod alerts;
 mod apikeys;
 mod audit;
