@@ -17,7 +17,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use domain::keyring::KeyRing;
 use domain::service::TokenService;
@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
+use crate::admin_writes::Body;
 use crate::app::Runtime;
 use crate::cli::CliError;
 use crate::ops;
@@ -34,24 +35,41 @@ pub struct AdminApi {
     pub runtime: Arc<Runtime>,
     pub keys: Arc<KeyRing>,
     pub tokens: TokenService,
+    pub hasher: domain::password::PasswordHasher,
+    /// The gateway's policy engine, when `authorization.policies_dir` is set.
+    pub policies: Option<Arc<domain::policy::PolicyEngine>>,
 }
 
-type Api = State<Arc<AdminApi>>;
+pub(crate) type Api = State<Arc<AdminApi>>;
 
 /// The routes, method and path, as the OpenAPI document lists them (a test checks both
 /// agree).
-pub const ROUTES: [(&str, &str); 16] = [
+pub const ROUTES: [(&str, &str); 30] = [
     ("GET", "/admin/clients"),
+    ("POST", "/admin/clients"),
     ("GET", "/admin/clients/{id}"),
+    ("DELETE", "/admin/clients/{id}"),
     ("POST", "/admin/clients/{id}/disable"),
     ("POST", "/admin/clients/{id}/enable"),
+    ("POST", "/admin/clients/{id}/rotate-secret"),
     ("GET", "/admin/users"),
+    ("POST", "/admin/users"),
+    ("GET", "/admin/users/{username}"),
+    ("DELETE", "/admin/users/{username}"),
+    ("POST", "/admin/users/{username}/disable"),
+    ("POST", "/admin/users/{username}/enable"),
+    ("PUT", "/admin/users/{username}/roles"),
     ("GET", "/admin/users/{username}/sessions"),
     ("GET", "/admin/keys"),
     ("POST", "/admin/keys/rotate"),
+    ("POST", "/admin/keys/{kid}/retire"),
     ("GET", "/admin/apikeys"),
+    ("POST", "/admin/apikeys"),
+    ("POST", "/admin/apikeys/{id}/revoke"),
     ("GET", "/admin/bans"),
+    ("POST", "/admin/bans"),
     ("DELETE", "/admin/bans/{ip}"),
+    ("POST", "/admin/policies/test"),
     ("POST", "/admin/incidents/revoke-user"),
     ("POST", "/admin/incidents/revoke-client"),
     ("POST", "/admin/incidents/revoke-key"),
@@ -61,17 +79,25 @@ pub const ROUTES: [(&str, &str); 16] = [
 
 pub fn router(api: Arc<AdminApi>) -> Router {
     Router::new()
-        .route("/admin/clients", get(clients))
-        .route("/admin/clients/{id}", get(client))
+        .route("/admin/clients", get(clients).post(crate::admin_writes::create_client))
+        .route("/admin/clients/{id}", get(client).delete(crate::admin_writes::delete_client))
         .route("/admin/clients/{id}/disable", post(disable_client))
         .route("/admin/clients/{id}/enable", post(enable_client))
-        .route("/admin/users", get(users))
+        .route("/admin/clients/{id}/rotate-secret", post(crate::admin_writes::rotate_secret))
+        .route("/admin/users", get(users).post(crate::admin_writes::create_user))
+        .route("/admin/users/{username}", get(user).delete(crate::admin_writes::delete_user))
+        .route("/admin/users/{username}/disable", post(crate::admin_writes::disable_user))
+        .route("/admin/users/{username}/enable", post(crate::admin_writes::enable_user))
+        .route("/admin/users/{username}/roles", put(crate::admin_writes::change_roles))
         .route("/admin/users/{username}/sessions", get(sessions))
         .route("/admin/keys", get(keys))
         .route("/admin/keys/rotate", post(rotate_keys))
-        .route("/admin/apikeys", get(api_keys))
-        .route("/admin/bans", get(bans))
+        .route("/admin/keys/{kid}/retire", post(crate::admin_writes::retire_key))
+        .route("/admin/apikeys", get(api_keys).post(crate::admin_writes::create_api_key))
+        .route("/admin/apikeys/{id}/revoke", post(crate::admin_writes::revoke_api_key))
+        .route("/admin/bans", get(bans).post(crate::admin_writes::ban))
         .route("/admin/bans/{ip}", delete(lift_ban))
+        .route("/admin/policies/test", post(crate::admin_writes::test_policies))
         .route("/admin/incidents/revoke-user", post(revoke_user))
         .route("/admin/incidents/revoke-client", post(revoke_client))
         .route("/admin/incidents/revoke-key", post(revoke_key))
@@ -197,7 +223,7 @@ async fn authenticate(State(api): Api, req: Request, next: Next) -> Response {
     next.run(req).instrument(span).await
 }
 
-type Reply = Result<Json<Value>, ApiError>;
+pub(crate) type Reply = Result<Json<Value>, ApiError>;
 
 async fn clients(State(api): Api) -> Reply {
     let list = api.runtime.stores.clients.list_clients().await?;
@@ -221,6 +247,10 @@ async fn enable_client(State(api): Api, Path(id): Path<String>) -> Reply {
 async fn users(State(api): Api) -> Reply {
     let list = api.runtime.stores.users.list_users().await?;
     Ok(Json(json!(list.iter().map(crate::user_cli::user_json).collect::<Vec<_>>())))
+}
+
+async fn user(State(api): Api, Path(username): Path<String>) -> Reply {
+    Ok(Json(crate::user_cli::user_json(&crate::user_cli::find(&api.runtime, &username).await?)))
 }
 
 async fn sessions(State(api): Api, Path(username): Path<String>) -> Reply {
@@ -260,11 +290,7 @@ struct RevokeUser {
     disable: bool,
 }
 
-async fn revoke_user(
-    State(api): Api,
-    body: Result<Json<RevokeUser>, axum::extract::rejection::JsonRejection>,
-) -> Reply {
-    let Json(body) = body.map_err(|e| CliError::Usage(e.body_text()))?;
+async fn revoke_user(State(api): Api, Body(body): Body<RevokeUser>) -> Reply {
     Ok(Json(json!(ops::revoke_user(&api.runtime, &body.username, body.disable).await?)))
 }
 
@@ -274,11 +300,7 @@ struct RevokeClient {
     client_id: String,
 }
 
-async fn revoke_client(
-    State(api): Api,
-    body: Result<Json<RevokeClient>, axum::extract::rejection::JsonRejection>,
-) -> Reply {
-    let Json(body) = body.map_err(|e| CliError::Usage(e.body_text()))?;
+async fn revoke_client(State(api): Api, Body(body): Body<RevokeClient>) -> Reply {
     let n = ops::revoke_client(&api.runtime, &body.client_id).await?;
     Ok(Json(json!({ "client_id": body.client_id, "revoked_access_tokens": n })))
 }
@@ -289,8 +311,7 @@ struct RevokeKey {
     kid: String,
 }
 
-async fn revoke_key(State(api): Api, body: Result<Json<RevokeKey>, axum::extract::rejection::JsonRejection>) -> Reply {
-    let Json(body) = body.map_err(|e| CliError::Usage(e.body_text()))?;
+async fn revoke_key(State(api): Api, Body(body): Body<RevokeKey>) -> Reply {
     let changes = ops::revoke_key(&api.runtime, &api.keys, &body.kid).await?;
     Ok(Json(json!({ "purged": body.kid, "changes": changes.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>() })))
 }
@@ -301,11 +322,7 @@ struct RevokeApiKeys {
     owner: String,
 }
 
-async fn revoke_api_keys(
-    State(api): Api,
-    body: Result<Json<RevokeApiKeys>, axum::extract::rejection::JsonRejection>,
-) -> Reply {
-    let Json(body) = body.map_err(|e| CliError::Usage(e.body_text()))?;
+async fn revoke_api_keys(State(api): Api, Body(body): Body<RevokeApiKeys>) -> Reply {
     Ok(Json(json!({ "owner": body.owner, "revoked": ops::revoke_api_keys(&api.runtime, &body.owner).await? })))
 }
 

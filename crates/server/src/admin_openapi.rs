@@ -4,18 +4,32 @@
 use serde_json::{Map, Value, json};
 
 /// (method, path, summary, request body schema or null, success description).
-const OPERATIONS: [(&str, &str, &str, Option<&str>); 16] = [
+const OPERATIONS: [(&str, &str, &str, Option<&str>); 30] = [
     ("GET", "/admin/clients", "List clients", None),
+    ("POST", "/admin/clients", "Register a client; the secret is in this response only", Some("CreateClient")),
     ("GET", "/admin/clients/{id}", "Show one client", None),
+    ("DELETE", "/admin/clients/{id}", "Delete a client and revoke its grants", None),
     ("POST", "/admin/clients/{id}/disable", "Refuse all further requests of a client", None),
     ("POST", "/admin/clients/{id}/enable", "Re-enable a disabled client", None),
+    ("POST", "/admin/clients/{id}/rotate-secret", "Issue a new secret (the old one stops working)", None),
     ("GET", "/admin/users", "List users", None),
+    ("POST", "/admin/users", "Create a user (password: 12+ characters, stored as argon2id)", Some("CreateUser")),
+    ("GET", "/admin/users/{username}", "Show one user", None),
+    ("DELETE", "/admin/users/{username}", "Delete a user with their sessions, consents and grants", None),
+    ("POST", "/admin/users/{username}/disable", "Refuse the user's sign-ins; end every session and grant", None),
+    ("POST", "/admin/users/{username}/enable", "Allow the user to sign in again", None),
+    ("PUT", "/admin/users/{username}/roles", "Add and remove roles", Some("RoleChange")),
     ("GET", "/admin/users/{username}/sessions", "A user's sessions (signed-in browsers)", None),
     ("GET", "/admin/keys", "Signing keys and their states", None),
     ("POST", "/admin/keys/rotate", "Announce a successor signing key", None),
+    ("POST", "/admin/keys/{kid}/retire", "Retire a key now (published until its tokens expire)", None),
     ("GET", "/admin/apikeys", "List API keys (never the keys themselves)", None),
+    ("POST", "/admin/apikeys", "Create an API key; the key is in this response only", Some("CreateApiKey")),
+    ("POST", "/admin/apikeys/{id}/revoke", "Revoke an API key now", None),
     ("GET", "/admin/bans", "IP bans in force", None),
+    ("POST", "/admin/bans", "Ban an address now", Some("Ban")),
     ("DELETE", "/admin/bans/{ip}", "Lift the ban of an address", None),
+    ("POST", "/admin/policies/test", "Run a table of expected policy decisions", Some("PolicyCases")),
     (
         "POST",
         "/admin/incidents/revoke-user",
@@ -53,6 +67,8 @@ fn operation(method: &str, path: &str, summary: &str, body: Option<&str>) -> Val
         "parameters": parameters(path),
         "responses": {
             "200": { "description": "Done", "content": { "application/json": { "schema": {} } } },
+            "201": { "description": "Created (POST /admin/clients, /admin/users, /admin/apikeys, /admin/bans)",
+                "content": { "application/json": { "schema": {} } } },
             "400": { "$ref": "#/components/responses/Problem" },
             "401": { "description": "No valid bearer token (WWW-Authenticate: Bearer error=\"invalid_token\")" },
             "403": { "description": "The token lacks the scope (error=\"insufficient_scope\")" },
@@ -86,6 +102,8 @@ pub fn document() -> Value {
         }
     }
     let string = json!({ "type": "string" });
+    let strings = json!({ "type": "array", "items": { "type": "string" } });
+    let boolean = json!({ "type": "boolean" });
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -103,6 +121,20 @@ pub fn document() -> Value {
                     "content": { "application/problem+json": { "schema": { "type": "object" } } } }
             },
             "schemas": {
+                "CreateClient": object(&["name", "grants"], json!({
+                    "name": string, "grants": strings, "scope": string, "default_scope": string,
+                    "audiences": strings, "redirect_uris": strings, "post_logout_redirect_uris": strings,
+                    "public": boolean, "first_party": boolean, "token_ttl": { "type": "integer", "minimum": 1 } })),
+                "CreateUser": object(&["username", "password"], json!({
+                    "username": string, "password": { "type": "string", "minLength": 12 }, "email": string,
+                    "email_verified": boolean, "name": string, "roles": strings, "groups": strings,
+                    "attributes": { "type": "object" } })),
+                "RoleChange": object(&[], json!({ "add": strings, "remove": strings })),
+                "CreateApiKey": object(&["name"], json!({
+                    "name": string, "scopes": string, "roles": strings, "expires": string, "owner": string })),
+                "Ban": object(&["ip"], json!({ "ip": string, "for": string })),
+                "PolicyCases": { "type": "object", "required": ["case"],
+                    "description": "The `policy test --file` format as JSON: { roles?, case: [{ name, principal, action, resource, context?, expect, policies? }] }" },
                 "RevokeUser": object(&["username"], json!({ "username": string, "disable": { "type": "boolean" } })),
                 "RevokeClient": object(&["client_id"], json!({ "client_id": string })),
                 "RevokeKey": object(&["kid"], json!({ "kid": string })),

@@ -63,12 +63,7 @@ pub async fn run(config: Config, command: ApiKeyCommand) -> Result<(), CliError>
     let now = rt.clock.now();
     match command {
         ApiKeyCommand::Create { name, scopes, roles, expires, owner, json } => {
-            let scopes = Scopes::parse(&scopes).map_err(|e| CliError::Usage(e.to_string()))?;
-            let lifetime = expires.as_deref().map(|e| duration(e, false)).transpose()?;
-            let roles = roles.into_iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
-            let issued = NewApiKey { name, scopes, roles, owner, lifetime }.issue(now);
-            store.insert_api_key(&issued.stored).await?;
-            tracing::info!(target: "portcullis::audit", event = "admin.apikey.created", key_id = %issued.stored.id, "API key created");
+            let issued = create_key(&rt, ApiKeySpec { name, scopes, roles, expires, owner }).await?;
             print_key(&issued.stored, &issued.key, json.json);
         }
         ApiKeyCommand::List(flag) => {
@@ -101,10 +96,7 @@ pub async fn run(config: Config, command: ApiKeyCommand) -> Result<(), CliError>
             }
         }
         ApiKeyCommand::Revoke { id } => {
-            let mut k = find(&rt, &id).await?;
-            k.revoked_at = Some(k.revoked_at.map_or(now, |at| at.min(now)));
-            store.update_api_key(&k).await?;
-            tracing::info!(target: "portcullis::audit", event = "admin.apikey.revoked", key_id = %k.id, "API key revoked");
+            revoke_key(&rt, &id).await?;
             println!("revoked API key {id}");
         }
         ApiKeyCommand::Rotate { id, overlap, json } => {
@@ -145,7 +137,44 @@ fn duration(text: &str, zero_ok: bool) -> Result<i64, CliError> {
 }
 
 async fn find(rt: &Runtime, id: &str) -> Result<ApiKey, CliError> {
-    rt.stores.api_keys.get_api_key(id).await?.ok_or_else(|| CliError::Usage(format!("no API key with id {id:?}")))
+    rt.stores.api_keys.get_api_key(id).await?.ok_or_else(|| CliError::NotFound(format!("no API key with id {id:?}")))
+}
+
+/// An API key to create; also the admin API's `POST /admin/apikeys` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySpec {
+    pub name: String,
+    #[serde(default)]
+    pub scopes: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// A lifetime such as 90d; none: the key does not expire.
+    #[serde(default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// Creates a key; the caller shows `key` once.
+pub(crate) async fn create_key(rt: &Runtime, spec: ApiKeySpec) -> Result<apikey::IssuedApiKey, CliError> {
+    let scopes = Scopes::parse(&spec.scopes).map_err(|e| CliError::Usage(e.to_string()))?;
+    let lifetime = spec.expires.as_deref().map(|e| duration(e, false)).transpose()?;
+    let roles = spec.roles.into_iter().map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect();
+    let issued = NewApiKey { name: spec.name, scopes, roles, owner: spec.owner, lifetime }.issue(rt.clock.now());
+    rt.stores.api_keys.insert_api_key(&issued.stored).await?;
+    tracing::info!(target: "portcullis::audit", event = "admin.apikey.created", key_id = %issued.stored.id, "API key created");
+    Ok(issued)
+}
+
+/// Revokes one key now.
+pub(crate) async fn revoke_key(rt: &Runtime, id: &str) -> Result<ApiKey, CliError> {
+    let now = rt.clock.now();
+    let mut k = find(rt, id).await?;
+    k.revoked_at = Some(k.revoked_at.map_or(now, |at| at.min(now)));
+    rt.stores.api_keys.update_api_key(&k).await?;
+    tracing::info!(target: "portcullis::audit", event = "admin.apikey.revoked", key_id = %k.id, "API key revoked");
+    Ok(k)
 }
 
 fn print_key(k: &ApiKey, key: &str, as_json: bool) {

@@ -180,8 +180,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let (listener, bound) = bind(listen).await?;
     let issuer = runtime.config.issuer(bound)?;
     let (mut state, revoked) = auth_state(&runtime, keys.clone(), issuer.clone())?;
-    let admin_api =
-        crate::admin_api::AdminApi { runtime: runtime.clone(), keys: keys.clone(), tokens: state.tokens.clone() };
+    let admin_tokens = state.tokens.clone();
     let mut tasks = Vec::new();
     let gateway_protection = protect(&runtime, &mut state, &mut tasks)?;
     let proxies = Arc::new(
@@ -198,24 +197,18 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     tasks.push(spawn_maintenance(&runtime, keys.clone()));
     tasks.extend(spawn_cert_reloads(&certs, &gateway_certs, Duration::from_secs(tls.reload_interval.0)));
     let authz = policies(&runtime, &mut tasks)?;
-    let gateway =
-        match build_gateway(&runtime, issuer.as_str(), keys.clone(), revoked.clone(), gateway_protection, authz) {
-            Some(gw) => {
-                let (listener, bound_gw) = bind(runtime.config.gateway.listen).await?;
-                for issuer in gw.authenticator().external_issuers() {
-                    tasks.push(tokio::spawn(issuer.run_refresher(runtime.clock.clone())));
-                }
-                tracing::info!(
-                    addr = %bound_gw,
-                    tls = certs.is_some(),
-                    client_certificates = tls.client_ca_file.is_some(),
-                    routes = runtime.config.gateway.routes.len(),
-                    "gateway listening"
-                );
-                Some((listener, transport::secure_headers(gateway::router(gw), hsts)))
-            }
-            None => None,
-        };
+    let admin_api = crate::admin_api::AdminApi {
+        runtime: runtime.clone(),
+        keys: keys.clone(),
+        tokens: admin_tokens,
+        hasher: runtime.config.passwords.hasher()?,
+        policies: authz.engine.clone(),
+    };
+    let gw = build_gateway(&runtime, issuer.as_str(), keys.clone(), revoked.clone(), gateway_protection, authz);
+    let gateway = match gw {
+        Some(gw) => Some(gateway_listener(&runtime, gw, certs.is_some(), hsts, &mut tasks).await?),
+        None => None,
+    };
     let redirect = match tls.redirect_listen {
         Some(addr) => {
             let (listener, bound_redirect) = bind(addr).await?;
@@ -287,6 +280,28 @@ fn spawn_cert_reloads(
         reloaders.push(gw.clone());
     }
     reloaders.into_iter().map(|r| tokio::spawn(r.run(every))).collect()
+}
+
+/// The gateway's listener and router; starts the JWKS refreshers of external issuers.
+async fn gateway_listener(
+    runtime: &Runtime,
+    gw: Arc<gateway::Gateway>,
+    tls: bool,
+    hsts: Option<axum::http::HeaderValue>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<(TcpListener, axum::Router), StartupError> {
+    let (listener, bound) = bind(runtime.config.gateway.listen).await?;
+    for issuer in gw.authenticator().external_issuers() {
+        tasks.push(tokio::spawn(issuer.run_refresher(runtime.clock.clone())));
+    }
+    tracing::info!(
+        addr = %bound,
+        tls,
+        client_certificates = runtime.config.tls.client_ca_file.is_some(),
+        routes = runtime.config.gateway.routes.len(),
+        "gateway listening"
+    );
+    Ok((listener, transport::secure_headers(gateway::router(gw), hsts)))
 }
 
 /// The admin listener (`/metrics`), unless disabled.

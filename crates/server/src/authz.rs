@@ -238,6 +238,27 @@ pub fn run_cases(
     text: &str,
 ) -> Result<(usize, Vec<String>), String> {
     let cases: Cases = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+    Ok(run_case_set(engine, permissions, &cases))
+}
+
+/// The same cases as JSON (the admin API's `POST /admin/policies/test` body).
+///
+/// # Errors
+/// The value is not a cases document.
+pub fn run_cases_json(
+    engine: &PolicyEngine,
+    permissions: &HashMap<String, Vec<String>>,
+    value: serde_json::Value,
+) -> Result<(usize, Vec<String>), String> {
+    let cases: Cases = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    Ok(run_case_set(engine, permissions, &cases))
+}
+
+fn run_case_set(
+    engine: &PolicyEngine,
+    permissions: &HashMap<String, Vec<String>>,
+    cases: &Cases,
+) -> (usize, Vec<String>) {
     let mut permissions = permissions.clone();
     for (role, granted) in &cases.roles {
         permissions.entry(role.clone()).or_default().extend(granted.iter().cloned());
@@ -271,7 +292,7 @@ pub fn run_cases(
             ));
         }
     }
-    Ok((cases.case.len(), failures))
+    (cases.case.len(), failures)
 }
 
 pub fn run(config: &Config, command: PolicyCommand) -> Result<(), CliError> {

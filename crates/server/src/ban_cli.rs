@@ -69,10 +69,7 @@ pub async fn run(config: Config, command: BanCommand) -> Result<(), CliError> {
                     Seconds::parse(l).filter(|s| s.0 > 0).ok_or_else(|| CliError::Usage(format!("bad length {l:?}")))
                 })
                 .transpose()?;
-            let policy = &rt.config.rate_limit.bans;
-            let ban = domain::abuse::new_ban(&**store, policy, ip, "manual", length, now)
-                .await
-                .ok_or_else(|| CliError::Usage("the ban could not be stored (see the log)".into()))?;
+            let ban = crate::ops::ban(&rt, ip, length).await?;
             println!("banned {} until {} (strike {})", ban.ip, rfc3339(ban.until), ban.strikes);
         }
         BanCommand::Remove { ip } => {

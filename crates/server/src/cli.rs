@@ -118,14 +118,16 @@ pub enum ClientCommand {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct JsonFlag {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
+/// `client create`'s arguments; also the admin API's `POST /admin/clients` body.
+#[derive(Debug, Args, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateClient {
     #[arg(long)]
     pub name: String,
@@ -135,28 +137,37 @@ pub struct CreateClient {
     pub grants: Vec<String>,
     /// Redirect URI for authorization_code (repeatable); compared byte for byte.
     #[arg(long = "redirect-uri")]
+    #[serde(default)]
     pub redirect_uris: Vec<String>,
     /// Where RP-initiated logout may return to (repeatable).
     #[arg(long = "post-logout-redirect-uri")]
+    #[serde(default)]
     pub post_logout_redirect_uris: Vec<String>,
     /// A public client (SPA, native app): no secret; PKCE protects its codes.
     #[arg(long)]
+    #[serde(default)]
     pub public: bool,
     /// A first-party client: users are not asked for consent.
     #[arg(long)]
+    #[serde(default)]
     pub first_party: bool,
     /// Space-separated scopes the client may request.
     #[arg(long, default_value = "")]
+    #[serde(default)]
     pub scope: String,
     /// Scopes granted when a request names none (default: all allowed scopes).
     #[arg(long)]
+    #[serde(default)]
     pub default_scope: Option<String>,
     /// Audience(s) of the client's access tokens (repeatable).
     #[arg(long = "audience")]
+    #[serde(default)]
     pub audiences: Vec<String>,
     /// Access-token lifetime for this client, in seconds (default: tokens.access_token_ttl).
     #[arg(long)]
+    #[serde(default)]
     pub token_ttl: Option<u32>,
+    #[serde(skip)]
     #[command(flatten)]
     pub json: JsonFlag,
 }
@@ -228,12 +239,7 @@ pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliErr
         ClientCommand::Enable { id } => set_disabled(&rt, &id, false).await?,
         ClientCommand::RotateSecret { id, json } => rotate_secret(&rt, &id, json.json).await?,
         ClientCommand::Delete { id } => {
-            // Its users' grants die with it; their live access tokens go on the blocklist.
-            let tokens = rt.stores.grants.revoke_client_families(&id, rt.clock.now()).await?;
-            rt.blocklist(tokens).await?;
-            store.delete_client(&id).await.map_err(|e| not_found(e, &id))?;
-            rt.announce_client_changed(&id).await;
-            tracing::info!(target: "portcullis::audit", event = "admin.client.deleted", client_id = %id, "client deleted");
+            delete_client(&rt, &id).await?;
             println!("deleted client {id}");
         }
     }
@@ -241,6 +247,21 @@ pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliErr
 }
 
 async fn create_client(rt: &Runtime, args: CreateClient) -> Result<(), CliError> {
+    let as_json = args.json.json;
+    let (client, secret) = register_client(rt, args).await?;
+    match secret {
+        Some(secret) => print_secret(&client.id, &secret, as_json),
+        None if as_json => println!("{}", json!({ "client_id": client.id })),
+        None => println!("client_id:     {}\n\nA public client: no secret; it must use PKCE (S256).", client.id),
+    }
+    Ok(())
+}
+
+/// Registers a client; returns it and its secret (to show once; none for public clients).
+pub(crate) async fn register_client(
+    rt: &Runtime,
+    args: CreateClient,
+) -> Result<(Client, Option<zeroize::Zeroizing<String>>), CliError> {
     let mut registration = registration(
         args.name,
         args.grants,
@@ -260,17 +281,34 @@ async fn create_client(rt: &Runtime, args: CreateClient) -> Result<(), CliError>
     rt.stores.clients.insert_client(&client).await?;
     rt.announce_client_changed(&client.id).await;
     tracing::info!(target: "portcullis::audit", event = "admin.client.created", client_id = %client.id, "client created");
-    match secret {
-        Some(secret) => print_secret(&client.id, &secret.0, args.json.json),
-        None if args.json.json => println!("{}", json!({ "client_id": client.id })),
-        None => println!("client_id:     {}\n\nA public client: no secret; it must use PKCE (S256).", client.id),
-    }
+    Ok((client, secret.map(|s| s.0)))
+}
+
+/// Deletes a client; its users' grants die with it, their live access tokens go on the
+/// blocklist.
+pub(crate) async fn delete_client(rt: &Runtime, id: &str) -> Result<(), CliError> {
+    let tokens = rt.stores.grants.revoke_client_families(id, rt.clock.now()).await?;
+    rt.blocklist(tokens).await?;
+    rt.stores.clients.delete_client(id).await.map_err(|e| not_found(e, id))?;
+    rt.announce_client_changed(id).await;
+    tracing::info!(target: "portcullis::audit", event = "admin.client.deleted", client_id = %id, "client deleted");
     Ok(())
 }
 
 async fn rotate_secret(rt: &Runtime, id: &str, as_json: bool) -> Result<(), CliError> {
-    let mut c =
-        rt.stores.clients.get_client(id).await?.ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
+    let secret = new_client_secret(rt, id).await?;
+    print_secret(id, &secret, as_json);
+    Ok(())
+}
+
+/// Issues a new secret for a confidential client (the old one stops working at once).
+pub(crate) async fn new_client_secret(rt: &Runtime, id: &str) -> Result<zeroize::Zeroizing<String>, CliError> {
+    let mut c = rt
+        .stores
+        .clients
+        .get_client(id)
+        .await?
+        .ok_or_else(|| CliError::NotFound(format!("no client with id {id:?}")))?;
     if c.is_public() {
         return Err(CliError::Usage(format!("client {id} is public and has no secret")));
     }
@@ -280,8 +318,7 @@ async fn rotate_secret(rt: &Runtime, id: &str, as_json: bool) -> Result<(), CliE
     rt.stores.clients.update_client(&c).await?;
     rt.announce_client_changed(&c.id).await;
     tracing::info!(target: "portcullis::audit", event = "admin.client.secret_rotated", client_id = %c.id, "client secret rotated");
-    print_secret(&c.id, &secret.0, as_json);
-    Ok(())
+    Ok(secret.0)
 }
 
 fn registration(
@@ -322,7 +359,7 @@ async fn set_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<(), CliE
 
 fn not_found(e: domain::StoreError, id: &str) -> CliError {
     match e {
-        domain::StoreError::NotFound => CliError::Usage(format!("no client with id {id:?}")),
+        domain::StoreError::NotFound => CliError::NotFound(format!("no client with id {id:?}")),
         other => CliError::Store(other),
     }
 }
@@ -416,9 +453,7 @@ pub async fn keys(config: Config, command: KeysCommand) -> Result<(), CliError> 
         }
         KeysCommand::Retire { kid } => {
             let ring = rt.key_ring().await?;
-            let changes = ring.retire(&kid).await?;
-            rt.bus.publish(&domain::cluster::ClusterEvent::KeysChanged).await;
-            tracing::info!(target: "portcullis::audit", event = "admin.keys.retired", kid = %kid, "key retired");
+            let changes = crate::ops::retire_key(&rt, &ring, &kid).await?;
             println!("retired key {kid}");
             for change in changes.iter().skip(1) {
                 println!("  and: {change:?}");

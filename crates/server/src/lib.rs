@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod admin_api;
 pub mod admin_openapi;
+pub mod admin_writes;
 pub mod alerts;
 pub mod apikey_cli;
 pub mod app;

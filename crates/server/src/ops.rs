@@ -145,6 +145,27 @@ pub async fn rotate_keys(rt: &Runtime, ring: &KeyRing) -> Result<domain::keys::S
     Ok(key)
 }
 
+/// Retires a key now (it stays published until its tokens expire).
+pub async fn retire_key(rt: &Runtime, ring: &KeyRing, kid: &str) -> Result<Vec<KeyChange>, CliError> {
+    let changes = ring.retire(kid).await?;
+    rt.bus.publish(&domain::cluster::ClusterEvent::KeysChanged).await;
+    tracing::info!(target: "portcullis::audit", event = "admin.keys.retired", kid = %kid, "key retired");
+    Ok(changes)
+}
+
+/// Bans an address now (an incident command); without `length` the ban policy's doubling
+/// applies.
+pub async fn ban(
+    rt: &Runtime,
+    ip: IpAddr,
+    length: Option<domain::settings::Seconds>,
+) -> Result<domain::abuse::Ban, CliError> {
+    let policy = &rt.config.rate_limit.bans;
+    domain::abuse::new_ban(&*rt.stores.bans, policy, ip, "manual", length, rt.clock.now())
+        .await
+        .ok_or_else(|| CliError::Usage("the ban could not be stored (see the log)".into()))
+}
+
 /// The signing keys, for listings.
 pub fn keys_json(keys: &[domain::keys::StoredKey]) -> Value {
     json!(

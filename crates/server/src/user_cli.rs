@@ -141,8 +141,7 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), CliError> {
             println!("password of {} changed; their sessions and tokens are revoked", u.username);
         }
         UserCommand::Disable { username } => {
-            let u = set_disabled(&rt, &username, true).await?;
-            end_everything(&rt, &u).await?;
+            let u = disable_user(&rt, &username).await?;
             println!("user {} is disabled; their sessions and tokens are revoked", u.username);
         }
         UserCommand::Enable { username } => {
@@ -168,10 +167,7 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), CliError> {
             println!("withdrew the consent of {} to {client_id}", u.username);
         }
         UserCommand::Delete { username } => {
-            let u = find(&rt, &username).await?;
-            end_everything(&rt, &u).await?;
-            rt.stores.users.delete_user(&u.id).await?;
-            audit("admin.user.deleted", &u);
+            let u = delete_user(&rt, &username).await?;
             println!("deleted user {}", u.username);
         }
     }
@@ -179,9 +175,6 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), CliError> {
 }
 
 async fn create(rt: &Runtime, hasher: &domain::password::PasswordHasher, args: CreateUser) -> Result<(), CliError> {
-    let now = rt.clock.now();
-    let username = normalize_username(&args.username).map_err(usage)?;
-    let email = args.email.as_deref().map(check_email).transpose().map_err(usage)?;
     let attributes = match args.attributes.as_deref() {
         None => serde_json::Map::new(),
         Some(raw) => match serde_json::from_str(raw) {
@@ -190,16 +183,80 @@ async fn create(rt: &Runtime, hasher: &domain::password::PasswordHasher, args: C
         },
     };
     let password = read_password(&args.password, true)?;
+    let spec = NewUser {
+        username: args.username,
+        password,
+        email: args.email,
+        email_verified: args.email_verified,
+        name: args.name,
+        roles: args.roles,
+        groups: args.groups,
+        attributes,
+    };
+    let user = create_user(rt, hasher, spec).await?;
+    if args.json.json {
+        println!("{}", user_json(&user));
+    } else {
+        println!("created user {} (id {})", user.username, user.id);
+    }
+    Ok(())
+}
+
+/// A user to create; also the admin API's `POST /admin/users` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub username: String,
+    /// At least 12 characters; only its argon2id hash is stored.
+    #[serde(deserialize_with = "zeroizing")]
+    pub password: Zeroizing<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub email_verified: bool,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+impl std::fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewUser")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+fn zeroizing<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D::Error> {
+    <String as serde::Deserialize>::deserialize(d).map(Zeroizing::new)
+}
+
+/// Creates a user; the password is checked and hashed.
+pub(crate) async fn create_user(
+    rt: &Runtime,
+    hasher: &domain::password::PasswordHasher,
+    spec: NewUser,
+) -> Result<User, CliError> {
+    let now = rt.clock.now();
+    let username = normalize_username(&spec.username).map_err(usage)?;
+    let email = spec.email.as_deref().map(check_email).transpose().map_err(usage)?;
+    let password = check(spec.password)?;
     let user = User {
         id: new_user_id(),
         username,
         email,
-        email_verified: args.email_verified,
-        name: args.name,
+        email_verified: spec.email_verified,
+        name: spec.name,
         password_hash: hasher.hash(password).await.map_err(|e| usage(e.description))?,
-        roles: check_names(&args.roles).map_err(usage)?,
-        groups: check_names(&args.groups).map_err(usage)?,
-        attributes,
+        roles: check_names(&spec.roles).map_err(usage)?,
+        groups: check_names(&spec.groups).map_err(usage)?,
+        attributes: spec.attributes,
         disabled: false,
         created_at: now,
         updated_at: now,
@@ -209,12 +266,7 @@ async fn create(rt: &Runtime, hasher: &domain::password::PasswordHasher, args: C
         other => CliError::Store(other),
     })?;
     audit("admin.user.created", &user);
-    if args.json.json {
-        println!("{}", user_json(&user));
-    } else {
-        println!("created user {} (id {})", user.username, user.id);
-    }
-    Ok(())
+    Ok(user)
 }
 
 async fn consents(rt: &Runtime, username: &str, as_json: bool) -> Result<(), CliError> {
@@ -235,6 +287,18 @@ async fn consents(rt: &Runtime, username: &str, as_json: bool) -> Result<(), Cli
 }
 
 async fn roles(rt: &Runtime, username: &str, add: &[String], remove: &[String]) -> Result<(), CliError> {
+    let u = change_roles(rt, username, add, remove).await?;
+    println!("{}", u.roles.join(","));
+    Ok(())
+}
+
+/// Adds and removes roles; returns the user as changed.
+pub(crate) async fn change_roles(
+    rt: &Runtime,
+    username: &str,
+    add: &[String],
+    remove: &[String],
+) -> Result<User, CliError> {
     let mut u = find(rt, username).await?;
     if !add.is_empty() || !remove.is_empty() {
         let add = check_names(add).map_err(usage)?;
@@ -244,8 +308,23 @@ async fn roles(rt: &Runtime, username: &str, add: &[String], remove: &[String]) 
         rt.stores.users.update_user(&u).await?;
         audit("admin.user.roles_changed", &u);
     }
-    println!("{}", u.roles.join(","));
-    Ok(())
+    Ok(u)
+}
+
+/// Deletes a user with their sessions, consents and grants.
+pub(crate) async fn delete_user(rt: &Runtime, username: &str) -> Result<User, CliError> {
+    let u = find(rt, username).await?;
+    end_everything(rt, &u).await?;
+    rt.stores.users.delete_user(&u.id).await?;
+    audit("admin.user.deleted", &u);
+    Ok(u)
+}
+
+/// Refuses the user's sign-ins and ends every session and grant at once.
+pub(crate) async fn disable_user(rt: &Runtime, username: &str) -> Result<User, CliError> {
+    let u = set_disabled(rt, username, true).await?;
+    end_everything(rt, &u).await?;
+    Ok(u)
 }
 
 pub(crate) async fn find(rt: &Runtime, username: &str) -> Result<User, CliError> {

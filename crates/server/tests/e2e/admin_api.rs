@@ -87,3 +87,87 @@ async fn admin_api_needs_the_admin_scope_and_runs_incident_commands() {
     assert_eq!(record["fields"]["actor"], format!("token:{ops}"), "the operator is the token's subject");
     assert_eq!(record["fields"]["client_id"], victim.as_str());
 }
+
+#[tokio::test]
+async fn admin_api_creates_and_changes_what_the_cli_does() {
+    let instance = Instance::new();
+    let (ops, ops_secret) = admin_client(&instance, "portcullis:admin");
+    let (reader, reader_secret) = admin_client(&instance, "portcullis:admin:read");
+    let server = instance.serve();
+    let t = token(&server, &ops, &ops_secret, None).await["access_token"].as_str().unwrap().to_owned();
+    let read = token(&server, &reader, &reader_secret, None).await["access_token"].as_str().unwrap().to_owned();
+    let t = Some(t.as_str());
+
+    // A client, its secret once; the secret works at the token endpoint; rotation.
+    let body = serde_json::json!({ "name": "billing", "grants": ["client_credentials"], "scope": "invoices:read",
+        "audiences": ["https://api.example.com"] });
+    let made = call(&server, "POST", "/admin/clients", t, Some(body)).await;
+    assert_eq!(made.status(), 201);
+    let made: serde_json::Value = made.json().await.unwrap();
+    let (id, secret) =
+        (made["client_id"].as_str().unwrap().to_owned(), made["client_secret"].as_str().unwrap().to_owned());
+    crate::harness::remember(&secret);
+    assert_eq!(token(&server, &id, &secret, None).await["token_type"], "Bearer");
+    let rotated: serde_json::Value =
+        call(&server, "POST", &format!("/admin/clients/{id}/rotate-secret"), t, None).await.json().await.unwrap();
+    crate::harness::remember(rotated["client_secret"].as_str().unwrap());
+    assert_ne!(rotated["client_secret"], secret.as_str());
+    let bad = serde_json::json!({ "name": "x", "grants": ["password"] });
+    assert_eq!(call(&server, "POST", "/admin/clients", t, Some(bad)).await.status(), 400, "no password grant");
+    assert_eq!(call(&server, "DELETE", &format!("/admin/clients/{id}"), t, None).await.status(), 200);
+    assert_eq!(call(&server, "GET", &format!("/admin/clients/{id}"), t, None).await.status(), 404);
+
+    // A user: created, roles changed, disabled, enabled, deleted; a short password refused.
+    let user = serde_json::json!({ "username": "dora", "password": crate::harness::PASSWORD, "roles": ["viewer"] });
+    assert_eq!(call(&server, "POST", "/admin/users", Some(&read), Some(user.clone())).await.status(), 403);
+    assert_eq!(call(&server, "POST", "/admin/users", t, Some(user.clone())).await.status(), 201);
+    assert_eq!(call(&server, "POST", "/admin/users", t, Some(user)).await.status(), 400, "the name is taken");
+    let weak = serde_json::json!({ "username": "eve", "password": "short" });
+    assert_eq!(call(&server, "POST", "/admin/users", t, Some(weak)).await.status(), 400);
+    let roles = serde_json::json!({ "add": ["admin"], "remove": ["viewer"] });
+    let changed: serde_json::Value =
+        call(&server, "PUT", "/admin/users/dora/roles", t, Some(roles)).await.json().await.unwrap();
+    assert_eq!(changed["roles"], serde_json::json!(["admin"]));
+    let disabled: serde_json::Value =
+        call(&server, "POST", "/admin/users/dora/disable", t, None).await.json().await.unwrap();
+    assert_eq!(disabled["status"], "disabled");
+    assert_eq!(call(&server, "POST", "/admin/users/dora/enable", t, None).await.status(), 200);
+    assert_eq!(call(&server, "DELETE", "/admin/users/dora", t, None).await.status(), 200);
+    assert_eq!(call(&server, "GET", "/admin/users/dora", t, None).await.status(), 404);
+
+    // An API key, shown once, then revoked; a ban added and lifted; a successor key retired.
+    let key = serde_json::json!({ "name": "ci", "scopes": "reports:read", "owner": "team-ci", "expires": "30d" });
+    let key: serde_json::Value = call(&server, "POST", "/admin/apikeys", t, Some(key)).await.json().await.unwrap();
+    crate::harness::remember(key["api_key"].as_str().unwrap());
+    assert_eq!(key["owner"], "team-ci");
+    let revoked: serde_json::Value =
+        call(&server, "POST", &format!("/admin/apikeys/{}/revoke", key["id"].as_str().unwrap()), t, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(revoked["state"], "revoked");
+    let ban = serde_json::json!({ "ip": "203.0.113.50", "for": "1h" });
+    assert_eq!(call(&server, "POST", "/admin/bans", t, Some(ban)).await.status(), 201);
+    let bans: serde_json::Value = call(&server, "GET", "/admin/bans", t, None).await.json().await.unwrap();
+    assert_eq!(bans[0]["ip"], "203.0.113.50");
+    assert_eq!(call(&server, "DELETE", "/admin/bans/203.0.113.50", t, None).await.status(), 200);
+    assert_eq!(call(&server, "DELETE", "/admin/bans/203.0.113.50", t, None).await.status(), 404, "not banned any more");
+    let successor: serde_json::Value = call(&server, "POST", "/admin/keys/rotate", t, None).await.json().await.unwrap();
+    let kid = successor["kid"].as_str().unwrap();
+    assert_eq!(call(&server, "POST", "/admin/keys/rotate", t, None).await.status(), 409, "one successor at a time");
+    assert_eq!(call(&server, "POST", &format!("/admin/keys/{kid}/retire"), t, None).await.status(), 200);
+    assert_eq!(call(&server, "POST", "/admin/keys/no-such-kid/retire", t, None).await.status(), 404);
+    let cases = serde_json::json!({ "case": [] });
+    let no_policies = call(&server, "POST", "/admin/policies/test", t, Some(cases)).await;
+    assert_eq!(no_policies.status(), 400, "no policy directory configured");
+
+    let audit = instance.cli(&["audit", "search", "--event", "admin.", "--json"]);
+    let actors: Vec<serde_json::Value> = audit
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["fields"]["actor"].clone())
+        .collect();
+    let by_api = actors.iter().filter(|a| **a == format!("token:{ops}")).count();
+    assert!(by_api >= 10, "every change is audited with the token's subject as actor ({by_api}): {actors:?}");
+}

@@ -1,0 +1,155 @@
+//! The admin API's creating and changing routes (the reading ones and the incident commands
+//! are in `admin_api`). Secrets a call creates — a client secret, an API key — are in its
+//! response once and nowhere else, as with the CLI.
+
+use std::net::IpAddr;
+
+use axum::Json;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::admin_api::{Api, ApiError, Reply};
+use crate::cli::CliError;
+
+/// A JSON body; a malformed one is a 400 problem, never a 5xx.
+#[derive(Debug)]
+pub(crate) struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| Self(v))
+            .map_err(|e| ApiError::Failed(CliError::Usage(e.body_text())))
+    }
+}
+
+/// 201 with the created thing.
+fn created(value: Value) -> axum::response::Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+pub(crate) async fn create_client(
+    State(api): Api,
+    Body(args): Body<crate::cli::CreateClient>,
+) -> Result<axum::response::Response, ApiError> {
+    let (client, secret) = crate::cli::register_client(&api.runtime, args).await?;
+    let mut body = crate::cli::client_json(&client);
+    if let (Some(secret), Some(obj)) = (secret, body.as_object_mut()) {
+        obj.insert("client_secret".into(), Value::from(secret.as_str()));
+    }
+    Ok(created(body))
+}
+
+pub(crate) async fn delete_client(State(api): Api, Path(id): Path<String>) -> Reply {
+    crate::cli::delete_client(&api.runtime, &id).await?;
+    Ok(Json(json!({ "deleted": id })))
+}
+
+pub(crate) async fn rotate_secret(State(api): Api, Path(id): Path<String>) -> Reply {
+    let secret = crate::cli::new_client_secret(&api.runtime, &id).await?;
+    Ok(Json(json!({ "client_id": id, "client_secret": secret.as_str() })))
+}
+
+pub(crate) async fn create_user(
+    State(api): Api,
+    Body(spec): Body<crate::user_cli::NewUser>,
+) -> Result<axum::response::Response, ApiError> {
+    let user = crate::user_cli::create_user(&api.runtime, &api.hasher, spec).await?;
+    Ok(created(crate::user_cli::user_json(&user)))
+}
+
+pub(crate) async fn delete_user(State(api): Api, Path(username): Path<String>) -> Reply {
+    let user = crate::user_cli::delete_user(&api.runtime, &username).await?;
+    Ok(Json(json!({ "deleted": user.username })))
+}
+
+pub(crate) async fn disable_user(State(api): Api, Path(username): Path<String>) -> Reply {
+    Ok(Json(crate::user_cli::user_json(&crate::user_cli::disable_user(&api.runtime, &username).await?)))
+}
+
+pub(crate) async fn enable_user(State(api): Api, Path(username): Path<String>) -> Reply {
+    Ok(Json(crate::user_cli::user_json(&crate::user_cli::set_disabled(&api.runtime, &username, false).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RoleChange {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+pub(crate) async fn change_roles(
+    State(api): Api,
+    Path(username): Path<String>,
+    Body(change): Body<RoleChange>,
+) -> Reply {
+    let user = crate::user_cli::change_roles(&api.runtime, &username, &change.add, &change.remove).await?;
+    Ok(Json(crate::user_cli::user_json(&user)))
+}
+
+pub(crate) async fn retire_key(State(api): Api, Path(kid): Path<String>) -> Reply {
+    let changes = crate::ops::retire_key(&api.runtime, &api.keys, &kid).await?;
+    Ok(Json(json!({ "retired": kid, "changes": changes.iter().map(|c| format!("{c:?}")).collect::<Vec<_>>() })))
+}
+
+pub(crate) async fn create_api_key(
+    State(api): Api,
+    Body(spec): Body<crate::apikey_cli::ApiKeySpec>,
+) -> Result<axum::response::Response, ApiError> {
+    let issued = crate::apikey_cli::create_key(&api.runtime, spec).await?;
+    let now = api.runtime.clock.now();
+    let mut body = crate::apikey_cli::key_json(&issued.stored, now);
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("api_key".into(), Value::from(issued.key.as_str()));
+    }
+    Ok(created(body))
+}
+
+pub(crate) async fn revoke_api_key(State(api): Api, Path(id): Path<String>) -> Reply {
+    let key = crate::apikey_cli::revoke_key(&api.runtime, &id).await?;
+    Ok(Json(crate::apikey_cli::key_json(&key, api.runtime.clock.now())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewBan {
+    ip: IpAddr,
+    /// How long, such as 30m or 12h; without it the ban policy's doubling applies.
+    #[serde(default, rename = "for")]
+    length: Option<String>,
+}
+
+pub(crate) async fn ban(State(api): Api, Body(b): Body<NewBan>) -> Result<axum::response::Response, ApiError> {
+    let length = b
+        .length
+        .as_deref()
+        .map(|l| {
+            domain::settings::Seconds::parse(l)
+                .filter(|s| s.0 > 0)
+                .ok_or_else(|| CliError::Usage(format!("bad length {l:?}")))
+        })
+        .transpose()?;
+    let ban = crate::ops::ban(&api.runtime, b.ip, length).await?;
+    Ok(created(crate::ban_cli::ban_json(&ban)))
+}
+
+/// Runs a table of expected decisions (the `policy test --file` format, as JSON) against
+/// the loaded policies.
+pub(crate) async fn test_policies(State(api): Api, Body(cases): Body<Value>) -> Reply {
+    let Some(engine) = &api.policies else {
+        return Err(CliError::Usage("no policies are loaded (authorization.policies_dir is not set)".into()).into());
+    };
+    let permissions = api.runtime.config.authorization.permissions();
+    let (total, failures) = crate::authz::run_cases_json(engine, &permissions, cases)
+        .map_err(|e| CliError::Usage(format!("cases: {e}")))?;
+    Ok(Json(json!({ "cases": total, "passed": total - failures.len(), "failures": failures })))
+}
