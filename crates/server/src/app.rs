@@ -194,7 +194,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let metrics = crate::metrics::install();
     let router = authserver::router(state).layer(axum::middleware::from_fn(crate::metrics::track));
     let router = transport::secure_headers(router, hsts.clone());
-    tasks.push(spawn_maintenance(&runtime, keys.clone()));
+    tasks.push(crate::background::spawn_maintenance(&runtime, keys.clone()));
     tasks.extend(spawn_cert_reloads(&certs, &gateway_certs, Duration::from_secs(tls.reload_interval.0)));
     let authz = policies(&runtime, &mut tasks)?;
     let admin_api = crate::admin_api::AdminApi {
@@ -218,8 +218,8 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         None => None,
     };
     let admin = admin_listener(&runtime.config.admin, metrics, Arc::new(admin_api), &mut tasks).await?;
-    tasks.extend(spawn_revocation_sync(&runtime, revoked, keys));
-    tasks.push(spawn_web_origins(&runtime, web_origins));
+    tasks.extend(crate::background::spawn_revocation_sync(&runtime, revoked, keys));
+    tasks.push(crate::background::spawn_web_origins(&runtime, web_origins));
 
     tracing::info!(addr = %bound, issuer = %issuer, tls = certs.is_some(), "portcullis listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -263,7 +263,7 @@ fn protect(
         limits: compiled.endpoints,
         headers_on_success,
     }));
-    tasks.push(spawn_ban_sync(guard.clone()));
+    tasks.push(crate::background::spawn_ban_sync(guard.clone()));
     Ok(Some(gateway::limits::Protection { guard, defaults: compiled.gateway_defaults, headers_on_success }))
 }
 
@@ -499,162 +499,6 @@ fn with_files(route: &gateway::config::RouteConfig) -> Result<gateway::config::R
         route.json_schema_doc = Some(crate::config::read_json_schema(file)?);
     }
     Ok(route)
-}
-
-/// Keeps the in-memory revocation mirror in step with the store (other instances, CLI):
-/// pushed through Redis when configured, and polled every 2 s either way.
-fn spawn_revocation_sync(
-    runtime: &Runtime,
-    revoked: Arc<domain::revoked::RevokedSet>,
-    keys: Arc<KeyRing>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    if let Some(bus) = &runtime.redis_bus {
-        tasks.extend(spawn_cluster_subscriber(runtime, bus.clone(), revoked.clone(), keys.clone()));
-    }
-    let store = runtime.stores.revocations.clone();
-    let clock = runtime.clock.clone();
-    let ring = keys.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let now = clock.now();
-            match store.list_active(now).await {
-                Ok(active) => revoked.sync(active, now),
-                Err(e) => tracing::warn!(cause = %e, "revocation sync failed; keeping the current set"),
-            }
-            match ring.refresh_if_changed().await {
-                Ok(true) => tracing::info!("signing keys changed in the store; key set reloaded"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(cause = %e, "key check failed; keeping the current key set"),
-            }
-        }
-    }));
-    tasks
-}
-
-/// Applies the other instances' events: revoked tokens go into the mirror at once, a key
-/// change reloads the key ring, and every (re)subscription re-syncs both from the store
-/// (whatever was published while this instance was not listening).
-fn spawn_cluster_subscriber(
-    runtime: &Runtime,
-    bus: Arc<store::RedisBus>,
-    revoked: Arc<domain::revoked::RevokedSet>,
-    keys: Arc<KeyRing>,
-) -> [tokio::task::JoinHandle<()>; 2] {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-    let clients = runtime.client_cache.clone();
-    let max_ttl = runtime.config.tokens.max_access_token_ttl.as_i64() + runtime.config.tokens.leeway.as_i64();
-    let store = runtime.stores.revocations.clone();
-    let clock = runtime.clock.clone();
-    let apply = tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            match event {
-                Some(ClusterEvent::Revoked { tokens }) => {
-                    let taken = revoked.insert_announced(&tokens, clock.now() + max_ttl);
-                    tracing::debug!(taken, announced = tokens.len(), "revocations from another instance applied");
-                }
-                Some(ClusterEvent::KeysChanged) => reload_keys(&keys).await,
-                Some(ClusterEvent::ClientChanged { id }) => {
-                    if let Some(cache) = &clients {
-                        cache.invalidate(&id);
-                    }
-                }
-                None => {
-                    if let Some(cache) = &clients {
-                        cache.clear();
-                    }
-                    let now = clock.now();
-                    match store.list_active(now).await {
-                        Ok(active) => revoked.sync(active, now),
-                        Err(e) => tracing::warn!(cause = %e, "revocation re-sync failed; the periodic sync retries"),
-                    }
-                    reload_keys(&keys).await;
-                }
-            }
-        }
-    });
-    [tokio::spawn(bus.run_subscriber(tx)), apply]
-}
-
-async fn reload_keys(keys: &KeyRing) {
-    if let Err(e) = keys.maintain().await {
-        tracing::error!(cause = %e, "reloading the key set failed; keeping the current one");
-    }
-}
-
-/// Keeps the in-memory ban list in step with the store (`ban remove`, other instances).
-fn spawn_ban_sync(guard: Arc<domain::abuse::AbuseGuard>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = guard.sync().await {
-                tracing::warn!(cause = %e, "ban sync failed; keeping the current list");
-            }
-        }
-    })
-}
-
-/// Keeps the CORS origins (those of registered redirect URIs) current, CLI changes included.
-fn spawn_web_origins(runtime: &Runtime, origins: Arc<authserver::cors::WebOrigins>) -> tokio::task::JoinHandle<()> {
-    let clients = runtime.stores.clients.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            match clients.list_clients().await {
-                Ok(list) => origins.replace(domain::client::web_origins(&list)),
-                Err(e) => tracing::warn!(cause = %e, "refreshing CORS origins failed; keeping the current set"),
-            }
-        }
-    })
-}
-
-/// Key lifecycle on schedule (also picks up CLI changes), and purging of expired
-/// revocation entries.
-fn spawn_maintenance(runtime: &Runtime, keys: Arc<KeyRing>) -> tokio::task::JoinHandle<()> {
-    let every = Duration::from_secs(runtime.config.keys.refresh_interval.0.max(1));
-    let revocations = runtime.stores.revocations.clone();
-    let sessions = runtime.stores.sessions.clone();
-    let grants = runtime.stores.grants.clone();
-    let clock = runtime.clock.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ticks: u64 = 0;
-        loop {
-            tick.tick().await;
-            if let Err(e) = keys.maintain().await {
-                tracing::error!(cause = %e, "key maintenance failed; keeping the current key set");
-            }
-            ticks += 1;
-            if ticks.is_multiple_of(120) {
-                match revocations.purge_expired(clock.now()).await {
-                    Ok(n) if n > 0 => {
-                        tracing::info!(purged = n, "expired revocation entries purged")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(cause = %e, "purging revocation entries failed"),
-                }
-                let now = clock.now();
-                let purged = match (sessions.purge_sessions(now).await, grants.purge_grants(now).await) {
-                    (Ok(a), Ok(b)) => a + b,
-                    (Err(e), _) | (_, Err(e)) => {
-                        tracing::warn!(cause = %e, "purging ended sessions and grants failed");
-                        0
-                    }
-                };
-                if purged > 0 {
-                    tracing::info!(purged, "ended sessions, codes and grants purged");
-                }
-            }
-        }
-    })
 }
 
 async fn shutdown_signal() {

@@ -11,6 +11,7 @@ pub mod app;
 pub mod audit;
 pub mod audit_cli;
 pub mod authz;
+pub mod background;
 pub mod ban_cli;
 pub mod cli;
 pub mod config;
