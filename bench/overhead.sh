@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # What the gateway's optional layers cost, in one run, interleaved: the same JWT route and
-# token pool through gateways with nothing on ("off"), rate limiting in memory ("memory":
+# token pool through gateways with nothing on ("off"; the audit trail stored, the default),
+# the same without the stored audit trail ("noaudit": [audit] store = false, so every
+# allowed request's audit event stops at the detectors instead of reaching SQLite), rate limiting in memory ("memory":
 # two rules per request, per IP and per client, quotas high enough never to refuse, so only
 # the cost of checking is measured), rate limiting in Redis ("redis", when Redis answers on
 # 127.0.0.1:6379), and Cedar policies ("policies": the shipped examples plus 100 route
@@ -62,6 +64,9 @@ PORTCULLIS_SERVER__DATA_DIR="$WORK/pc" "$ROOT/target/release/portcullis" client 
   --grant client_credentials --scope items:read --audience https://api.example.com --json >"$WORK/client.json" 2>/dev/null
 OFF=$'[rate_limit]\nenabled = false'
 start_portcullis off "$OFF"
+start_portcullis noaudit "$OFF
+[audit]
+store = false"
 start_portcullis memory $'[rate_limit]\nbackend = "memory"'
 # Policies: the shipped examples, 100 policies on other routes, one that allows this one.
 mkdir -p "$WORK/policies"
@@ -74,7 +79,7 @@ echo 'permit (principal, action == Action::"GET", resource == Route::"items") wh
 start_portcullis policies "$OFF
 [authorization]
 policies_dir = \"$WORK/policies\""
-SCENARIOS=(off memory policies)
+SCENARIOS=(off noaudit memory policies)
 if redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
   start_portcullis redis "[rate_limit]
 backend = \"redis\"

@@ -220,6 +220,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let admin = admin_listener(&runtime.config.admin, metrics, Arc::new(admin_api), &mut tasks).await?;
     tasks.extend(crate::background::spawn_revocation_sync(&runtime, revoked, keys));
     tasks.push(crate::background::spawn_web_origins(&runtime, web_origins));
+    tasks.push(crate::background::spawn_store_probe(&runtime));
 
     tracing::info!(addr = %bound, issuer = %issuer, tls = certs.is_some(), "portcullis listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -245,7 +245,7 @@ impl Writer {
                     Ok(()) => break,
                     Err(e) if !stopping => {
                         tracing::warn!(error = %e, events = batch.len(), "audit events not stored yet; retrying");
-                        crate::metrics::store_error("audit_append");
+                        crate::metrics::audit_write_error();
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(10));
                     }

@@ -167,3 +167,21 @@ pub(crate) fn spawn_maintenance(runtime: &Runtime, keys: Arc<KeyRing>) -> tokio:
         }
     })
 }
+
+/// Probes the store every 5 s: `portcullis_store_ping_seconds` (latency of one round trip)
+/// and `portcullis_store_up` (1 or 0), so a slow or lost database shows on a dashboard
+/// before requests fail.
+pub(crate) fn spawn_store_probe(runtime: &Runtime) -> tokio::task::JoinHandle<()> {
+    let health = runtime.stores.health.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let started = std::time::Instant::now();
+            let up = tokio::time::timeout(Duration::from_secs(5), health.ping()).await.is_ok_and(|r| r.is_ok());
+            metrics::histogram!("portcullis_store_ping_seconds").record(started.elapsed().as_secs_f64());
+            metrics::gauge!("portcullis_store_up").set(if up { 1.0 } else { 0.0 });
+        }
+    })
+}

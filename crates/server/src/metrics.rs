@@ -47,7 +47,12 @@ fn describe() {
     describe_counter!("portcullis_alerts_total", "Alert events by event name");
     describe_counter!("portcullis_audit_events_total", "Audit events by event name");
     describe_counter!("portcullis_audit_dropped_total", "Audit events that reached only the log (queue full)");
-    describe_counter!("portcullis_store_errors_total", "Store operations that failed, by operation");
+    describe_counter!("portcullis_store_errors_total", "Store errors by kind (conflicts decide races)");
+    describe_histogram!("portcullis_store_ping_seconds", "Latency of the store probe, every 5 s");
+    metrics::describe_gauge!("portcullis_store_up", "1 when the last store probe answered, else 0");
+    describe_histogram!("portcullis_redis_duration_seconds", "Redis round trips by operation and outcome");
+    describe_counter!("portcullis_redis_errors_total", "Redis operations that failed, by operation");
+    describe_counter!("portcullis_audit_write_errors_total", "Audit batches the store refused (retried)");
 }
 
 fn field(fields: &Map<String, Value>, name: &str) -> String {
@@ -100,8 +105,8 @@ pub fn audit_dropped(n: u64) {
     metrics::counter!("portcullis_audit_dropped_total").increment(n);
 }
 
-pub fn store_error(operation: &'static str) {
-    metrics::counter!("portcullis_store_errors_total", "operation" => operation).increment(1);
+pub fn audit_write_error() {
+    metrics::counter!("portcullis_audit_write_errors_total").increment(1);
 }
 
 /// Middleware for the authorization server's router: requests by matched route (never the

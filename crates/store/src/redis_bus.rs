@@ -125,8 +125,13 @@ impl ClusterBus for RedisBus {
         let envelope = Envelope { origin: self.origin.clone(), event: event.clone() };
         let Ok(payload) = serde_json::to_string(&envelope) else { return };
         let mut conn = self.manager.clone();
+        let started = std::time::Instant::now();
         let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(&self.channel).arg(payload).query_async(&mut conn).await;
+        let outcome = if sent.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("portcullis_redis_duration_seconds", "op" => "publish", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
         if let Err(e) = sent {
+            metrics::counter!("portcullis_redis_errors_total", "op" => "publish").increment(1);
             tracing::warn!(
                 cause = %e,
                 "publishing to the other instances failed; they pick the change up with their periodic store sync"

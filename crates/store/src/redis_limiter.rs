@@ -170,7 +170,12 @@ impl RateLimiter for RedisLimiter {
         if was_down.is_some_and(|until| Instant::now() < until) {
             return self.degraded(now, counters);
         }
-        match self.ask(now, counters).await {
+        let started = Instant::now();
+        let asked = self.ask(now, counters).await;
+        let outcome = if asked.is_ok() { "ok" } else { "error" };
+        metrics::histogram!("portcullis_redis_duration_seconds", "op" => "ratelimit", "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        match asked {
             Ok(decision) => {
                 if was_down.is_some() {
                     if let Ok(mut d) = self.down_until.lock() {
@@ -184,6 +189,7 @@ impl RateLimiter for RedisLimiter {
                 Ok(decision)
             }
             Err(e) => {
+                metrics::counter!("portcullis_redis_errors_total", "op" => "ratelimit").increment(1);
                 if let Ok(mut d) = self.down_until.lock() {
                     *d = Some(Instant::now() + self.retry_interval);
                 }

@@ -77,16 +77,22 @@ where
     }
 }
 
-/// Maps driver errors onto the port's error model.
+/// Maps driver errors onto the port's error model, counting them by kind
+/// (`portcullis_store_errors_total`; conflicts are how races are decided, so they count too).
 pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(db.message().to_owned()),
-        sqlx::Error::RowNotFound => StoreError::NotFound,
-        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => {
-            StoreError::Corrupt(e.to_string())
+    let (kind, error) = match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            ("conflict", StoreError::Conflict(db.message().to_owned()))
         }
-        _ => StoreError::Unavailable(e.to_string()),
-    }
+        sqlx::Error::RowNotFound => ("not_found", StoreError::NotFound),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) | sqlx::Error::TypeNotFound { .. } => {
+            ("corrupt", StoreError::Corrupt(e.to_string()))
+        }
+        sqlx::Error::PoolTimedOut => ("pool_timeout", StoreError::Unavailable(e.to_string())),
+        _ => ("unavailable", StoreError::Unavailable(e.to_string())),
+    };
+    metrics::counter!("portcullis_store_errors_total", "kind" => kind).increment(1);
+    error
 }
 
 pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {

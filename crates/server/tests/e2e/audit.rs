@@ -160,7 +160,10 @@ async fn metrics_are_served_on_the_admin_listener() {
             _ => None,
         })
         .collect();
+    let store_up = samples.iter().find(|s| s.metric == "portcullis_store_up").map(|s| s.value.clone());
+    assert!(matches!(store_up, Some(prometheus_parse::Value::Gauge(v)) if v == 1.0), "store probe: {store_up:?}");
     for name in [
+        "portcullis_store_ping_seconds",
         "portcullis_http_request_duration_seconds",
         "portcullis_gateway_request_duration_seconds",
         "portcullis_upstream_duration_seconds",
