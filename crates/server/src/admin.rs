@@ -25,6 +25,9 @@ pub struct AdminConfig {
     pub scope: String,
     /// … or this one (GET only).
     pub read_scope: String,
+    /// With this CA file the admin listener speaks TLS (the `[tls]` certificate) and
+    /// requires a client certificate issued by this CA, besides the token.
+    pub client_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -35,7 +38,23 @@ impl Default for AdminConfig {
             audience: "portcullis-admin".into(),
             scope: "portcullis:admin".into(),
             read_scope: "portcullis:admin:read".into(),
+            client_ca_file: None,
         }
+    }
+}
+
+impl AdminConfig {
+    /// Problems `config check` reports.
+    #[must_use]
+    pub fn problems(&self, tls: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.client_ca_file.is_some() && !tls {
+            problems.push("admin.client_ca_file needs TLS ([tls] cert_file and key_file)".to_owned());
+        }
+        if self.scope.is_empty() || self.audience.is_empty() {
+            problems.push("admin.scope and admin.audience must not be empty".to_owned());
+        }
+        problems
     }
 }
 

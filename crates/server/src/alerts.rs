@@ -139,8 +139,7 @@ impl Alerting {
 
     /// Feeds one stored event to the detectors (emitting what they find) and sends it to
     /// the webhook if it is an alert.
-    pub fn observe(&mut self, entry: &AuditEntry) {
-        let Ok(fields) = serde_json::from_str::<Map<String, Value>>(&entry.fields) else { return };
+    pub fn observe(&mut self, entry: &AuditEntry, fields: &Map<String, Value>) {
         if fields.get("alert") == Some(&Value::Bool(true))
             && let Some(tx) = &self.webhook
         {
@@ -158,7 +157,7 @@ impl Alerting {
             return;
         }
         let Some(detectors) = &mut self.detectors else { return };
-        if let Some(a) = detectors.observe(&entry.event, &fields, entry.at_ms.div_euclid(1000)) {
+        if let Some(a) = detectors.observe(&entry.event, fields, entry.at_ms.div_euclid(1000)) {
             let event = format!("alert.{}", a.kind);
             tracing::warn!(
                 target: "portcullis::audit", event = %event, alert = true, key = %a.key, count = a.count,

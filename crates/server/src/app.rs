@@ -232,9 +232,9 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     if let Some((listener, router)) = gateway {
         listeners.spawn(serve(listener, router, gateway_certs.clone()));
     }
-    if let Some((listener, router)) = admin {
-        // Plain HTTP on a private address, whatever `[tls]` says.
-        listeners.spawn(serve(listener, router, None));
+    if let Some((listener, router, certs)) = admin {
+        // Plain HTTP on a private address, unless `admin.client_ca_file` asks for mTLS.
+        listeners.spawn(serve(listener, router, certs));
     }
     if let Some(listener) = redirect {
         let router = transport::secure_headers(transport::redirect_router(tls.redirect_https_port), None);
@@ -311,15 +311,27 @@ async fn admin_listener(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     api: Arc<crate::admin_api::AdminApi>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> Result<Option<(TcpListener, axum::Router)>, StartupError> {
+) -> Result<Option<AdminListener>, StartupError> {
     if !config.enabled {
         return Ok(None);
     }
+    let tls = &api.runtime.config.tls;
+    let certs = match (&config.client_ca_file, tls.files()) {
+        (Some(ca), Some((cert, key))) => {
+            let verifier = transport::client_verifier(ca, transport::ClientAuth::Required)?;
+            let certs = CertReloader::new(cert.to_owned(), key.to_owned(), Some(verifier))?;
+            tasks.push(tokio::spawn(certs.clone().run(Duration::from_secs(tls.reload_interval.0))));
+            Some(certs)
+        }
+        _ => None,
+    };
     let (listener, bound) = bind(config.listen).await?;
-    tracing::info!(addr = %bound, "admin listening");
+    tracing::info!(addr = %bound, mtls = certs.is_some(), "admin listening");
     tasks.extend(metrics.clone().map(crate::admin::spawn_upkeep));
-    Ok(Some((listener, crate::admin::router(metrics, Some(api)))))
+    Ok(Some((listener, crate::admin::router(metrics, Some(api)), certs)))
 }
+
+type AdminListener = (TcpListener, axum::Router, Option<Arc<CertReloader>>);
 
 /// Role permissions, and the Cedar engine with its reloader when a policy directory is set.
 fn policies(

@@ -45,18 +45,21 @@ pub struct AuditConfig {
     /// Events waiting to be written, at most; beyond that (a long store outage) new events
     /// reach only the log.
     pub queue: usize,
+    /// Event names kept out of the stored trail and the file (still logged, counted and
+    /// seen by the detectors), e.g. `gateway.allowed` on a busy gateway.
+    pub exclude: Vec<String>,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        Self { store: true, file: None, queue: 10_000 }
+        Self { store: true, file: None, queue: 10_000, exclude: Vec::new() }
     }
 }
 
 /// Collects audit events into the queue. Lives in the global subscriber.
 #[derive(Debug)]
 pub struct AuditLayer {
-    tx: mpsc::Sender<AuditEntry>,
+    tx: mpsc::Sender<Queued>,
     dropped: Arc<AtomicU64>,
     /// Who runs this process, for events of CLI commands (`cli:<os user>`).
     actor: Option<String>,
@@ -65,7 +68,7 @@ pub struct AuditLayer {
 /// The receiving end of the queue, until a writer takes it.
 #[derive(Debug)]
 pub struct AuditInbox {
-    rx: mpsc::Receiver<AuditEntry>,
+    rx: mpsc::Receiver<Queued>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -143,14 +146,23 @@ where
         fields.insert("level".into(), Value::from(event.metadata().level().as_str()));
         let name = fields.get("event").and_then(Value::as_str).unwrap_or("unnamed").to_owned();
         crate::metrics::audit_event(&name, &fields);
-        let entry = entry_from(fields);
-        if self.tx.try_send(entry).is_err() {
+        let entry = entry_from(&mut fields);
+        if self.tx.try_send(Queued { entry, fields }).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-fn entry_from(mut fields: Map<String, Value>) -> AuditEntry {
+/// An event on its way to the writer: the record to store, and its fields already parsed
+/// (for the detectors, which would otherwise parse every record's JSON again).
+#[derive(Debug)]
+struct Queued {
+    entry: AuditEntry,
+    fields: Map<String, Value>,
+}
+
+/// The record of an event; takes `event` out of `fields`.
+fn entry_from(fields: &mut Map<String, Value>) -> AuditEntry {
     let event = match fields.remove("event") {
         Some(Value::String(s)) => s,
         _ => "unnamed".to_owned(),
@@ -158,15 +170,21 @@ fn entry_from(mut fields: Map<String, Value>) -> AuditEntry {
     let subject = SUBJECT_FIELDS
         .iter()
         .find_map(|k| fields.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned));
-    AuditEntry { at_ms: SystemClock.now_micros() / 1000, event, subject, fields: Value::Object(fields).to_string() }
+    let text = serde_json::to_string(&*fields).unwrap_or_else(|_| "{}".to_owned());
+    AuditEntry { at_ms: SystemClock.now_micros() / 1000, event, subject, fields: text }
 }
 
 /// Starts the writer on the store (once per process; later calls do nothing).
 pub fn start(config: &AuditConfig, store: Arc<dyn AuditStore>, chain: AuditChain) {
     let Some(inbox) = INBOX.lock().ok().and_then(|mut slot| slot.take()) else { return };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let writer =
-        Writer { store: config.store.then_some(store), chain, file: config.file.clone(), dropped: inbox.dropped };
+    let writer = Writer {
+        store: config.store.then_some(store),
+        chain,
+        file: config.file.clone(),
+        exclude: config.exclude.clone(),
+        dropped: inbox.dropped,
+    };
     let handle = tokio::spawn(writer.run(inbox.rx, stop_rx));
     if let Ok(mut slot) = WRITER.lock() {
         *slot = Some((stop_tx, handle));
@@ -194,11 +212,12 @@ struct Writer {
     store: Option<Arc<dyn AuditStore>>,
     chain: AuditChain,
     file: Option<PathBuf>,
+    exclude: Vec<String>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Writer {
-    async fn run(self, mut rx: mpsc::Receiver<AuditEntry>, mut stop: watch::Receiver<bool>) {
+    async fn run(self, mut rx: mpsc::Receiver<Queued>, mut stop: watch::Receiver<bool>) {
         let mut batch = Vec::with_capacity(BATCH);
         let mut reported_drops = 0;
         loop {
@@ -217,11 +236,13 @@ impl Writer {
             if let Ok(mut slot) = ALERTING.lock()
                 && let Some(alerting) = slot.as_mut()
             {
-                for entry in &batch {
-                    alerting.observe(entry);
+                for q in &batch {
+                    alerting.observe(&q.entry, &q.fields);
                 }
             }
-            self.write(&batch, stopping).await;
+            let kept: Vec<AuditEntry> =
+                batch.drain(..).map(|q| q.entry).filter(|e| !self.exclude.contains(&e.event)).collect();
+            self.write(&kept, stopping).await;
             batch.clear();
             let dropped = self.dropped.load(Ordering::Relaxed);
             if dropped > reported_drops {
@@ -287,12 +308,13 @@ mod tests {
         f.insert("event".into(), Value::from("login.failed"));
         f.insert("remote_addr".into(), Value::from("10.0.0.1"));
         f.insert("username_fp".into(), Value::from("ab12"));
-        let e = entry_from(f.clone());
+        let e = entry_from(&mut f.clone());
         assert_eq!((e.event.as_str(), e.subject.as_deref()), ("login.failed", Some("ab12")));
         f.insert("user_id".into(), Value::from("u-1"));
         f.insert("client_id".into(), Value::from("c-1"));
-        assert_eq!(entry_from(f).subject.as_deref(), Some("u-1"));
-        let e = entry_from(Map::new());
+        assert_eq!(entry_from(&mut f).subject.as_deref(), Some("u-1"));
+        assert!(!f.contains_key("event"), "the name is the record's, not a field");
+        let e = entry_from(&mut Map::new());
         assert_eq!((e.event.as_str(), e.subject, e.fields.as_str()), ("unnamed", None, "{}"));
     }
 }

@@ -686,6 +686,7 @@ fn validate(config: &Config) -> Vec<String> {
     }
     errors.extend(config.passwords.validate());
     errors.extend(config.alerts.problems());
+    errors.extend(config.admin.problems(config.tls.enabled()));
     errors.extend(validate_scale_out(config));
     errors.extend(config.rate_limit.validate());
     errors.extend(config.authorization.validate());

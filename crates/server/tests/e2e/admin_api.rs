@@ -171,3 +171,47 @@ async fn admin_api_creates_and_changes_what_the_cli_does() {
     let by_api = actors.iter().filter(|a| **a == format!("token:{ops}")).count();
     assert!(by_api >= 10, "every change is audited with the token's subject as actor ({by_api}): {actors:?}");
 }
+
+#[tokio::test]
+async fn with_a_client_ca_the_admin_listener_wants_a_certificate_and_a_token() {
+    use crate::mtls::{ca, client_identity, https};
+    let instance = Instance::new();
+    let tls_dir = instance.data_dir().join("certs");
+    assert_eq!(instance.cli(&["tls", "dev-cert", "--out", tls_dir.to_str().unwrap()]).status, 0);
+    let operators = ca("Operators CA");
+    let strangers = ca("Another CA");
+    let ca_file = instance.data_dir().join("operators-ca.pem");
+    std::fs::write(&ca_file, &operators.pem).unwrap();
+    let instance = instance.with_config(&format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\n[admin]\nclient_ca_file = \"{}\"\n",
+        tls_dir.join("cert.pem").display(),
+        tls_dir.join("key.pem").display(),
+        ca_file.display()
+    ));
+    let (ops, ops_secret) = admin_client(&instance, "portcullis:admin");
+    let server = instance.serve();
+    let server_ca = std::fs::read(tls_dir.join("cert.pem")).unwrap();
+    let admin = server.admin.clone().unwrap().replace("http://", "https://");
+    let token: serde_json::Value = https(&server_ca, None)
+        .post(server.url("/oauth2/token"))
+        .basic_auth(&ops, Some(&ops_secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    crate::harness::remember_tokens(&token);
+    let t = token["access_token"].as_str().unwrap();
+
+    let url = format!("{admin}/admin/clients");
+    assert!(https(&server_ca, None).get(&url).bearer_auth(t).send().await.is_err(), "no certificate: no handshake");
+    let foreign = https(&server_ca, Some(client_identity(&strangers, "mallory", None)));
+    assert!(foreign.get(&url).bearer_auth(t).send().await.is_err(), "a certificate of another CA: no handshake");
+    assert!(http().get(url.replace("https://", "http://")).send().await.is_err(), "no plain HTTP");
+    let operator = https(&server_ca, Some(client_identity(&operators, "alice", None)));
+    assert_eq!(operator.get(&url).send().await.unwrap().status(), 401, "the certificate alone is not enough");
+    assert_eq!(operator.get(&url).bearer_auth(t).send().await.unwrap().status(), 200);
+    assert_eq!(operator.get(format!("{admin}/metrics")).send().await.unwrap().status(), 200);
+}

@@ -194,3 +194,17 @@ fn the_suites_secret_check_catches_a_leak() {
     assert!(leaked.is_err(), "a token's signature alone fails the check too");
     crate::harness::assert_no_secret_in("nothing to see", "a log");
 }
+
+#[tokio::test]
+async fn excluded_events_stay_out_of_the_stored_trail_but_not_out_of_the_log() {
+    let instance = Instance::new().with_config("[audit]\nexclude = [\"token.issued\"]\n");
+    let (id, secret) = instance.create_client("invoices:read", "https://api.example.com");
+    let server = instance.serve();
+    token(&server, &id, &secret, None).await;
+    let wrong = post_form(&server.url("/oauth2/token"), &id, "nope", &[("grant_type", "client_credentials")]).await;
+    assert_eq!(wrong.status(), 401);
+    assert_eq!(search(&instance, &["--event", "token.refused"], 1).len(), 1, "the refusal is stored");
+    assert!(search(&instance, &["--event", "token.issued"], 0).is_empty(), "the issue is not");
+    assert!(server.logs_once("token.issued").iter().any(|l| l.contains("\"token.issued\"")), "but it is logged");
+    assert_eq!(verify(&instance).status, 0, "the chain of what is stored is whole");
+}

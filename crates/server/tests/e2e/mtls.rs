@@ -8,12 +8,12 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, 
 use crate::harness::Instance;
 use crate::upstream::Upstream;
 
-struct Ca {
+pub(crate) struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    pem: String,
+    pub(crate) pem: String,
 }
 
-fn ca(name: &str) -> Ca {
+pub(crate) fn ca(name: &str) -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -23,7 +23,7 @@ fn ca(name: &str) -> Ca {
 }
 
 /// A client certificate and key (PEM, concatenated as reqwest's `Identity` wants them).
-fn client_identity(ca: &Ca, cn: &str, uri: Option<&str>) -> reqwest::Identity {
+pub(crate) fn client_identity(ca: &Ca, cn: &str, uri: Option<&str>) -> reqwest::Identity {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, cn);
@@ -34,7 +34,7 @@ fn client_identity(ca: &Ca, cn: &str, uri: Option<&str>) -> reqwest::Identity {
     reqwest::Identity::from_pem(format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes()).unwrap()
 }
 
-fn https(server_ca: &[u8], identity: Option<reqwest::Identity>) -> reqwest::Client {
+pub(crate) fn https(server_ca: &[u8], identity: Option<reqwest::Identity>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(server_ca).unwrap())
         .redirect(reqwest::redirect::Policy::none());
