@@ -231,9 +231,7 @@ async fn clients(State(api): Api) -> Reply {
 }
 
 async fn client(State(api): Api, Path(id): Path<String>) -> Reply {
-    let c = api.runtime.stores.clients.get_client(&id).await?;
-    let c = c.ok_or_else(|| CliError::NotFound(format!("no client with id {id:?}")))?;
-    Ok(Json(crate::cli::client_json(&c)))
+    Ok(Json(crate::cli::client_json(&ops::find_client(&api.runtime, &id).await?)))
 }
 
 async fn disable_client(State(api): Api, Path(id): Path<String>) -> Reply {

@@ -228,7 +228,7 @@ pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliErr
             }
         }
         ClientCommand::Show { id, json } => {
-            let c = store.get_client(&id).await?.ok_or_else(|| CliError::Usage(format!("no client with id {id:?}")))?;
+            let c = crate::ops::find_client(&rt, &id).await?;
             if json.json {
                 println!("{}", client_json(&c));
             } else {
@@ -303,12 +303,7 @@ async fn rotate_secret(rt: &Runtime, id: &str, as_json: bool) -> Result<(), CliE
 
 /// Issues a new secret for a confidential client (the old one stops working at once).
 pub(crate) async fn new_client_secret(rt: &Runtime, id: &str) -> Result<zeroize::Zeroizing<String>, CliError> {
-    let mut c = rt
-        .stores
-        .clients
-        .get_client(id)
-        .await?
-        .ok_or_else(|| CliError::NotFound(format!("no client with id {id:?}")))?;
+    let mut c = crate::ops::find_client(rt, id).await?;
     if c.is_public() {
         return Err(CliError::Usage(format!("client {id} is public and has no secret")));
     }

@@ -24,14 +24,14 @@ pub struct UserRevoked {
     pub disabled: bool,
 }
 
+/// The client with `id`, or `NotFound`.
+pub async fn find_client(rt: &Runtime, id: &str) -> Result<Client, CliError> {
+    rt.stores.clients.get_client(id).await?.ok_or_else(|| CliError::NotFound(format!("no client with id {id:?}")))
+}
+
 /// Disables or re-enables a client; running servers drop it from their caches.
 pub async fn set_client_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<Client, CliError> {
-    let mut c = rt
-        .stores
-        .clients
-        .get_client(id)
-        .await?
-        .ok_or_else(|| CliError::NotFound(format!("no client with id {id:?}")))?;
+    let mut c = find_client(rt, id).await?;
     c.disabled = disabled;
     c.updated_at = rt.clock.now();
     rt.stores.clients.update_client(&c).await?;
