@@ -24,6 +24,11 @@ pub enum AuditCommand {
     Verify {
         #[arg(long)]
         json: bool,
+        /// A head recorded earlier outside the database (`SEQ:HASH`, as verify prints it):
+        /// that record must still be in the chain, unchanged (catches newest records
+        /// deleted together with the head moved back).
+        #[arg(long)]
+        anchor: Option<String>,
     },
     /// The newest records (and, with --follow, new ones as they arrive).
     Tail {
@@ -60,7 +65,7 @@ pub enum AuditCommand {
 pub async fn run(config: Config, command: AuditCommand) -> Result<(), CliError> {
     let rt = Runtime::open(config).await?;
     match command {
-        AuditCommand::Verify { json } => verify(&rt, json).await,
+        AuditCommand::Verify { json, anchor } => verify(&rt, json, anchor.as_deref()).await,
         AuditCommand::Tail { lines, follow, json } => {
             let query = AuditQuery { limit: lines, newest_first: true, ..AuditQuery::default() };
             let mut records = rt.stores.audit.list_audit(&query).await?;
@@ -95,7 +100,7 @@ pub async fn run(config: Config, command: AuditCommand) -> Result<(), CliError> 
     }
 }
 
-async fn verify(rt: &Runtime, json: bool) -> Result<(), CliError> {
+async fn verify(rt: &Runtime, json: bool, anchor: Option<&str>) -> Result<(), CliError> {
     let chain = crate::master_key::resolve(&rt.config.keys, &rt.config.server.data_dir)
         .map_err(|e| CliError::Startup(e.into()))?
         .audit_chain();
@@ -117,6 +122,10 @@ async fn verify(rt: &Runtime, json: bool) -> Result<(), CliError> {
             break 'pages verifier.finish(head.as_ref());
         }
     };
+    let outcome = match (outcome, anchor) {
+        (Ok(n), Some(anchor)) => check_anchor(rt, anchor).await?.map(|()| n),
+        (outcome, _) => outcome.map_err(|e| e.to_string()),
+    };
     match outcome {
         Ok(n) => {
             let (seq, hash) = head.map_or((0, String::new()), |h| (h.seq, h.hash));
@@ -135,6 +144,21 @@ async fn verify(rt: &Runtime, json: bool) -> Result<(), CliError> {
             Err(CliError::Failed(format!("audit trail BROKEN: {e}")))
         }
     }
+}
+
+/// Whether the record an anchor names is still there with the same hash.
+async fn check_anchor(rt: &Runtime, anchor: &str) -> Result<Result<(), String>, CliError> {
+    let (seq, hash) = anchor
+        .split_once(':')
+        .and_then(|(s, h)| Some((s.trim().parse::<i64>().ok()?, h.trim())))
+        .ok_or_else(|| CliError::Usage(format!("--anchor {anchor:?} is not SEQ:HASH")))?;
+    let query = AuditQuery { after_seq: Some(seq.saturating_sub(1)), limit: 1, ..AuditQuery::default() };
+    let found = rt.stores.audit.list_audit(&query).await?.into_iter().next().filter(|r| r.seq == seq);
+    Ok(match found {
+        Some(r) if r.hash == hash => Ok(()),
+        Some(_) => Err(format!("record {seq} is not the one anchored (rewritten)")),
+        None => Err(format!("record {seq}, anchored earlier, is gone (records deleted from the end)")),
+    })
 }
 
 fn record_json(r: &AuditRecord) -> Value {

@@ -91,9 +91,30 @@ async fn deleting_the_newest_records_is_detected() {
     let instance = Instance::new();
     instance.create_client("a", "https://api.example.com");
     instance.create_client("b", "https://api.example.com");
-    assert_eq!(verify(&instance).status, 0);
-    let last = instance.raw_sql("DELETE FROM audit_records WHERE seq = (SELECT MAX(seq) FROM audit_records)").await;
-    assert_eq!(last, 1);
+    let intact = verify(&instance);
+    assert_eq!(intact.status, 0);
+    // "audit trail intact: N records, head SEQ HASH": the anchor an operator keeps.
+    let words: Vec<&str> = intact.stdout.split_whitespace().collect();
+    let anchor = format!("{}:{}", words[words.len() - 2], words[words.len() - 1]);
+    let newest = "DELETE FROM audit_records WHERE seq = (SELECT MAX(seq) FROM audit_records)";
+
+    // A writer who deletes the newest record and moves the head back to the one kept fools
+    // the chain alone, not the anchor kept outside the database.
+    assert_eq!(instance.raw_sql(newest).await, 1);
+    instance
+        .raw_sql(
+            "UPDATE audit_head SET seq = (SELECT MAX(seq) FROM audit_records), \
+             hash = (SELECT hash FROM audit_records WHERE seq = (SELECT MAX(seq) FROM audit_records))",
+        )
+        .await;
+    assert_eq!(verify(&instance).status, 0, "a shorter chain, consistent in itself");
+    let anchored = instance.cli(&["audit", "verify", "--anchor", &anchor]);
+    assert_eq!(anchored.status, 1);
+    assert!(anchored.stderr.contains("is gone"), "{}", anchored.stderr);
+    assert_eq!(instance.cli(&["audit", "verify", "--anchor", "nonsense"]).status, 2);
+
+    // Deleting the newest record without moving the head is caught by the head.
+    assert_eq!(instance.raw_sql(newest).await, 1);
     let truncated = verify(&instance);
     assert_eq!(truncated.status, 1);
     assert!(truncated.stderr.contains("deleted from the end"), "{}", truncated.stderr);
