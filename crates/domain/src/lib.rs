@@ -33,6 +33,7 @@ pub mod settings;
 pub mod signin;
 pub mod throttle;
 pub mod token;
+pub mod trace;
 pub mod user;
 
 pub use error::{ErrorCode, OAuthError, StoreError};

@@ -204,6 +204,7 @@ impl Gateway {
             .query()
             .map(|q| q.split('&').filter(|p| !p.starts_with("access_token=")).collect::<Vec<_>>().join("&"));
         let forward = proxy::Forward {
+            traceparent: parts.extensions.get::<TraceParent>().map(|t| t.0.as_str()),
             route: &route.name,
             path,
             query,
@@ -289,7 +290,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new().fallback(handle).with_state(gateway)
 }
 
-async fn handle(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
+/// The `traceparent` the upstream gets: this request's span as its parent.
+#[derive(Debug, Clone)]
+struct TraceParent(String);
+
+async fn handle(State(gateway): State<Arc<Gateway>>, mut req: Request) -> Response {
     // The client's address as the transport resolved it (behind trusted proxies, the
     // forwarded one), else the socket peer.
     let peer = req
@@ -297,12 +302,21 @@ async fn handle(State(gateway): State<Arc<Gateway>>, req: Request) -> Response {
         .get::<domain::netaddr::ClientIp>()
         .map(|c| c.0)
         .or_else(|| req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip()));
+    let incoming = req.headers().get("traceparent").and_then(|v| v.to_str().ok());
+    let trace = domain::trace::TraceContext::from_header(incoming);
+    req.extensions_mut().insert(TraceParent(trace.child_header()));
     let span = tracing::info_span!(
         "gateway",
         method = %req.method(),
         path = %req.uri().path(),
         remote_addr = %peer.map(|p| p.to_string()).unwrap_or_default(),
         route = tracing::field::Empty,
+        trace_id = %trace.trace_id,
+        span_id = %trace.span_id,
+        parent_id = trace.parent_id.as_deref().unwrap_or_default(),
+        status = tracing::field::Empty,
     );
-    gateway.process(req, peer).instrument(span).await
+    let response = gateway.process(req, peer).instrument(span.clone()).await;
+    span.record("status", response.status().as_u16());
+    response
 }

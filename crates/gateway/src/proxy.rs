@@ -77,6 +77,9 @@ fn tls_config(extra: &[Vec<u8>]) -> Result<rustls::ClientConfig, String> {
 /// Everything about the request that forwarding needs, already verified.
 #[derive(Debug)]
 pub struct Forward<'a> {
+    /// W3C `traceparent` for the upstream (replaces the client's: the gateway's span is the
+    /// upstream's parent).
+    pub traceparent: Option<&'a str>,
     /// The route's name, for metrics.
     pub route: &'a str,
     pub path: &'a str,
@@ -245,6 +248,9 @@ fn upstream_headers(incoming: &HeaderMap, f: &Forward<'_>) -> HeaderMap {
             headers.insert(n, v);
         }
     };
+    if let Some(tp) = f.traceparent {
+        set("traceparent", tp);
+    }
     if let Some(id) = f.identity {
         set(&f.header_names.subject, &id.subject);
         if let Some(client) = &id.client_id {
@@ -306,6 +312,7 @@ mod tests {
         let names = IdentityHeaders::default();
         let id = Identity { subject: "alice".into(), scopes: vec!["a".into()], ..Identity::default() };
         let f = Forward {
+            traceparent: None,
             route: "test",
             path: "/",
             query: None,

@@ -221,6 +221,9 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     tasks.extend(crate::background::spawn_revocation_sync(&runtime, revoked, keys));
     tasks.push(crate::background::spawn_web_origins(&runtime, web_origins));
     tasks.push(crate::background::spawn_store_probe(&runtime));
+    if let Some(endpoint) = &runtime.config.log.otlp_endpoint {
+        tasks.extend(crate::otlp::start(endpoint.clone(), runtime.config.log.service_name.clone()));
+    }
 
     tracing::info!(addr = %bound, issuer = %issuer, tls = certs.is_some(), "portcullis listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -407,11 +407,26 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter, e.g. `info` or `info,portcullis=debug`.
     pub level: String,
+    /// Export request spans to this OTLP/HTTP traces endpoint (`http://collector:4318/v1/traces`).
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl LogConfig {
+    fn problems(&self) -> Vec<String> {
+        match &self.otlp_endpoint {
+            Some(url) if !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) => {
+                vec![format!("log.otlp_endpoint {url:?} is not an http(s) URL")]
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Auto, level: "info".into() }
+        Self { format: LogFormat::Auto, level: "info".into(), otlp_endpoint: None, service_name: "portcullis".into() }
     }
 }
 
@@ -686,6 +701,7 @@ fn validate(config: &Config) -> Vec<String> {
     }
     errors.extend(config.passwords.validate());
     errors.extend(config.alerts.problems());
+    errors.extend(config.log.problems());
     errors.extend(config.admin.problems(config.tls.enabled()));
     errors.extend(validate_scale_out(config));
     errors.extend(config.rate_limit.validate());

@@ -20,6 +20,7 @@ pub mod incident_cli;
 pub mod master_key;
 pub mod metrics;
 pub mod ops;
+pub mod otlp;
 pub mod protection;
 pub mod telemetry;
 pub mod transport;

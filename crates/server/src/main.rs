@@ -48,7 +48,8 @@ fn main() -> ExitCode {
     // `serve` always collects audit events: the detectors and alerts read them too.
     let audit = (serving || config.audit.store || config.audit.file.is_some())
         .then(|| audit::layer(config.audit.queue, (!serving).then_some(actor)));
-    telemetry::init(&config.log, sink, audit);
+    let otlp = (serving && config.log.otlp_endpoint.is_some()).then(portcullis_server::otlp::layer);
+    telemetry::init(&config.log, sink, audit, otlp);
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -23,7 +23,7 @@ pub enum Sink {
 
 type BoxedLayer = Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>;
 
-pub fn init(config: &LogConfig, sink: Sink, audit: Option<AuditLayer>) {
+pub fn init(config: &LogConfig, sink: Sink, audit: Option<AuditLayer>, otlp: Option<crate::otlp::OtlpLayer>) {
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match config.format {
         LogFormat::Json => true,
@@ -58,6 +58,12 @@ pub fn init(config: &LogConfig, sink: Sink, audit: Option<AuditLayer>) {
             if m.is_span() { *m.level() <= tracing::Level::INFO } else { m.target() == crate::audit::TARGET }
         }))
     });
+    // Trace export: the request spans only.
+    let otlp = otlp.map(|o| {
+        o.with_filter(tracing_subscriber::filter::filter_fn(|m| {
+            m.is_span() && matches!(m.name(), "request" | "gateway")
+        }))
+    });
     // A second init (tests calling in-process twice) is harmless: keep the first.
-    let _ = tracing_subscriber::registry().with(log.with_filter(filter)).with(audit).try_init();
+    let _ = tracing_subscriber::registry().with(log.with_filter(filter)).with(audit).with(otlp).try_init();
 }

@@ -33,5 +33,6 @@ mod rotation;
 mod signin_clock;
 mod signin_rejections;
 mod tls;
+mod traces;
 mod upstream;
 mod webdriver;
