@@ -44,7 +44,7 @@ pub(crate) type Api = State<Arc<AdminApi>>;
 
 /// The routes, method and path, as the OpenAPI document lists them (a test checks both
 /// agree).
-pub const ROUTES: [(&str, &str); 30] = [
+pub const ROUTES: [(&str, &str); 31] = [
     ("GET", "/admin/clients"),
     ("POST", "/admin/clients"),
     ("GET", "/admin/clients/{id}"),
@@ -69,6 +69,7 @@ pub const ROUTES: [(&str, &str); 30] = [
     ("GET", "/admin/bans"),
     ("POST", "/admin/bans"),
     ("DELETE", "/admin/bans/{ip}"),
+    ("POST", "/admin/policies/validate"),
     ("POST", "/admin/policies/test"),
     ("POST", "/admin/incidents/revoke-user"),
     ("POST", "/admin/incidents/revoke-client"),
@@ -97,6 +98,7 @@ pub fn router(api: Arc<AdminApi>) -> Router {
         .route("/admin/apikeys/{id}/revoke", post(crate::admin_writes::revoke_api_key))
         .route("/admin/bans", get(bans).post(crate::admin_writes::ban))
         .route("/admin/bans/{ip}", delete(lift_ban))
+        .route("/admin/policies/validate", post(crate::admin_writes::validate_policies))
         .route("/admin/policies/test", post(crate::admin_writes::test_policies))
         .route("/admin/incidents/revoke-user", post(revoke_user))
         .route("/admin/incidents/revoke-client", post(revoke_client))
@@ -214,11 +216,15 @@ async fn authenticate(State(api): Api, req: Request, next: Next) -> Response {
         tracing::warn!(target: "portcullis::audit", event = "admin.refused", reason = "insufficient_scope", subject = %claims.sub, "admin API token refused");
         return ApiError::InsufficientScope.into_response();
     }
+    // From where: the client address the transport resolved (behind trusted proxies, the
+    // forwarded one).
+    let remote = req.extensions().get::<domain::netaddr::ClientIp>().map(|c| c.0.to_string()).unwrap_or_default();
     let span = tracing::info_span!(
         "admin",
         actor = %format!("token:{}", claims.sub),
         method = %req.method(),
         path = %req.uri().path(),
+        remote_addr = %remote,
     );
     next.run(req).instrument(span).await
 }

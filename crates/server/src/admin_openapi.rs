@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 /// (method, path, summary, request body schema or null, success description).
-const OPERATIONS: [(&str, &str, &str, Option<&str>); 30] = [
+const OPERATIONS: [(&str, &str, &str, Option<&str>); 31] = [
     ("GET", "/admin/clients", "List clients", None),
     ("POST", "/admin/clients", "Register a client; the secret is in this response only", Some("CreateClient")),
     ("GET", "/admin/clients/{id}", "Show one client", None),
@@ -29,6 +29,7 @@ const OPERATIONS: [(&str, &str, &str, Option<&str>); 30] = [
     ("GET", "/admin/bans", "IP bans in force", None),
     ("POST", "/admin/bans", "Ban an address now", Some("Ban")),
     ("DELETE", "/admin/bans/{ip}", "Lift the ban of an address", None),
+    ("POST", "/admin/policies/validate", "Validate the policy directory on disk against its schema", None),
     ("POST", "/admin/policies/test", "Run a table of expected policy decisions", Some("PolicyCases")),
     (
         "POST",

@@ -142,6 +142,21 @@ pub(crate) async fn ban(State(api): Api, Body(b): Body<NewBan>) -> Result<axum::
     Ok(created(crate::ban_cli::ban_json(&ban)))
 }
 
+/// Validates the policy directory as it is on disk now against its schema (what a reload
+/// would load); the running set is unchanged.
+pub(crate) async fn validate_policies(State(api): Api) -> Reply {
+    let Some(dir) = api.runtime.config.authorization.policies_dir.clone() else {
+        return Err(CliError::Usage("authorization.policies_dir is not set".into()).into());
+    };
+    let loaded = tokio::task::spawn_blocking(move || crate::authz::load_dir(&dir))
+        .await
+        .map_err(|e| CliError::Failed(format!("validation did not finish: {e}")))?;
+    Ok(Json(match loaded {
+        Ok(policies) => json!({ "valid": true, "policies": policies.len() }),
+        Err(problems) => json!({ "valid": false, "problems": problems }),
+    }))
+}
+
 /// Runs a table of expected decisions (the `policy test --file` format, as JSON) against
 /// the loaded policies.
 pub(crate) async fn test_policies(State(api): Api, Body(cases): Body<Value>) -> Reply {

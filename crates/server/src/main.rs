@@ -20,7 +20,14 @@ fn main() -> ExitCode {
     let env: Vec<(String, String)> = std::env::vars().collect();
     // Who runs a CLI command, for the audit trail's `actor` of its admin events.
     let os_user = env.iter().find(|(k, _)| k == "USER" || k == "LOGNAME").map_or("unknown", |(_, v)| v.as_str());
-    let actor = format!("cli:{os_user}");
+    // And where: the host it runs on.
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| env.iter().find(|(k, _)| k == "HOSTNAME").map(|(_, v)| v.clone()))
+        .unwrap_or_else(|| "localhost".into());
+    let actor = format!("cli:{os_user}@{host}");
 
     if let Command::Config(ConfigCommand::Check { file }) = &cli.command {
         let path = file.as_deref().or(cli.config.as_deref());

@@ -85,6 +85,7 @@ async fn admin_api_needs_the_admin_scope_and_runs_incident_commands() {
     let record: serde_json::Value =
         serde_json::from_str(audit.stdout.lines().next().expect("an audit record")).unwrap();
     assert_eq!(record["fields"]["actor"], format!("token:{ops}"), "the operator is the token's subject");
+    assert_eq!(record["fields"]["remote_addr"], "127.0.0.1", "and from where");
     assert_eq!(record["fields"]["client_id"], victim.as_str());
 }
 
@@ -161,6 +162,7 @@ async fn admin_api_creates_and_changes_what_the_cli_does() {
     let cases = serde_json::json!({ "case": [] });
     let no_policies = call(&server, "POST", "/admin/policies/test", t, Some(cases)).await;
     assert_eq!(no_policies.status(), 400, "no policy directory configured");
+    assert_eq!(call(&server, "POST", "/admin/policies/validate", t, None).await.status(), 400);
 
     let audit = instance.cli(&["audit", "search", "--event", "admin.", "--json"]);
     let actors: Vec<serde_json::Value> = audit
@@ -214,4 +216,26 @@ async fn with_a_client_ca_the_admin_listener_wants_a_certificate_and_a_token() {
     assert_eq!(operator.get(&url).send().await.unwrap().status(), 401, "the certificate alone is not enough");
     assert_eq!(operator.get(&url).bearer_auth(t).send().await.unwrap().status(), 200);
     assert_eq!(operator.get(format!("{admin}/metrics")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn admin_api_validates_and_tests_the_policy_directory() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies");
+    let instance = Instance::new().with_config(&format!("[authorization]\npolicies_dir = \"{shipped}\"\n"));
+    let (ops, ops_secret) = admin_client(&instance, "portcullis:admin");
+    let server = instance.serve();
+    let t = token(&server, &ops, &ops_secret, None).await["access_token"].as_str().unwrap().to_owned();
+    let valid: serde_json::Value =
+        call(&server, "POST", "/admin/policies/validate", Some(&t), None).await.json().await.unwrap();
+    assert_eq!(valid["valid"], true, "{valid}");
+    assert!(valid["policies"].as_u64().unwrap() >= 6, "the shipped examples: {valid}");
+    let none: serde_json::Value =
+        call(&server, "POST", "/admin/policies/test", Some(&t), Some(serde_json::json!({ "case": [] })))
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(none, serde_json::json!({ "cases": 0, "passed": 0, "failures": [] }));
+    let bad = call(&server, "POST", "/admin/policies/test", Some(&t), Some(serde_json::json!({ "cases": 1 }))).await;
+    assert_eq!(bad.status(), 400, "not a cases document");
 }

@@ -46,7 +46,8 @@ async fn audit_trail_is_stored_searchable_and_tamper_evident() {
         mine.iter().find(|r| r["event"] == name).unwrap_or_else(|| panic!("no {name} for {id}: {mine:#?}")).clone()
     };
     let created = event("admin.client.created");
-    assert!(created["fields"]["actor"].as_str().unwrap().starts_with("cli:"), "who did it: {created}");
+    let actor = created["fields"]["actor"].as_str().unwrap();
+    assert!(actor.starts_with("cli:") && actor.contains('@'), "who did it, and on which host: {created}");
     let issued = event("token.issued");
     assert_eq!(issued["fields"]["grant"], "client_credentials");
     assert_eq!(issued["fields"]["remote_addr"], "127.0.0.1", "from where: {issued}");
