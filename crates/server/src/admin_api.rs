@@ -44,7 +44,7 @@ pub(crate) type Api = State<Arc<AdminApi>>;
 
 /// The routes, method and path, as the OpenAPI document lists them (a test checks both
 /// agree).
-pub const ROUTES: [(&str, &str); 31] = [
+pub const ROUTES: [(&str, &str); 37] = [
     ("GET", "/admin/clients"),
     ("POST", "/admin/clients"),
     ("GET", "/admin/clients/{id}"),
@@ -60,12 +60,17 @@ pub const ROUTES: [(&str, &str); 31] = [
     ("POST", "/admin/users/{username}/enable"),
     ("PUT", "/admin/users/{username}/roles"),
     ("GET", "/admin/users/{username}/sessions"),
+    ("PUT", "/admin/users/{username}/password"),
+    ("GET", "/admin/users/{username}/consents"),
+    ("DELETE", "/admin/users/{username}/consents/{client_id}"),
     ("GET", "/admin/keys"),
     ("POST", "/admin/keys/rotate"),
     ("POST", "/admin/keys/{kid}/retire"),
     ("GET", "/admin/apikeys"),
     ("POST", "/admin/apikeys"),
+    ("GET", "/admin/apikeys/{id}"),
     ("POST", "/admin/apikeys/{id}/revoke"),
+    ("POST", "/admin/apikeys/{id}/rotate"),
     ("GET", "/admin/bans"),
     ("POST", "/admin/bans"),
     ("DELETE", "/admin/bans/{ip}"),
@@ -76,6 +81,7 @@ pub const ROUTES: [(&str, &str); 31] = [
     ("POST", "/admin/incidents/revoke-key"),
     ("POST", "/admin/incidents/revoke-apikeys"),
     ("GET", "/admin/audit/head"),
+    ("GET", "/admin/audit"),
 ];
 
 pub fn router(api: Arc<AdminApi>) -> Router {
@@ -91,11 +97,16 @@ pub fn router(api: Arc<AdminApi>) -> Router {
         .route("/admin/users/{username}/enable", post(crate::admin_writes::enable_user))
         .route("/admin/users/{username}/roles", put(crate::admin_writes::change_roles))
         .route("/admin/users/{username}/sessions", get(sessions))
+        .route("/admin/users/{username}/password", put(crate::admin_writes::set_password))
+        .route("/admin/users/{username}/consents", get(crate::admin_writes::consents))
+        .route("/admin/users/{username}/consents/{client_id}", delete(crate::admin_writes::revoke_consent))
         .route("/admin/keys", get(keys))
         .route("/admin/keys/rotate", post(rotate_keys))
         .route("/admin/keys/{kid}/retire", post(crate::admin_writes::retire_key))
         .route("/admin/apikeys", get(api_keys).post(crate::admin_writes::create_api_key))
+        .route("/admin/apikeys/{id}", get(crate::admin_writes::api_key))
         .route("/admin/apikeys/{id}/revoke", post(crate::admin_writes::revoke_api_key))
+        .route("/admin/apikeys/{id}/rotate", post(crate::admin_writes::rotate_api_key))
         .route("/admin/bans", get(bans).post(crate::admin_writes::ban))
         .route("/admin/bans/{ip}", delete(lift_ban))
         .route("/admin/policies/validate", post(crate::admin_writes::validate_policies))
@@ -105,6 +116,7 @@ pub fn router(api: Arc<AdminApi>) -> Router {
         .route("/admin/incidents/revoke-key", post(revoke_key))
         .route("/admin/incidents/revoke-apikeys", post(revoke_api_keys))
         .route("/admin/audit/head", get(audit_head))
+        .route("/admin/audit", get(crate::admin_writes::search_audit))
         .route_layer(axum::middleware::from_fn_with_state(api.clone(), authenticate))
         .route("/admin/openapi.json", get(|| async { Json(crate::admin_openapi::document()) }))
         .with_state(api)

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 /// (method, path, summary, request body schema or null, success description).
-const OPERATIONS: [(&str, &str, &str, Option<&str>); 31] = [
+const OPERATIONS: [(&str, &str, &str, Option<&str>); 37] = [
     ("GET", "/admin/clients", "List clients", None),
     ("POST", "/admin/clients", "Register a client; the secret is in this response only", Some("CreateClient")),
     ("GET", "/admin/clients/{id}", "Show one client", None),
@@ -20,12 +20,27 @@ const OPERATIONS: [(&str, &str, &str, Option<&str>); 31] = [
     ("POST", "/admin/users/{username}/enable", "Allow the user to sign in again", None),
     ("PUT", "/admin/users/{username}/roles", "Add and remove roles", Some("RoleChange")),
     ("GET", "/admin/users/{username}/sessions", "A user's sessions (signed-in browsers)", None),
+    (
+        "PUT",
+        "/admin/users/{username}/password",
+        "Set a new password; ends the user's sessions and grants",
+        Some("NewPassword"),
+    ),
+    ("GET", "/admin/users/{username}/consents", "The clients the user has consented to", None),
+    ("DELETE", "/admin/users/{username}/consents/{client_id}", "Withdraw a consent (the page shows again)", None),
     ("GET", "/admin/keys", "Signing keys and their states", None),
     ("POST", "/admin/keys/rotate", "Announce a successor signing key", None),
     ("POST", "/admin/keys/{kid}/retire", "Retire a key now (published until its tokens expire)", None),
     ("GET", "/admin/apikeys", "List API keys (never the keys themselves)", None),
     ("POST", "/admin/apikeys", "Create an API key; the key is in this response only", Some("CreateApiKey")),
+    ("GET", "/admin/apikeys/{id}", "Show one API key's metadata", None),
     ("POST", "/admin/apikeys/{id}/revoke", "Revoke an API key now", None),
+    (
+        "POST",
+        "/admin/apikeys/{id}/rotate",
+        "Issue a successor (shown once); the old key stays valid for the overlap",
+        Some("Rotation"),
+    ),
     ("GET", "/admin/bans", "IP bans in force", None),
     ("POST", "/admin/bans", "Ban an address now", Some("Ban")),
     ("DELETE", "/admin/bans/{ip}", "Lift the ban of an address", None),
@@ -51,6 +66,7 @@ const OPERATIONS: [(&str, &str, &str, Option<&str>); 31] = [
     ),
     ("POST", "/admin/incidents/revoke-apikeys", "Revoke every API key of an owner", Some("RevokeApiKeys")),
     ("GET", "/admin/audit/head", "The audit chain's last sequence number and hash", None),
+    ("GET", "/admin/audit", "Search the audit trail (query: subject, event, since, until, limit)", None),
 ];
 
 fn parameters(path: &str) -> Vec<Value> {
@@ -134,6 +150,8 @@ pub fn document() -> Value {
                 "CreateApiKey": object(&["name"], json!({
                     "name": string, "scopes": string, "roles": strings, "expires": string, "owner": string })),
                 "Ban": object(&["ip"], json!({ "ip": string, "for": string })),
+                "NewPassword": object(&["password"], json!({ "password": { "type": "string", "minLength": 12 } })),
+                "Rotation": object(&[], json!({ "overlap": string })),
                 "PolicyCases": { "type": "object", "required": ["case"],
                     "description": "The `policy test --file` format as JSON: { roles?, case: [{ name, principal, action, resource, context?, expect, policies? }] }" },
                 "RevokeUser": object(&["username"], json!({ "username": string, "disable": { "type": "boolean" } })),

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -167,4 +167,96 @@ pub(crate) async fn test_policies(State(api): Api, Body(cases): Body<Value>) -> 
     let (total, failures) = crate::authz::run_cases_json(engine, &permissions, cases)
         .map_err(|e| CliError::Usage(format!("cases: {e}")))?;
     Ok(Json(json!({ "cases": total, "passed": total - failures.len(), "failures": failures })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewPassword {
+    password: String,
+}
+
+impl std::fmt::Debug for NewPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewPassword(<redacted>)")
+    }
+}
+
+pub(crate) async fn set_password(
+    State(api): Api,
+    Path(username): Path<String>,
+    Body(body): Body<NewPassword>,
+) -> Reply {
+    let password = zeroize::Zeroizing::new(body.password);
+    let user = crate::user_cli::set_password(&api.runtime, &api.hasher, &username, password).await?;
+    Ok(Json(crate::user_cli::user_json(&user)))
+}
+
+pub(crate) async fn consents(State(api): Api, Path(username): Path<String>) -> Reply {
+    Ok(Json(crate::user_cli::consents_json(&api.runtime, &username).await?))
+}
+
+pub(crate) async fn revoke_consent(State(api): Api, Path((username, client_id)): Path<(String, String)>) -> Reply {
+    crate::user_cli::revoke_consent(&api.runtime, &username, &client_id).await?;
+    Ok(Json(json!({ "revoked": client_id })))
+}
+
+pub(crate) async fn api_key(State(api): Api, Path(id): Path<String>) -> Reply {
+    let key = crate::apikey_cli::find(&api.runtime, &id).await?;
+    Ok(Json(crate::apikey_cli::key_json(&key, api.runtime.clock.now())))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Rotation {
+    /// How long the old key keeps working (default 24h).
+    #[serde(default)]
+    overlap: Option<String>,
+}
+
+pub(crate) async fn rotate_api_key(
+    State(api): Api,
+    Path(id): Path<String>,
+    Body(rotation): Body<Rotation>,
+) -> Result<axum::response::Response, ApiError> {
+    let overlap = rotation.overlap.unwrap_or_else(|| "24h".to_owned());
+    let (retiring, successor) = crate::apikey_cli::rotate_key(&api.runtime, &id, &overlap).await?;
+    let now = api.runtime.clock.now();
+    let mut body = crate::apikey_cli::key_json(&successor.stored, now);
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("api_key".into(), Value::from(successor.key.as_str()));
+        obj.insert("old_key_expires_at".into(), json!(retiring.expires_at));
+    }
+    Ok(created(body))
+}
+
+/// `GET /admin/audit?subject=…&event=…&since=…&until=…&limit=…`: as `portcullis audit search`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditSearch {
+    subject: Option<String>,
+    event: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn search_audit(
+    State(api): Api,
+    query: Result<Query<AuditSearch>, axum::extract::rejection::QueryRejection>,
+) -> Reply {
+    let Query(q) = query.map_err(|e| CliError::Usage(e.body_text()))?;
+    let now = api.runtime.clock.now();
+    let at = |s: Option<String>| {
+        s.map(|s| crate::audit_cli::parse_time(&s, now).map(|t| t.saturating_mul(1000))).transpose()
+    };
+    let query = domain::audit::AuditQuery {
+        subject: q.subject,
+        event_prefix: q.event,
+        since_ms: at(q.since)?,
+        until_ms: at(q.until)?,
+        limit: q.limit.unwrap_or(100).min(10_000),
+        ..domain::audit::AuditQuery::default()
+    };
+    let records = api.runtime.stores.audit.list_audit(&query).await?;
+    Ok(Json(json!(records.iter().map(crate::audit_cli::record_json).collect::<Vec<_>>())))
 }

@@ -100,26 +100,12 @@ pub async fn run(config: Config, command: ApiKeyCommand) -> Result<(), CliError>
             println!("revoked API key {id}");
         }
         ApiKeyCommand::Rotate { id, overlap, json } => {
-            let old = find(&rt, &id).await?;
-            if old.state(now) != apikey::KeyState::Active {
-                return Err(CliError::Usage(format!(
-                    "API key {id} is {}; only active keys rotate",
-                    old.state(now).as_str()
-                )));
-            }
-            let overlap = duration(&overlap, true)?;
-            let (retiring, successor) = apikey::rotate(&old, overlap, now);
-            store.insert_api_key(&successor.stored).await?;
-            store.update_api_key(&retiring).await?;
-            tracing::info!(
-                target: "portcullis::audit", event = "admin.apikey.rotated",
-                key_id = %successor.stored.id, rotated_from = %old.id, "API key rotated"
-            );
+            let (retiring, successor) = rotate_key(&rt, &id, &overlap).await?;
             print_key(&successor.stored, &successor.key, json.json);
             if !json.json {
                 println!(
                     "The old key {} stops working at {}.",
-                    old.id,
+                    retiring.id,
                     retiring.expires_at.map_or("-".into(), rfc3339)
                 );
             }
@@ -136,7 +122,7 @@ fn duration(text: &str, zero_ok: bool) -> Result<i64, CliError> {
         .ok_or_else(|| CliError::Usage(format!("{text:?} is not a duration like 90d, 12h, 30m or 45s")))
 }
 
-async fn find(rt: &Runtime, id: &str) -> Result<ApiKey, CliError> {
+pub(crate) async fn find(rt: &Runtime, id: &str) -> Result<ApiKey, CliError> {
     rt.stores.api_keys.get_api_key(id).await?.ok_or_else(|| CliError::NotFound(format!("no API key with id {id:?}")))
 }
 
@@ -165,6 +151,29 @@ pub(crate) async fn create_key(rt: &Runtime, spec: ApiKeySpec) -> Result<apikey:
     rt.stores.api_keys.insert_api_key(&issued.stored).await?;
     tracing::info!(target: "portcullis::audit", event = "admin.apikey.created", key_id = %issued.stored.id, "API key created");
     Ok(issued)
+}
+
+/// Issues a successor of an active key; the old one stays valid for `overlap` (such as
+/// 24h). Returns (the old key as cut down, the successor to show once).
+pub(crate) async fn rotate_key(
+    rt: &Runtime,
+    id: &str,
+    overlap: &str,
+) -> Result<(ApiKey, apikey::IssuedApiKey), CliError> {
+    let now = rt.clock.now();
+    let old = find(rt, id).await?;
+    if old.state(now) != apikey::KeyState::Active {
+        return Err(CliError::Usage(format!("API key {id} is {}; only active keys rotate", old.state(now).as_str())));
+    }
+    let overlap = duration(overlap, true)?;
+    let (retiring, successor) = apikey::rotate(&old, overlap, now);
+    rt.stores.api_keys.insert_api_key(&successor.stored).await?;
+    rt.stores.api_keys.update_api_key(&retiring).await?;
+    tracing::info!(
+        target: "portcullis::audit", event = "admin.apikey.rotated",
+        key_id = %successor.stored.id, rotated_from = %old.id, "API key rotated"
+    );
+    Ok((retiring, successor))
 }
 
 /// Revokes one key now.

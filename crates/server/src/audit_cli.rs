@@ -161,7 +161,7 @@ async fn check_anchor(rt: &Runtime, anchor: &str) -> Result<Result<(), String>, 
     })
 }
 
-fn record_json(r: &AuditRecord) -> Value {
+pub(crate) fn record_json(r: &AuditRecord) -> Value {
     let fields: Value = serde_json::from_str(&r.entry.fields).unwrap_or(Value::Null);
     json!({
         "seq": r.seq,
@@ -192,7 +192,7 @@ fn print_records(records: &[AuditRecord], json: bool) {
 }
 
 /// `30m` (ago), unix seconds, or `YYYY-MM-DDTHH:MM:SSZ`.
-fn parse_time(s: &str, now: i64) -> Result<i64, CliError> {
+pub(crate) fn parse_time(s: &str, now: i64) -> Result<i64, CliError> {
     let s = s.trim();
     if let Ok(unix) = s.parse::<i64>() {
         return Ok(unix);

@@ -108,7 +108,6 @@ fn usage(e: impl std::fmt::Display) -> CliError {
 pub async fn run(config: Config, command: UserCommand) -> Result<(), CliError> {
     let hasher = config.passwords.hasher().map_err(usage)?;
     let rt = Runtime::open(config).await?;
-    let now = rt.clock.now();
     match command {
         UserCommand::Create(args) => create(&rt, &hasher, args).await?,
         UserCommand::List(flag) => {
@@ -131,13 +130,8 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), CliError> {
             }
         }
         UserCommand::SetPassword { username, password } => {
-            let mut u = find(&rt, &username).await?;
             let password = read_password(&password, true)?;
-            u.password_hash = hasher.hash(password).await.map_err(|e| usage(e.description))?;
-            u.updated_at = now;
-            rt.stores.users.update_user(&u).await?;
-            audit("admin.user.password_set", &u);
-            end_everything(&rt, &u).await?;
+            let u = set_password(&rt, &hasher, &username, password).await?;
             println!("password of {} changed; their sessions and tokens are revoked", u.username);
         }
         UserCommand::Disable { username } => {
@@ -159,11 +153,7 @@ pub async fn run(config: Config, command: UserCommand) -> Result<(), CliError> {
         }
         UserCommand::Consents { username, json } => consents(&rt, &username, json.json).await?,
         UserCommand::RevokeConsent { username, client_id } => {
-            let u = find(&rt, &username).await?;
-            if !rt.stores.users.delete_consent(&u.id, &client_id).await? {
-                return Err(usage(format!("{} has not consented to client {client_id:?}", u.username)));
-            }
-            tracing::info!(target: "portcullis::audit", event = "admin.user.consent_revoked", user_id = %u.id, client_id = %client_id, "consent withdrawn");
+            let u = revoke_consent(&rt, &username, &client_id).await?;
             println!("withdrew the consent of {} to {client_id}", u.username);
         }
         UserCommand::Delete { username } => {
@@ -273,11 +263,7 @@ async fn consents(rt: &Runtime, username: &str, as_json: bool) -> Result<(), Cli
     let u = find(rt, username).await?;
     let consents = rt.stores.users.list_consents(&u.id).await?;
     if as_json {
-        let list: Vec<_> = consents
-            .iter()
-            .map(|c| json!({ "client_id": c.client_id, "scope": c.scope.to_string(), "granted_at": c.granted_at }))
-            .collect();
-        println!("{}", json!(list));
+        println!("{}", consents_json(rt, username).await?);
     } else {
         for c in &consents {
             println!("{:<24} {:<21} {}", c.client_id, rfc3339(c.granted_at), c.scope);
@@ -309,6 +295,45 @@ pub(crate) async fn change_roles(
         audit("admin.user.roles_changed", &u);
     }
     Ok(u)
+}
+
+/// Sets a new password (checked, argon2id) and ends the user's sessions and grants.
+pub(crate) async fn set_password(
+    rt: &Runtime,
+    hasher: &domain::password::PasswordHasher,
+    username: &str,
+    password: Zeroizing<String>,
+) -> Result<User, CliError> {
+    let mut u = find(rt, username).await?;
+    let password = check(password)?;
+    u.password_hash = hasher.hash(password).await.map_err(|e| usage(e.description))?;
+    u.updated_at = rt.clock.now();
+    rt.stores.users.update_user(&u).await?;
+    audit("admin.user.password_set", &u);
+    end_everything(rt, &u).await?;
+    Ok(u)
+}
+
+/// Withdraws a user's consent to a client (the consent page shows again).
+pub(crate) async fn revoke_consent(rt: &Runtime, username: &str, client_id: &str) -> Result<User, CliError> {
+    let u = find(rt, username).await?;
+    if !rt.stores.users.delete_consent(&u.id, client_id).await? {
+        return Err(CliError::NotFound(format!("{} has not consented to client {client_id:?}", u.username)));
+    }
+    tracing::info!(target: "portcullis::audit", event = "admin.user.consent_revoked", user_id = %u.id, client_id = %client_id, "consent withdrawn");
+    Ok(u)
+}
+
+/// A user's remembered consents.
+pub(crate) async fn consents_json(rt: &Runtime, username: &str) -> Result<serde_json::Value, CliError> {
+    let u = find(rt, username).await?;
+    let consents = rt.stores.users.list_consents(&u.id).await?;
+    Ok(json!(
+        consents
+            .iter()
+            .map(|c| json!({ "client_id": c.client_id, "scope": c.scope.to_string(), "granted_at": c.granted_at }))
+            .collect::<Vec<_>>()
+    ))
 }
 
 /// Deletes a user with their sessions, consents and grants.

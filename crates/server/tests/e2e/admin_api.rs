@@ -129,6 +129,15 @@ async fn admin_api_creates_and_changes_what_the_cli_does() {
     let changed: serde_json::Value =
         call(&server, "PUT", "/admin/users/dora/roles", t, Some(roles)).await.json().await.unwrap();
     assert_eq!(changed["roles"], serde_json::json!(["admin"]));
+    let new_password = serde_json::json!({ "password": "another long passphrase" });
+    crate::harness::remember("another long passphrase");
+    assert_eq!(call(&server, "PUT", "/admin/users/dora/password", t, Some(new_password)).await.status(), 200);
+    let short = serde_json::json!({ "password": "short" });
+    assert_eq!(call(&server, "PUT", "/admin/users/dora/password", t, Some(short)).await.status(), 400);
+    let consents: serde_json::Value =
+        call(&server, "GET", "/admin/users/dora/consents", t, None).await.json().await.unwrap();
+    assert_eq!(consents, serde_json::json!([]));
+    assert_eq!(call(&server, "DELETE", "/admin/users/dora/consents/some-client", t, None).await.status(), 404);
     let disabled: serde_json::Value =
         call(&server, "POST", "/admin/users/dora/disable", t, None).await.json().await.unwrap();
     assert_eq!(disabled["status"], "disabled");
@@ -148,6 +157,34 @@ async fn admin_api_creates_and_changes_what_the_cli_does() {
             .await
             .unwrap();
     assert_eq!(revoked["state"], "revoked");
+    let again = call(
+        &server,
+        "POST",
+        &format!("/admin/apikeys/{}/rotate", key["id"].as_str().unwrap()),
+        t,
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(again.status(), 400, "a revoked key does not rotate");
+    let live = serde_json::json!({ "name": "deploy", "owner": "team-ci" });
+    let live: serde_json::Value = call(&server, "POST", "/admin/apikeys", t, Some(live)).await.json().await.unwrap();
+    crate::harness::remember(live["api_key"].as_str().unwrap());
+    let live_id = live["id"].as_str().unwrap();
+    let rotated = call(
+        &server,
+        "POST",
+        &format!("/admin/apikeys/{live_id}/rotate"),
+        t,
+        Some(serde_json::json!({ "overlap": "1h" })),
+    )
+    .await;
+    assert_eq!(rotated.status(), 201);
+    let rotated: serde_json::Value = rotated.json().await.unwrap();
+    crate::harness::remember(rotated["api_key"].as_str().unwrap());
+    assert_eq!(rotated["rotated_from"], live_id);
+    let shown: serde_json::Value =
+        call(&server, "GET", &format!("/admin/apikeys/{live_id}"), t, None).await.json().await.unwrap();
+    assert!(shown.get("api_key").is_none(), "never the key itself: {shown}");
     let ban = serde_json::json!({ "ip": "203.0.113.50", "for": "1h" });
     assert_eq!(call(&server, "POST", "/admin/bans", t, Some(ban)).await.status(), 201);
     let bans: serde_json::Value = call(&server, "GET", "/admin/bans", t, None).await.json().await.unwrap();
@@ -164,6 +201,12 @@ async fn admin_api_creates_and_changes_what_the_cli_does() {
     assert_eq!(no_policies.status(), 400, "no policy directory configured");
     assert_eq!(call(&server, "POST", "/admin/policies/validate", t, None).await.status(), 400);
 
+    let searched = call(&server, "GET", "/admin/audit?event=admin.user.&limit=50", t, None).await;
+    assert_eq!(searched.status(), 200);
+    let searched: serde_json::Value = searched.json().await.unwrap();
+    assert!(searched.as_array().unwrap().iter().any(|r| r["event"] == "admin.user.password_set"), "{searched}");
+    assert_eq!(call(&server, "GET", "/admin/audit?since=someday", t, None).await.status(), 400);
+    assert_eq!(call(&server, "GET", "/admin/audit?bogus=1", t, None).await.status(), 400);
     let audit = instance.cli(&["audit", "search", "--event", "admin.", "--json"]);
     let actors: Vec<serde_json::Value> = audit
         .stdout
