@@ -80,8 +80,11 @@ impl Inner {
         }
     }
 
-    fn cut_off(map: &HashMap<String, (UnixTime, UnixTime)>, id: &str, issued_at: UnixTime, now: UnixTime) -> bool {
-        map.get(id).is_some_and(|(before, exp)| issued_at <= *before && *exp > now)
+    fn cut_off(&self, subject: &str, client_id: Option<&str>, issued_at: UnixTime, now: UnixTime) -> bool {
+        let covers = |map: &HashMap<String, (UnixTime, UnixTime)>, id: &str| {
+            map.get(id).is_some_and(|(before, exp)| issued_at <= *before && *exp > now)
+        };
+        covers(&self.subjects, subject) || client_id.is_some_and(|c| covers(&self.clients, c))
     }
 }
 
@@ -117,9 +120,15 @@ impl RevokedSet {
         now: UnixTime,
     ) -> bool {
         let Ok(inner) = self.inner.lock() else { return true };
-        inner.entries.get(jti).is_some_and(|exp| *exp > now)
-            || Inner::cut_off(&inner.subjects, subject, issued_at, now)
-            || client_id.is_some_and(|c| Inner::cut_off(&inner.clients, c, issued_at, now))
+        inner.entries.get(jti).is_some_and(|exp| *exp > now) || inner.cut_off(subject, client_id, issued_at, now)
+    }
+
+    /// Whether an incident cut-off on the token's `sub` or `client_id` covers its `iat`
+    /// (callers that check the `jti` elsewhere, e.g. introspection against the store).
+    /// A poisoned lock answers "revoked".
+    #[must_use]
+    pub fn cut_off(&self, subject: &str, client_id: Option<&str>, issued_at: UnixTime, now: UnixTime) -> bool {
+        self.inner.lock().map_or(true, |inner| inner.cut_off(subject, client_id, issued_at, now))
     }
 
     pub fn insert(&self, jti: &str, expires_at: UnixTime) {

@@ -263,7 +263,7 @@ impl TokenService {
             Ok(c) => c,
             Err(rejection) => return Ok(Err(rejection)),
         };
-        let cut_off = self.revoked.revokes("", &claims.sub, Some(&claims.client_id), claims.iat, now);
+        let cut_off = self.revoked.cut_off(&claims.sub, Some(&claims.client_id), claims.iat, now);
         if cut_off || self.revocations.is_revoked(&claims.jti, now).await? {
             return Ok(Err(TokenRejection::Revoked));
         }

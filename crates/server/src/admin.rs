@@ -60,11 +60,8 @@ impl AdminConfig {
 
 /// The admin routes. `metrics` is `None` when another recorder already owns the process
 /// (only in-process tests): `/metrics` then answers 404.
-pub fn router(metrics: Option<PrometheusHandle>, api: Option<std::sync::Arc<crate::admin_api::AdminApi>>) -> Router {
-    let mut router = Router::new().route("/health", get(|| async { "ok" }));
-    if let Some(api) = api {
-        router = router.merge(crate::admin_api::router(api));
-    }
+pub fn router(metrics: Option<PrometheusHandle>, api: std::sync::Arc<crate::admin_api::AdminApi>) -> Router {
+    let router = Router::new().route("/health", get(|| async { "ok" })).merge(crate::admin_api::router(api));
     match metrics {
         Some(handle) => router.route(
             "/metrics",

@@ -49,8 +49,9 @@ pub struct AlertsConfig {
     /// Upstream failures (5xx, unreachable, timeout) on one route.
     pub upstream_errors: u32,
     pub upstream_errors_window: Seconds,
-    /// POST every alert here (https in production).
-    pub webhook_url: Option<String>,
+    /// POST every alert here (https in production). Redacted in Debug and errors: chat
+    /// webhooks carry their token in the URL.
+    pub webhook_url: Option<SecretString>,
     /// Key of the webhook signature.
     pub webhook_secret: Option<SecretString>,
     /// Attempts after the first one, 1 s, 2 s, 4 s, … apart.
@@ -97,9 +98,9 @@ impl AlertsConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Some(url) = &self.webhook_url {
-            match reqwest::Url::parse(url) {
+            match reqwest::Url::parse(&url.0) {
                 Ok(u) if matches!(u.scheme(), "https" | "http") => {}
-                _ => problems.push(format!("alerts.webhook_url {url:?} is not an http(s) URL")),
+                _ => problems.push("alerts.webhook_url is not an http(s) URL".to_owned()),
             }
             if self.webhook_secret.as_ref().is_none_or(|s| s.0.len() < 16) {
                 problems.push("alerts.webhook_url needs alerts.webhook_secret (16 characters or more)".into());
@@ -124,7 +125,7 @@ impl Alerting {
             (Some(url), Some(secret)) => {
                 let (tx, rx) = mpsc::channel(WEBHOOK_QUEUE);
                 let sender = Webhook {
-                    url: url.clone(),
+                    url: url.0.clone(),
                     secret: secret.0.clone(),
                     retries: config.webhook_retries,
                     timeout: Duration::from_secs(config.webhook_timeout.0.max(1)),
@@ -211,5 +212,24 @@ impl Webhook {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_webhook_url_and_secret_never_print() {
+        let config = AlertsConfig {
+            webhook_url: Some(SecretString("https://hooks.example.com/services/T0/B0/tok3n-in-path".into())),
+            webhook_secret: Some(SecretString("s3cret-s3cret-s3cret".into())),
+            ..AlertsConfig::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("tok3n") && !printed.contains("s3cret"), "{printed}");
+        let bad = AlertsConfig { webhook_url: Some(SecretString("ftp://x/tok3n".into())), ..config };
+        let problems = bad.problems().join(" ");
+        assert!(problems.contains("not an http(s) URL") && !problems.contains("tok3n"), "{problems}");
     }
 }

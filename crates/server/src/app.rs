@@ -331,7 +331,7 @@ async fn admin_listener(
     let (listener, bound) = bind(config.listen).await?;
     tracing::info!(addr = %bound, mtls = certs.is_some(), "admin listening");
     tasks.extend(metrics.clone().map(crate::admin::spawn_upkeep));
-    Ok(Some((listener, crate::admin::router(metrics, Some(api)), certs)))
+    Ok(Some((listener, crate::admin::router(metrics, api), certs)))
 }
 
 type AdminListener = (TcpListener, axum::Router, Option<Arc<CertReloader>>);

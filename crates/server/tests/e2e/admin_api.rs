@@ -87,6 +87,18 @@ async fn admin_api_needs_the_admin_scope_and_runs_incident_commands() {
     assert_eq!(record["fields"]["actor"], format!("token:{ops}"), "the operator is the token's subject");
     assert_eq!(record["fields"]["remote_addr"], "127.0.0.1", "and from where");
     assert_eq!(record["fields"]["client_id"], victim.as_str());
+
+    // An admin token is revocable like any other: revoking its own client locks it out.
+    let body = serde_json::json!({ "client_id": ops });
+    assert_eq!(
+        call(&server, "POST", "/admin/incidents/revoke-client", Some(&admin_token), Some(body)).await.status(),
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while call(&server, "GET", "/admin/clients", Some(&admin_token), None).await.status() != 401 {
+        assert!(Instant::now() < deadline, "a revoked admin token still works");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
