@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use domain::OAuthError;
-use domain::client::ClientCredentials;
+use domain::client::{ClientCertificate, ClientCredentials};
 use domain::request::FormParams;
 
 use crate::wire::ApiError;
@@ -54,6 +54,7 @@ impl<S: Send + Sync, const E: u8> FromRequest<S> for OAuthForm<E> {
         let err = |e: OAuthError| ApiError::new(endpoint, e);
         check_content_type(req.headers()).map_err(err)?;
         let headers = req.headers().clone();
+        let certificate = req.extensions().get::<ClientCertificate>().cloned();
         let body = Bytes::from_request(req, state).await.map_err(|rejection| {
             let too_large = rejection.status() == StatusCode::PAYLOAD_TOO_LARGE;
             let e = ApiError::new(
@@ -74,7 +75,14 @@ impl<S: Send + Sync, const E: u8> FromRequest<S> for OAuthForm<E> {
         }
         let params = parse_form(&body).map_err(err)?;
         let claimed = params.optional("client_id").ok().flatten().map(str::to_owned);
-        let credentials = client_credentials(&headers, &params).map_err(|e| err(e).client(claimed.as_deref()))?;
+        let credentials = match client_credentials(&headers, &params) {
+            // RFC 8705 §2: a client_id alone over a connection with a verified client
+            // certificate is `tls_client_auth` (a public client still passes as one).
+            Ok(ClientCredentials::None { client_id }) if let Some(certificate) = certificate => {
+                ClientCredentials::Certificate { client_id, certificate }
+            }
+            other => other.map_err(|e| err(e).client(claimed.as_deref()))?,
+        };
         Ok(Self { params, credentials })
     }
 }

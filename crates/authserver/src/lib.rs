@@ -3,6 +3,7 @@
 //! gateway): its dependencies arrive in [`AppState`] as trait objects.
 
 pub mod cors;
+pub mod dpop;
 pub mod extract;
 pub mod health;
 pub mod limits;
@@ -55,6 +56,21 @@ pub struct AppState {
     pub metadata: Arc<String>,
     /// Rate limits and bans; `None` turns both off.
     pub protection: Option<Arc<limits::AuthProtection>>,
+    /// DPoP proofs and client certificates at the token and userinfo endpoints.
+    pub sender: Arc<SenderConstraints>,
+}
+
+/// How this server binds tokens to client keys: DPoP (RFC 9449) always; certificates
+/// (RFC 8705) when its listener asks for them.
+#[derive(Debug, Clone)]
+pub struct SenderConstraints {
+    pub checker: domain::dpop::Dpop,
+    /// Require a server nonce in proofs at the token endpoint (RFC 9449 §8).
+    pub nonce_at_token: bool,
+    /// Require a server nonce in proofs at userinfo (RFC 9449 §9).
+    pub nonce_at_userinfo: bool,
+    /// The listener verifies client certificates against `tls.client_ca_file`.
+    pub mtls: bool,
 }
 
 impl AppState {
@@ -64,10 +80,11 @@ impl AppState {
         signin: SignIn,
         health: Arc<dyn Health>,
         algorithm: domain::jose::Algorithm,
+        sender: SenderConstraints,
     ) -> Result<Self, minijinja::Error> {
         let tokens = signin.tokens().clone();
         let issuer = &tokens.settings().issuer;
-        let metadata = metadata::document(issuer, algorithm).to_string();
+        let metadata = metadata::document(issuer, algorithm, &sender).to_string();
         let pages = pages::Pages::new(issuer.as_str().starts_with("https://"))?;
         Ok(Self {
             tokens,
@@ -77,6 +94,7 @@ impl AppState {
             health,
             metadata: Arc::new(metadata),
             protection: None,
+            sender: Arc::new(sender),
         })
     }
 }

@@ -13,9 +13,14 @@ use crate::paths;
 
 /// Builds the metadata document once, at startup.
 #[must_use]
-pub fn document(issuer: &Issuer, algorithm: Algorithm) -> Value {
-    let confidential = json!(["client_secret_basic", "client_secret_post"]);
-    let any = json!(["client_secret_basic", "client_secret_post", "none"]);
+pub fn document(issuer: &Issuer, algorithm: Algorithm, dpop: &crate::SenderConstraints) -> Value {
+    let mut confidential = vec!["client_secret_basic", "client_secret_post"];
+    if dpop.mtls {
+        confidential.push("tls_client_auth");
+    }
+    let mut any = confidential.clone();
+    any.push("none");
+    let dpop_algs: Vec<&str> = dpop.checker.settings().algorithms.iter().map(|a| a.as_str()).collect();
     json!({
         "issuer": issuer.as_str(),
         "authorization_endpoint": issuer.endpoint(paths::AUTHORIZE),
@@ -43,6 +48,10 @@ pub fn document(issuer: &Issuer, algorithm: Algorithm) -> Value {
         "token_endpoint_auth_methods_supported": any,
         "introspection_endpoint_auth_methods_supported": confidential,
         "revocation_endpoint_auth_methods_supported": any,
+        // RFC 9449 §5.1.
+        "dpop_signing_alg_values_supported": dpop_algs,
+        // RFC 8705 §3.3: only with a listener that asks for client certificates.
+        "tls_client_certificate_bound_access_tokens": dpop.mtls,
         "service_documentation": "https://github.com/portcullis/portcullis",
     })
 }

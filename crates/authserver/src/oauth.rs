@@ -2,7 +2,7 @@
 //! (RFC 7009 §2) endpoints. Each: extract → one domain call → response.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use domain::request::{TokenReference, TokenRequest};
 use domain::service::Introspection;
@@ -15,14 +15,28 @@ use crate::extract::{INTROSPECT, OAuthForm, REVOKE, TOKEN};
 use crate::wire::{ApiError, no_store_json};
 
 /// `POST /oauth2/token`
-pub async fn post_token(State(state): State<AppState>, form: OAuthForm<TOKEN>) -> Result<Response, ApiError> {
+pub async fn post_token(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: OAuthForm<TOKEN>,
+) -> Result<Response, ApiError> {
     let client_id = form.credentials.client_id().to_owned();
     let fail = |e| ApiError::new("token", e).client(Some(&client_id));
     let request = TokenRequest::parse(&form.params).map_err(fail)?;
-    let issued = state.tokens.token(&form.credentials, request).await.map_err(fail)?;
+    let proof = crate::dpop::token_proof(&state, &headers).await.map_err(|e| e.client(Some(&client_id)))?;
+    let issued = state.tokens.token(&form.credentials, request, proof.as_ref()).await.map_err(|e| {
+        let refused = fail(e);
+        // A client that must use DPoP learns the nonce it may need along with the refusal.
+        if refused.error.code == domain::ErrorCode::InvalidDpopProof {
+            refused.dpop_nonce(state.sender.checker.nonce())
+        } else {
+            refused
+        }
+    })?;
     let body = TokenResponse {
         access_token: &issued.access_token,
-        token_type: "Bearer",
+        // RFC 9449 §5: a DPoP-bound access token has `token_type` DPoP.
+        token_type: if proof.is_some() { "DPoP" } else { "Bearer" },
         expires_in: issued.expires_in,
         scope: (!issued.scope.is_empty()).then(|| issued.scope.to_string()),
         refresh_token: issued.refresh_token.as_deref(),
@@ -41,7 +55,10 @@ pub async fn post_introspect(State(state): State<AppState>, form: OAuthForm<INTR
         // RFC 7662 §2.2: an inactive token answers `{"active": false}` and nothing else.
         Introspection::Inactive(_) => json!({ "active": false }).to_string(),
         Introspection::Active(claims) => {
-            to_json(&ActiveIntrospection { active: true, token_type: "Bearer", claims: &claims })
+            // RFC 9449 §6.2: a DPoP-bound token introspects as `token_type: DPoP`, with `cnf`.
+            let dpop = claims.cnf.as_ref().is_some_and(|c| c.jkt.is_some());
+            let token_type = if dpop { "DPoP" } else { "Bearer" };
+            to_json(&ActiveIntrospection { active: true, token_type, claims: &claims })
         }
     };
     Ok(no_store_json(body).into_response())

@@ -15,6 +15,7 @@ use minijinja::context;
 use zeroize::Zeroizing;
 
 use crate::AppState;
+use crate::dpop;
 use crate::extract::parse_form;
 use crate::pages::{SESSION_COOKIE, see_other};
 use crate::wire::{ApiError, no_store_json};
@@ -157,14 +158,19 @@ pub async fn logout(
 }
 
 /// `GET|POST /oauth2/userinfo`
-pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let token = headers
+pub async fn userinfo(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    certificate: Option<axum::Extension<domain::client::ClientCertificate>>,
+    headers: HeaderMap,
+) -> Response {
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    let Some(token) = token.filter(|t| !t.is_empty()) else {
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop"))
+        .map(|(scheme, t)| (scheme.eq_ignore_ascii_case("dpop"), t.trim()));
+    let Some((dpop, token)) = presented.filter(|(_, t)| !t.is_empty()) else {
         // RFC 6750 §3.1: "If the request lacks any authentication information …, the resource
         // server SHOULD NOT include an error code".
         let mut r = (
@@ -174,11 +180,27 @@ pub async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Resp
             ),
         )
             .into_response();
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="portcullis""#));
+        let challenge = format!(r#"Bearer realm="portcullis", DPoP realm="portcullis", algs="{}""#, dpop::algs(&state));
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
         return r;
     };
-    match state.signin.userinfo(token).await {
+    let proof = if dpop {
+        match dpop::userinfo_proof(&state, &headers, method.as_str(), token).await {
+            Ok(proof) => Some(proof),
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        None
+    };
+    let presented = domain::dpop::Presentation {
+        dpop_jkt: proof.as_ref().map(|p| p.jkt.as_str()),
+        certificate: certificate.as_ref().map(|c| c.thumbprint.as_str()),
+    };
+    match state.signin.userinfo(token, &presented).await {
         Ok(claims) => no_store_json(serde_json::Value::Object(claims).to_string()).into_response(),
+        Err(e) if dpop => ApiError::new("userinfo", e).dpop_challenge(dpop::algs(&state)).into_response(),
         Err(e) => ApiError::new("userinfo", e).into_response(),
     }
 }

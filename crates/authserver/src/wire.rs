@@ -20,12 +20,30 @@ pub struct ApiError {
     pub client_id: Option<String>,
     /// Overrides the status derived from the code (413 for an oversized body).
     pub status: Option<StatusCode>,
+    /// A fresh `DPoP-Nonce` for the client's next proof (RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
+    /// At a protected resource (userinfo): challenge with the `DPoP` scheme (RFC 9449
+    /// §7.1) and these algorithms, instead of `Bearer`.
+    pub dpop_challenge: Option<String>,
 }
 
 impl ApiError {
     #[must_use]
     pub fn new(endpoint: &'static str, error: OAuthError) -> Self {
-        Self { error, endpoint, client_id: None, status: None }
+        Self { error, endpoint, client_id: None, status: None, dpop_nonce: None, dpop_challenge: None }
+    }
+
+    #[must_use]
+    pub fn dpop_nonce(mut self, nonce: String) -> Self {
+        self.dpop_nonce = Some(nonce);
+        self
+    }
+
+    /// Answer with a `DPoP` challenge offering `algs` (space-separated).
+    #[must_use]
+    pub fn dpop_challenge(mut self, algs: String) -> Self {
+        self.dpop_challenge = Some(algs);
+        self
     }
 
     #[must_use]
@@ -60,13 +78,19 @@ const fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::ConsentRequired
         | ErrorCode::InteractionRequired
         | ErrorCode::RequestNotSupported
-        | ErrorCode::RequestUriNotSupported => StatusCode::BAD_REQUEST,
+        | ErrorCode::RequestUriNotSupported
+        | ErrorCode::InvalidDpopProof
+        | ErrorCode::UseDpopNonce => StatusCode::BAD_REQUEST,
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status.unwrap_or(status_for(self.error.code));
+        let code = self.error.code;
+        let at_resource_dpop = self.dpop_challenge.is_some()
+            && matches!(code, ErrorCode::InvalidDpopProof | ErrorCode::UseDpopNonce | ErrorCode::InvalidToken);
+        // RFC 9449 §7.1: at a protected resource, proof errors are 401 with a challenge.
+        let status = self.status.unwrap_or(if at_resource_dpop { StatusCode::UNAUTHORIZED } else { status_for(code) });
         let cause = self.error.cause.as_deref().unwrap_or("");
         if status.is_server_error() {
             tracing::error!(
@@ -105,8 +129,17 @@ impl IntoResponse for ApiError {
             )),
             _ => None,
         };
+        let challenge = match (&self.dpop_challenge, at_resource_dpop) {
+            (Some(algs), true) => {
+                HeaderValue::from_str(&format!(r#"DPoP realm="portcullis", error="{code}", algs="{algs}""#)).ok()
+            }
+            _ => challenge,
+        };
         if let Some(challenge) = challenge {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(nonce) = self.dpop_nonce.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+            response.headers_mut().insert(domain::dpop::NONCE_HEADER, nonce);
         }
         response
     }

@@ -21,6 +21,7 @@ fn claims() -> AccessTokenClaims {
         auth_time: None,
         roles: vec![],
         groups: vec![],
+        cnf: None,
     }
 }
 

@@ -242,6 +242,8 @@ mod tests {
             redirect_uris: vec!["https://app.example.com/cb".into(), "https://app.example.com/cb2?x=1".into()],
             post_logout_redirect_uris: vec![],
             first_party: false,
+            dpop_bound_access_tokens: false,
+            tls_client_auth_subject: None,
             disabled: false,
             created_at: 0,
             updated_at: 0,

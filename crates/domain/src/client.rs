@@ -62,6 +62,15 @@ pub struct Client {
     /// A first-party client skips the consent page.
     #[serde(default)]
     pub first_party: bool,
+    /// RFC 9449 §5.2 `dpop_bound_access_tokens`: token requests without a DPoP proof are
+    /// refused.
+    #[serde(default)]
+    pub dpop_bound_access_tokens: bool,
+    /// RFC 8705 §2.1.2 `tls_client_auth_subject`: the client authenticates with a
+    /// certificate (verified against `tls.client_ca_file`) whose subject — first SAN URI,
+    /// else SAN DNS name, else CN — is this; its access tokens are certificate-bound (§3).
+    #[serde(default)]
+    pub tls_client_auth_subject: Option<String>,
     pub disabled: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
@@ -71,7 +80,13 @@ impl Client {
     /// A public client (a single-page or native app) has no secret (RFC 6749 §2.1).
     #[must_use]
     pub const fn is_public(&self) -> bool {
-        self.secret_hash.is_none()
+        self.secret_hash.is_none() && self.tls_client_auth_subject.is_none()
+    }
+
+    /// RFC 8705 §2.1: whether `certificate` authenticates this client.
+    #[must_use]
+    pub fn certificate_matches(&self, certificate: &ClientCertificate) -> bool {
+        !self.disabled && self.tls_client_auth_subject.as_deref() == Some(certificate.subject.as_str())
     }
 
     /// The `aud` of access tokens for this client: its configured audience, or its own id.
@@ -113,6 +128,11 @@ pub struct ClientRegistration {
     /// No secret: the client cannot keep one (SPA, native app).
     pub public: bool,
     pub first_party: bool,
+    /// Refuse token requests without a DPoP proof (RFC 9449 §5.2).
+    pub dpop_bound_access_tokens: bool,
+    /// Authenticate with a client certificate of this subject instead of a secret
+    /// (RFC 8705 §2.1, `tls_client_auth`); tokens are bound to the certificate.
+    pub tls_client_auth_subject: Option<String>,
 }
 
 /// A freshly minted client secret, shown to the operator exactly once.
@@ -162,7 +182,16 @@ impl ClientRegistration {
         for uri in self.redirect_uris.iter().chain(&self.post_logout_redirect_uris) {
             check_redirect_uri(uri)?;
         }
-        let secret = (!self.public).then(new_secret);
+        if let Some(subject) = &self.tls_client_auth_subject {
+            if self.public {
+                return Err(OAuthError::invalid_request("a public client cannot use tls_client_auth"));
+            }
+            if subject.trim().is_empty() || subject.chars().any(char::is_control) {
+                return Err(OAuthError::invalid_request("the certificate subject must not be empty"));
+            }
+        }
+        // A tls_client_auth client proves itself with its certificate: no secret to leak.
+        let secret = (!self.public && self.tls_client_auth_subject.is_none()).then(new_secret);
         let client = Client {
             id: new_client_id(),
             name: self.name,
@@ -175,6 +204,8 @@ impl ClientRegistration {
             redirect_uris: self.redirect_uris,
             post_logout_redirect_uris: self.post_logout_redirect_uris,
             first_party: self.first_party,
+            dpop_bound_access_tokens: self.dpop_bound_access_tokens,
+            tls_client_auth_subject: self.tls_client_auth_subject,
             disabled: false,
             created_at: now,
             updated_at: now,
@@ -255,13 +286,34 @@ pub enum ClientCredentials {
     Post { client_id: String, client_secret: String },
     /// Only a `client_id` was sent: a public client, or a confidential one that forgot.
     None { client_id: String },
+    /// `tls_client_auth` (RFC 8705 §2.1): a `client_id` over a connection whose client
+    /// certificate the listener verified.
+    Certificate { client_id: String, certificate: ClientCertificate },
+}
+
+/// A client certificate the listener verified against its CA during the TLS handshake
+/// (RFC 8705 §2.1), put on each request of that connection by the server crate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The identity: the first SAN URI (a SPIFFE ID, say), else the first SAN DNS name,
+    /// else the subject CN.
+    pub subject: String,
+    /// Hex SHA-256 of the DER certificate.
+    pub fingerprint: String,
+    /// RFC 8705 §3.1 `x5t#S256`: base64url SHA-256 of the DER certificate.
+    pub thumbprint: String,
+    pub not_before: UnixTime,
+    pub not_after: UnixTime,
 }
 
 impl ClientCredentials {
     #[must_use]
     pub fn client_id(&self) -> &str {
         match self {
-            Self::Basic { client_id, .. } | Self::Post { client_id, .. } | Self::None { client_id } => client_id,
+            Self::Basic { client_id, .. }
+            | Self::Post { client_id, .. }
+            | Self::None { client_id }
+            | Self::Certificate { client_id, .. } => client_id,
         }
     }
 }

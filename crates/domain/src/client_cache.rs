@@ -162,6 +162,8 @@ mod tests {
             redirect_uris: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
             first_party: false,
+            dpop_bound_access_tokens: false,
+            tls_client_auth_subject: None,
             disabled,
             created_at: 0,
             updated_at: 0,

@@ -8,8 +8,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-/// Error codes of RFC 6749 §5.2 / §4.1.2.1, RFC 7009 §2.2.1, RFC 6750 §3.1 and OpenID
-/// Connect Core §3.1.2.6; no others are ever sent.
+/// Error codes of RFC 6749 §5.2 / §4.1.2.1, RFC 7009 §2.2.1, RFC 6750 §3.1, RFC 9449 §5
+/// and OpenID Connect Core §3.1.2.6; no others are ever sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     InvalidRequest,
@@ -33,6 +33,9 @@ pub enum ErrorCode {
     /// RFC 6750 §3.1 (userinfo)
     InvalidToken,
     InsufficientScope,
+    /// RFC 9449 §5, §7.1
+    InvalidDpopProof,
+    UseDpopNonce,
 }
 
 impl ErrorCode {
@@ -58,6 +61,8 @@ impl ErrorCode {
             Self::RequestUriNotSupported => "request_uri_not_supported",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
         }
     }
 }

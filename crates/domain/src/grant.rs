@@ -89,6 +89,9 @@ pub struct RefreshToken {
     /// The successor token response, sealed under a key derived from this token (which is
     /// never stored), so a retry within the grace window gets the same pair back.
     pub successor: Option<Vec<u8>>,
+    /// RFC 9449 §5: a public client's refresh token is bound to its DPoP key (thumbprint);
+    /// only a proof signed by that key may redeem it. Inherited by every successor.
+    pub dpop_jkt: Option<String>,
 }
 
 /// A refresh token joined with its family, as the refresh grant needs it.

@@ -14,7 +14,7 @@ use crate::oidc::{ID_TOKEN_TYP, IdTokenClaims, at_hash};
 use crate::pkce::CodeVerifier;
 use crate::scope::Scopes;
 use crate::secret;
-use crate::service::{IssuedToken, Revocation, TokenService};
+use crate::service::{Binding, IssuedToken, Revocation, TokenService};
 use crate::token::TokenRejection;
 use crate::user::User;
 
@@ -46,6 +46,7 @@ impl TokenService {
         code: &str,
         redirect_uri: Option<&str>,
         verifier: &CodeVerifier,
+        binding: &Binding,
     ) -> Result<IssuedToken, OAuthError> {
         let now = self.clock.now();
         let invalid = || OAuthError::invalid_grant("the authorization code is invalid, expired or already used");
@@ -92,8 +93,8 @@ impl TokenService {
             self.live_family(&code.family_id, now).await?.ok_or_else(|| invalid().with_cause("grant revoked"))?;
         let user = self.active_user(&family.user_id).await?.ok_or_else(|| invalid().with_cause("user disabled"))?;
         let (issued, access) =
-            self.issue_for_family(client, &family, &user, family.scope.clone(), code.nonce.as_deref())?;
-        let refresh = self.refresh_token_for(client, &family, now);
+            self.issue_for_family(client, &family, &user, family.scope.clone(), code.nonce.as_deref(), binding)?;
+        let refresh = self.refresh_token_for(client, &family, now, refresh_binding(client, binding, None));
         if let Some((_, record)) = &refresh {
             self.grants.insert_refresh_token(record).await?;
         }
@@ -111,6 +112,7 @@ impl TokenService {
         client: &Client,
         presented: &str,
         scope: Option<&Scopes>,
+        binding: &Binding,
     ) -> Result<IssuedToken, OAuthError> {
         let now = self.clock.now();
         let invalid = || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
@@ -133,6 +135,17 @@ impl TokenService {
         if family.revoked_at.is_some() {
             return Err(invalid().with_cause("grant revoked"));
         }
+        // RFC 9449 §5: a bound refresh token needs a proof by the same key — checked before
+        // reuse detection, so a thief without the key cannot even end the family.
+        if let Some(bound) = &token.dpop_jkt
+            && binding.jkt.as_ref() != Some(bound)
+        {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "the refresh token is bound to a DPoP key; sign the proof with that key",
+            )
+            .with_cause("refresh token presented without a proof by its bound key"));
+        }
         if token.used_at.is_some() {
             return self.replayed_refresh(client, presented, &token, &family, now).await;
         }
@@ -148,8 +161,9 @@ impl TokenService {
             _ => family.scope.clone(),
         };
         let user = self.active_user(&family.user_id).await?.ok_or_else(|| invalid().with_cause("user disabled"))?;
-        let (issued, access) = self.issue_for_family(client, &family, &user, access_scope, None)?;
-        let Some((successor_token, successor)) = self.refresh_token_for(client, &family, now) else {
+        let (issued, access) = self.issue_for_family(client, &family, &user, access_scope, None, binding)?;
+        let jkt = refresh_binding(client, binding, token.dpop_jkt.as_deref());
+        let Some((successor_token, successor)) = self.refresh_token_for(client, &family, now, jkt) else {
             return Err(OAuthError::new(ErrorCode::UnauthorizedClient, "the client may not use refresh tokens"));
         };
         let response = IssuedToken { refresh_token: Some(successor_token), ..issued };
@@ -253,8 +267,10 @@ impl TokenService {
         user: &User,
         scope: Scopes,
         nonce: Option<&str>,
+        binding: &Binding,
     ) -> Result<(IssuedToken, FamilyToken), OAuthError> {
-        let claims = self.access_claims(&user.id, client, scope, Some((user, family.auth_time)));
+        let mut claims = self.access_claims(&user.id, client, scope, Some((user, family.auth_time)));
+        claims.cnf = binding.confirmation();
         let mut issued = self.sign_access_token(&claims)?;
         let access = FamilyToken { jti: claims.jti.clone(), expires_at: claims.exp };
         if family.scope.contains("openid") {
@@ -282,6 +298,7 @@ impl TokenService {
         client: &Client,
         family: &GrantFamily,
         now: UnixTime,
+        dpop_jkt: Option<String>,
     ) -> Option<(String, RefreshToken)> {
         if !client.allows_grant(GrantType::RefreshToken) {
             return None;
@@ -295,6 +312,7 @@ impl TokenService {
             expires_at: (now + self.settings.flow.refresh_idle_ttl).min(family.expires_at),
             used_at: None,
             successor: None,
+            dpop_jkt,
         };
         Some((token, record))
     }
@@ -314,6 +332,13 @@ impl TokenService {
             "tokens issued"
         );
     }
+}
+
+/// RFC 9449 §5: "Refresh tokens issued to public clients ... MUST be bound to the
+/// respective public key"; those of confidential clients are already bound to the client's
+/// own credentials. A binding, once made, is kept by every successor.
+fn refresh_binding(client: &Client, binding: &Binding, existing: Option<&str>) -> Option<String> {
+    existing.map(str::to_owned).or_else(|| binding.jkt.clone().filter(|_| client.is_public()))
 }
 
 fn seal_successor(presented: &str, family_id: &str, response: &IssuedToken) -> Result<Vec<u8>, OAuthError> {

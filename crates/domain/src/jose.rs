@@ -204,7 +204,7 @@ impl Signer {
         Ok(jwk)
     }
 
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+    pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
         let rng = SystemRandom::new();
         match self {
             Self::Es256(k) => k.sign(&rng, message).map(|s| s.as_ref().to_vec()),
@@ -303,7 +303,7 @@ impl Verifier {
         self.alg
     }
 
-    fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
+    pub(crate) fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
         self.key.verify_sig(message, sig).is_ok()
     }
 }
@@ -432,7 +432,7 @@ pub fn verify<'k>(token: &str, lookup: impl FnOnce(&str) -> Option<&'k Verifier>
     Ok(Verified { header, payload })
 }
 
-fn split(token: &str) -> Result<(&str, &str, &str), JwsError> {
+pub(crate) fn split(token: &str) -> Result<(&str, &str, &str), JwsError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(JwsError::TooLong);
     }

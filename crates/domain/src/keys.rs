@@ -80,6 +80,9 @@ pub struct MasterKey {
     /// HMAC-SHA256(master, "portcullis audit chain v1"): the audit chain's key, so editing
     /// the stored audit trail undetectably needs the master key.
     audit: Zeroizing<[u8; 32]>,
+    /// HMAC-SHA256(master, "portcullis dpop nonce v1"): signs server-issued DPoP nonces, so
+    /// every instance sharing the master key accepts the nonces of the others.
+    dpop_nonce: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -111,13 +114,21 @@ impl MasterKey {
         let derive = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, bytes);
         let mut audit = Zeroizing::new([0u8; 32]);
         audit.copy_from_slice(aws_lc_rs::hmac::sign(&derive, b"portcullis audit chain v1").as_ref());
-        Ok(Self { aead: LessSafeKey::new(unbound), audit })
+        let mut dpop_nonce = Zeroizing::new([0u8; 32]);
+        dpop_nonce.copy_from_slice(aws_lc_rs::hmac::sign(&derive, b"portcullis dpop nonce v1").as_ref());
+        Ok(Self { aead: LessSafeKey::new(unbound), audit, dpop_nonce })
     }
 
     /// The key of the stored audit trail's hash chain.
     #[must_use]
     pub fn audit_chain(&self) -> crate::audit::AuditChain {
         crate::audit::AuditChain::from_secret(&*self.audit)
+    }
+
+    /// The key of server-issued DPoP nonces (RFC 9449 §8).
+    #[must_use]
+    pub fn dpop_nonces(&self) -> crate::dpop::NonceKey {
+        crate::dpop::NonceKey::new(&*self.dpop_nonce)
     }
 
     /// 32 random bytes for a new master key.

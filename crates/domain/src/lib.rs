@@ -11,6 +11,7 @@ pub mod client;
 pub mod client_cache;
 pub mod clock;
 pub mod cluster;
+pub mod dpop;
 pub mod error;
 pub mod grant;
 pub mod grants;

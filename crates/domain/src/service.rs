@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::client::{Client, ClientCredentials, GrantType};
 use crate::clock::Clock;
+use crate::dpop::Proof;
 use crate::error::{ErrorCode, OAuthError};
 use crate::keyring::KeyRing;
 use crate::ports::{ClientStore, GrantStore, RevocationStore, Stores, UserStore};
@@ -16,7 +17,7 @@ use crate::revoked::RevokedSet;
 use crate::scope::Scopes;
 use crate::secret;
 use crate::settings::TokenSettings;
-use crate::token::{self, ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, TokenRejection};
+use crate::token::{self, ACCESS_TOKEN_TYP, AccessTokenClaims, Audience, Confirmation, TokenRejection};
 
 /// A freshly issued access token and what the token response says about it (§5.1).
 #[derive(Debug, Clone)]
@@ -28,6 +29,32 @@ pub struct IssuedToken {
     pub refresh_token: Option<String>,
     /// Set when the scope includes `openid`.
     pub id_token: Option<String>,
+}
+
+/// The keys a token request proved possession of: the DPoP proof's key (RFC 9449) and the
+/// client certificate of a `tls_client_auth` client (RFC 8705).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Binding {
+    pub jkt: Option<String>,
+    pub x5t_s256: Option<String>,
+}
+
+impl Binding {
+    #[must_use]
+    pub fn confirmation(&self) -> Option<Confirmation> {
+        Confirmation::of(self.jkt.clone(), self.x5t_s256.clone())
+    }
+
+    /// For the audit trail: how the token is sender-constrained.
+    #[must_use]
+    pub const fn kind(&self) -> &'static str {
+        match (&self.jkt, &self.x5t_s256) {
+            (Some(_), Some(_)) => "dpop+mtls",
+            (Some(_), None) => "dpop",
+            (None, Some(_)) => "mtls",
+            (None, None) => "bearer",
+        }
+    }
 }
 
 /// The result of introspecting a token (RFC 7662 §2.2).
@@ -123,9 +150,15 @@ impl TokenService {
     /// # Errors
     /// `invalid_client`, or `temporarily_unavailable` when the store is down.
     pub async fn authenticate(&self, creds: &ClientCredentials, public_ok: bool) -> Result<Client, OAuthError> {
-        if let (ClientCredentials::None { client_id }, true) = (creds, public_ok) {
+        let id_only = match creds {
+            ClientCredentials::None { client_id } => Some((client_id, None)),
+            ClientCredentials::Certificate { client_id, certificate } => Some((client_id, Some(certificate))),
+            ClientCredentials::Basic { .. } | ClientCredentials::Post { .. } => None,
+        };
+        if let (Some((client_id, certificate)), true) = (id_only, public_ok) {
             return match self.clients.get_client(client_id).await? {
                 Some(c) if c.is_public() && !c.disabled => Ok(c),
+                Some(c) if certificate.is_some_and(|cert| c.certificate_matches(cert)) => Ok(c),
                 Some(_) => Err(OAuthError::invalid_client().with_cause("no secret presented, or client disabled")),
                 None => Err(OAuthError::invalid_client().with_cause("unknown client id")),
             };
@@ -138,10 +171,20 @@ impl TokenService {
     /// # Errors
     /// `invalid_client`, or `temporarily_unavailable` when the store is down.
     pub async fn authenticate_client(&self, creds: &ClientCredentials) -> Result<Client, OAuthError> {
+        if let ClientCredentials::Certificate { client_id, certificate } = creds {
+            // RFC 8705 §2.1: the TLS handshake proved the certificate; its subject must be
+            // the one registered for the client.
+            return match self.clients.get_client(client_id).await? {
+                Some(c) if c.certificate_matches(certificate) => Ok(c),
+                Some(_) => Err(OAuthError::invalid_client()
+                    .with_cause("client certificate does not match tls_client_auth_subject, or client disabled")),
+                None => Err(OAuthError::invalid_client().with_cause("unknown client id")),
+            };
+        }
         let (client_id, presented) = match creds {
             ClientCredentials::Basic { client_id, client_secret }
             | ClientCredentials::Post { client_id, client_secret } => (client_id, client_secret.as_str()),
-            ClientCredentials::None { client_id } => (client_id, ""),
+            ClientCredentials::None { client_id } | ClientCredentials::Certificate { client_id, .. } => (client_id, ""),
         };
         let client = self.clients.get_client(client_id).await?;
         match client {
@@ -164,7 +207,12 @@ impl TokenService {
     /// # Errors
     /// Client authentication failures, `unauthorized_client` when the client may not use the
     /// grant, `invalid_scope`, or a server-side failure.
-    pub async fn token(&self, creds: &ClientCredentials, request: TokenRequest) -> Result<IssuedToken, OAuthError> {
+    pub async fn token(
+        &self,
+        creds: &ClientCredentials,
+        request: TokenRequest,
+        dpop: Option<&Proof>,
+    ) -> Result<IssuedToken, OAuthError> {
         let client = self.authenticate(creds, true).await?;
         if !client.allows_grant(request.grant_type()) {
             return Err(OAuthError::new(
@@ -172,10 +220,28 @@ impl TokenService {
                 "the client is not allowed to use this grant type",
             ));
         }
+        if client.dpop_bound_access_tokens && dpop.is_none() {
+            // RFC 9449 §5.2: a client registered with dpop_bound_access_tokens "MUST"
+            // have its token requests without a DPoP proof rejected.
+            return Err(OAuthError::new(ErrorCode::InvalidDpopProof, "this client must send a DPoP proof")
+                .with_cause("dpop_bound_access_tokens client sent no proof"));
+        }
+        let binding = Binding {
+            jkt: dpop.map(|p| p.jkt.clone()),
+            // RFC 8705 §3: tokens of a client that authenticated with its certificate are
+            // bound to that certificate.
+            x5t_s256: match creds {
+                ClientCredentials::Certificate { certificate, .. } if client.tls_client_auth_subject.is_some() => {
+                    Some(certificate.thumbprint.clone())
+                }
+                _ => None,
+            },
+        };
         match request {
             TokenRequest::ClientCredentials { scope } => {
                 let scope = Scopes::grant(scope.as_ref(), &client.allowed_scopes, &client.default_scopes)?;
-                let claims = self.access_claims(&client.id, &client, scope, None);
+                let mut claims = self.access_claims(&client.id, &client, scope, None);
+                claims.cnf = binding.confirmation();
                 let issued = self.sign_access_token(&claims)?;
                 tracing::info!(
                     target: "portcullis::audit",
@@ -185,15 +251,16 @@ impl TokenService {
                     scope = %issued.scope,
                     token_fp = %secret::fingerprint(&issued.access_token),
                     expires_in = issued.expires_in,
+                    bound = binding.kind(),
                     "access token issued"
                 );
                 Ok(issued)
             }
             TokenRequest::AuthorizationCode { code, redirect_uri, verifier } => {
-                self.redeem_code(&client, &code, redirect_uri.as_deref(), &verifier).await
+                self.redeem_code(&client, &code, redirect_uri.as_deref(), &verifier, &binding).await
             }
             TokenRequest::RefreshToken { refresh_token, scope } => {
-                self.refresh(&client, &refresh_token, scope.as_ref()).await
+                self.refresh(&client, &refresh_token, scope.as_ref(), &binding).await
             }
         }
     }
@@ -222,6 +289,7 @@ impl TokenService {
             auth_time: user.map(|(_, t)| t),
             roles: user.map(|(u, _)| u.roles.clone()).unwrap_or_default(),
             groups: user.map(|(u, _)| u.groups.clone()).unwrap_or_default(),
+            cnf: None,
         }
     }
 

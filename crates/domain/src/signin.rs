@@ -423,11 +423,16 @@ impl SignIn {
     /// # Errors
     /// `invalid_token` (RFC 6750 §3.1) for a bad token or a gone user; `insufficient_scope`
     /// without `openid`.
-    pub async fn userinfo(&self, token: &str) -> Result<serde_json::Map<String, serde_json::Value>, OAuthError> {
+    pub async fn userinfo(
+        &self,
+        token: &str,
+        presented: &crate::dpop::Presentation<'_>,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, OAuthError> {
         let invalid = |why: &str| {
             OAuthError::new(ErrorCode::InvalidToken, "the access token is invalid").with_cause(why.to_owned())
         };
         let claims = self.tokens.verify(token).await?.map_err(|r| invalid(r.code()))?;
+        crate::dpop::check_confirmation(claims.cnf.as_ref(), presented).map_err(|e| invalid(e.code()))?;
         let scope = claims.scopes();
         if !scope.contains("openid") {
             return Err(OAuthError::new(ErrorCode::InsufficientScope, "the token lacks the openid scope"));

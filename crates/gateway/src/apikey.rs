@@ -87,6 +87,7 @@ impl ApiKeyVerifier {
             kid: None,
             attributes: std::collections::BTreeMap::new(),
             mfa: false,
+            cnf: None,
         })
     }
 

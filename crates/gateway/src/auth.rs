@@ -13,7 +13,7 @@ use domain::clock::{Clock, UnixTime};
 use domain::jose::{self, MAX_TOKEN_LEN};
 use domain::keyring::KeyRing;
 use domain::revoked::RevokedSet;
-use domain::token::{self, JwtPolicy, TokenRejection};
+use domain::token::{self, Confirmation, JwtPolicy, TokenRejection};
 
 use crate::cache::{self, TokenCache};
 use crate::config::SELF_ISSUER;
@@ -45,43 +45,34 @@ pub struct Identity {
     pub attributes: std::collections::BTreeMap<String, serde_json::Value>,
     /// The token's `amr` names a second factor (RFC 8176).
     pub mfa: bool,
+    /// The key the token is bound to (RFC 9449 `cnf.jkt`, RFC 8705 `cnf.x5t#S256`).
+    pub cnf: Option<Confirmation>,
 }
 
 /// The issuer recorded for identities proven by a client certificate.
 pub const MTLS_ISSUER: &str = "mtls";
 
-/// A client certificate the listener verified against its CA during the TLS handshake
-/// (RFC 8705 §2.1), put on each request of that connection by the server crate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCertificate {
-    /// The identity: the first SAN URI (a SPIFFE ID, say), else the first SAN DNS name,
-    /// else the subject CN.
-    pub subject: String,
-    /// Hex SHA-256 of the DER certificate (RFC 8705 `x5t#S256` is its base64url form).
-    pub fingerprint: String,
-    pub not_before: UnixTime,
-    pub not_after: UnixTime,
-}
+pub use domain::client::ClientCertificate;
 
-impl ClientCertificate {
-    #[must_use]
-    pub fn identity(&self) -> Identity {
-        Identity {
-            issuer: MTLS_ISSUER.to_owned(),
-            is_self: false,
-            subject: self.subject.clone(),
-            client_id: Some(self.subject.clone()),
-            scopes: Vec::new(),
-            roles: Vec::new(),
-            audiences: Vec::new(),
-            jti: None,
-            expires_at: self.not_after,
-            not_before: Some(self.not_before),
-            issued_at: None,
-            kid: None,
-            attributes: std::collections::BTreeMap::new(),
-            mfa: false,
-        }
+/// The identity a verified client certificate proves (routes with `auth = "mtls"`).
+#[must_use]
+pub fn certificate_identity(cert: &ClientCertificate) -> Identity {
+    Identity {
+        issuer: MTLS_ISSUER.to_owned(),
+        is_self: false,
+        subject: cert.subject.clone(),
+        client_id: Some(cert.subject.clone()),
+        scopes: Vec::new(),
+        roles: Vec::new(),
+        audiences: Vec::new(),
+        jti: None,
+        expires_at: cert.not_after,
+        not_before: Some(cert.not_before),
+        issued_at: None,
+        kid: None,
+        attributes: std::collections::BTreeMap::new(),
+        mfa: false,
+        cnf: None,
     }
 }
 
@@ -281,6 +272,7 @@ fn identity_from_claims(
             .filter_map(|(attr, claim)| claims.get(claim).map(|v| (attr.clone(), v.clone())))
             .collect(),
         mfa: domain::policy::amr_has_mfa(claims.get("amr")),
+        cnf: claims.get("cnf").and_then(|c| serde_json::from_value::<Confirmation>(c.clone()).ok()),
     }
 }
 
@@ -289,6 +281,8 @@ fn identity_from_claims(
 pub enum Credential {
     /// RFC 6750 bearer token (header, or query where the route allows it).
     Bearer(String),
+    /// RFC 9449 §7.1 `Authorization: DPoP <token>`, to be proven with a `DPoP` proof.
+    Dpop(String),
     /// `X-API-Key: …` or `Authorization: ApiKey …`.
     ApiKey(String),
 }
@@ -308,12 +302,16 @@ pub fn credentials(headers: &HeaderMap, query: Option<&str>, route: &Route) -> R
         // RFC 7235 §2.1: the scheme is case-insensitive.
         let value = value.trim();
         match value.split_once(' ').or(Some((value, ""))) {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("dpop") => {
                 let token = token.trim();
                 if token.is_empty() || !token.bytes().all(is_token68) {
-                    return Err(Downstream::MalformedCredentials("the bearer token is malformed"));
+                    return Err(Downstream::MalformedCredentials("the access token is malformed"));
                 }
-                found.push(Credential::Bearer(token.to_owned()));
+                found.push(if scheme.eq_ignore_ascii_case("dpop") {
+                    Credential::Dpop(token.to_owned())
+                } else {
+                    Credential::Bearer(token.to_owned())
+                });
             }
             Some((scheme, key)) if scheme.eq_ignore_ascii_case("apikey") => {
                 found.push(Credential::ApiKey(key.trim().to_owned()));
@@ -428,6 +426,7 @@ mod tests {
         let r = route(true);
         let cred = |h: &[(&str, &str)], q: Option<&str>| credentials(&headers(h), q, &r);
         assert_eq!(cred(&[("authorization", "bEaReR abc.def")], None), Ok(Some(Credential::Bearer("abc.def".into()))));
+        assert_eq!(cred(&[("authorization", "DPoP abc.def")], None), Ok(Some(Credential::Dpop("abc.def".into()))));
         assert_eq!(cred(&[("authorization", "ApiKey pcs_1")], None), Ok(Some(Credential::ApiKey("pcs_1".into()))));
         assert_eq!(cred(&[("x-api-key", " pcs_2 ")], None), Ok(Some(Credential::ApiKey("pcs_2".into()))));
         assert_eq!(cred(&[], Some("a=1&access_token=t")), Ok(Some(Credential::Bearer("t".into()))));

@@ -146,7 +146,7 @@ pub struct RouteConfig {
     pub path_pattern: Option<String>,
     /// Cedar action per method (`{ GET = "readProfile" }`); otherwise the method name.
     pub actions: std::collections::BTreeMap<String, String>,
-    /// Send the client's credentials (`Authorization`, `X-API-Key`) on to the upstream.
+    /// Send the client's credentials (`Authorization`, `X-API-Key`, a `DPoP` proof) on to the upstream.
     pub forward_authorization: bool,
     /// Accept `?access_token=` (RFC 6750 §2.3; discouraged, off by default).
     pub allow_query_token: bool,

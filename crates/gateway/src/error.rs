@@ -65,6 +65,10 @@ pub enum Downstream {
     },
     /// A Cedar policy (or default deny) refused the request; the decision log has the ids.
     PolicyDenied,
+    /// A DPoP proof that failed a check of RFC 9449 §4.3 (the reason is for the log).
+    InvalidDpopProof(&'static str),
+    /// The route wants a server nonce in the proof (RFC 9449 §9): this one.
+    UseDpopNonce(String),
 }
 
 impl Downstream {
@@ -95,6 +99,8 @@ impl Downstream {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schemes {
     pub bearer: bool,
+    /// RFC 9449 §7.1: DPoP-bound tokens are accepted too.
+    pub dpop: bool,
     pub api_key: bool,
 }
 
@@ -102,6 +108,7 @@ impl Schemes {
     fn challenge(self) -> String {
         let offered = [
             self.bearer.then(|| format!("Bearer realm=\"{REALM}\"")),
+            self.dpop.then(|| format!("DPoP realm=\"{REALM}\"")),
             self.api_key.then(|| format!("ApiKey realm=\"{REALM}\"")),
         ];
         offered.into_iter().flatten().collect::<Vec<_>>().join(", ")
@@ -188,6 +195,7 @@ fn downstream_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option
         Downstream::RateLimited { retry_after, .. } => {
             too_many(format!("rate limit exceeded; retry after {retry_after} s"))
         }
+        Downstream::InvalidDpopProof(_) | Downstream::UseDpopNonce(_) => dpop_parts(d),
         Downstream::PolicyDenied => {
             (StatusCode::FORBIDDEN, "Forbidden", "the authorization policy does not allow this request".into(), None)
         }
@@ -195,6 +203,22 @@ fn downstream_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option
             too_many("too many failed authentication attempts from this address; try again later".into())
         }
     }
+}
+
+/// RFC 9449 §7.1: proof failures are answered in the `DPoP` scheme.
+fn dpop_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option<String>) {
+    let (error, detail) = match d {
+        Downstream::UseDpopNonce(_) => {
+            ("use_dpop_nonce", "a DPoP nonce is required; use the one in the DPoP-Nonce header")
+        }
+        _ => ("invalid_dpop_proof", "the DPoP proof is invalid"),
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        detail.to_owned(),
+        Some(format!("DPoP realm=\"{REALM}\", error=\"{error}\", error_description=\"{detail}\"")),
+    )
 }
 
 fn too_many(detail: String) -> (StatusCode, &'static str, String, Option<String>) {
@@ -236,6 +260,9 @@ impl GatewayError {
         match self {
             Self::Downstream(Downstream::InvalidToken(reason)) => {
                 tracing::warn!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason, "invalid token");
+            }
+            Self::Downstream(Downstream::InvalidDpopProof(reason)) => {
+                tracing::warn!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason, "invalid DPoP proof");
             }
             Self::Downstream(Downstream::InvalidApiKey(reason)) => {
                 tracing::warn!(target: "portcullis::audit", event = "gateway.denied", status = status.as_u16(), reason, "invalid API key");
@@ -310,6 +337,11 @@ impl IntoResponse for GatewayError {
             Self::Downstream(Downstream::Banned { retry_after }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
+            Self::Downstream(Downstream::UseDpopNonce(nonce)) => {
+                if let Ok(v) = HeaderValue::from_str(nonce) {
+                    headers.insert(domain::dpop::NONCE_HEADER, v);
+                }
+            }
             Self::LimiterUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -333,6 +365,9 @@ mod tests {
         }
         assert!(Downstream::InvalidApiKey("wrong_secret").is_credential_guess());
         assert!(!Downstream::InvalidApiKey("expired").is_credential_guess());
-        assert!(!Downstream::MissingCredentials(Schemes { bearer: true, api_key: false }).is_credential_guess());
+        assert!(
+            !Downstream::MissingCredentials(Schemes { bearer: true, dpop: false, api_key: false })
+                .is_credential_guess()
+        );
     }
 }

@@ -46,12 +46,33 @@ pub struct Gateway {
     headers: IdentityHeaders,
     protection: Option<limits::Protection>,
     authz: authz::Authz,
+    dpop: Option<DpopCheck>,
+}
+
+/// DPoP at the gateway (RFC 9449 §7): the checker and what the proof's `htu` must be.
+#[derive(Debug, Clone)]
+pub struct DpopCheck {
+    pub checker: domain::dpop::Dpop,
+    /// Require a server nonce in every proof (RFC 9449 §9).
+    pub require_nonce: bool,
+    /// `scheme://host[:port]` clients use to reach the gateway, when a proxy in front
+    /// changes it; otherwise the listener's scheme and the `Host` header.
+    pub public_origin: Option<String>,
+    /// The listener speaks TLS.
+    pub https: bool,
 }
 
 impl Gateway {
     #[must_use]
     pub fn new(routes: RouteTable, auth: Authenticator, api_keys: ApiKeyVerifier, headers: IdentityHeaders) -> Self {
-        Self { routes, auth, api_keys, headers, protection: None, authz: authz::Authz::default() }
+        Self { routes, auth, api_keys, headers, protection: None, authz: authz::Authz::default(), dpop: None }
+    }
+
+    /// Accepts DPoP-bound tokens (`Authorization: DPoP`), checking their proofs.
+    #[must_use]
+    pub fn with_dpop(mut self, dpop: DpopCheck) -> Self {
+        self.dpop = Some(dpop);
+        self
     }
 
     /// Sets role permissions and Cedar policies.
@@ -232,17 +253,29 @@ impl Gateway {
         let certificate = parts.extensions.get::<auth::ClientCertificate>().filter(|_| takes(AuthMethod::Mtls));
         Ok(match credential {
             Some(Credential::Bearer(t)) if takes(AuthMethod::Jwt) => {
-                Some(self.auth.verify(&t, route).await.map_err(GatewayError::Downstream)?)
+                let identity = self.auth.verify(&t, route).await.map_err(GatewayError::Downstream)?;
+                check_binding(&identity, parts, None)?;
+                Some(identity)
+            }
+            Some(Credential::Dpop(t)) if takes(AuthMethod::Jwt) && self.dpop.is_some() => {
+                let identity = self.auth.verify(&t, route).await.map_err(GatewayError::Downstream)?;
+                let proof = self.dpop_proof(parts, &t).await?;
+                check_binding(&identity, parts, Some(&proof.jkt))?;
+                Some(identity)
             }
             Some(Credential::ApiKey(k)) if takes(AuthMethod::ApiKey) => {
                 Some(Arc::new(self.api_keys.verify(&k, self.auth.now()).await?))
             }
             // A verified client certificate, when no header credential was sent.
-            None if certificate.is_some() => certificate.map(|c| Arc::new(c.identity())),
+            None if certificate.is_some() => certificate.map(|c| Arc::new(auth::certificate_identity(c))),
             // Credentials on a route that takes none are neither checked nor forwarded.
             _ if takes(AuthMethod::None) => None,
             other => {
-                let schemes = Schemes { bearer: takes(AuthMethod::Jwt), api_key: takes(AuthMethod::ApiKey) };
+                let schemes = Schemes {
+                    bearer: takes(AuthMethod::Jwt),
+                    dpop: takes(AuthMethod::Jwt) && self.dpop.is_some(),
+                    api_key: takes(AuthMethod::ApiKey),
+                };
                 let refusal = if other.is_some() {
                     Downstream::WrongCredentialKind(schemes)
                 } else {
@@ -252,6 +285,61 @@ impl Gateway {
             }
         })
     }
+}
+
+impl Gateway {
+    /// Checks the request's `DPoP` proof for `token` (RFC 9449 §7.1).
+    async fn dpop_proof(
+        &self,
+        parts: &axum::http::request::Parts,
+        token: &str,
+    ) -> Result<domain::dpop::Proof, GatewayError> {
+        use domain::dpop::{self, DpopError};
+        let Some(check) = &self.dpop else {
+            return Err(GatewayError::Downstream(Downstream::InvalidDpopProof("dpop_disabled")));
+        };
+        let refused = |e: DpopError| match e {
+            DpopError::UseNonce => GatewayError::Downstream(Downstream::UseDpopNonce(check.checker.nonce())),
+            DpopError::Unavailable => GatewayError::Unavailable(e.to_string()),
+            other => GatewayError::Downstream(Downstream::InvalidDpopProof(other.code())),
+        };
+        let values = parts.headers.get_all(dpop::DPOP_HEADER).iter().map(axum::http::HeaderValue::as_bytes);
+        let proof = dpop::single_proof(values).map_err(refused)?.ok_or(DpopError::Missing).map_err(refused)?;
+        let url = match &check.public_origin {
+            Some(origin) => format!("{origin}{}", parts.uri.path()),
+            None => {
+                let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+                let host = host.or_else(|| parts.uri.authority().map(axum::http::uri::Authority::as_str));
+                let scheme = if check.https { "https" } else { "http" };
+                format!("{scheme}://{}{}", host.unwrap_or_default(), parts.uri.path())
+            }
+        };
+        let request = dpop::ProofRequest {
+            method: parts.method.as_str(),
+            url: &url,
+            access_token: Some(token),
+            require_nonce: check.require_nonce,
+        };
+        check.checker.verify(proof, &request).await.map_err(refused)
+    }
+}
+
+/// A token's `cnf` against how it came: RFC 9449 §7 for DPoP, RFC 8705 §3 for a client
+/// certificate (present only on a listener that verified one).
+fn check_binding(
+    identity: &Identity,
+    parts: &axum::http::request::Parts,
+    dpop_jkt: Option<&str>,
+) -> Result<(), GatewayError> {
+    use domain::dpop::{BindingError, Presentation, check_confirmation};
+    let certificate = parts.extensions.get::<auth::ClientCertificate>().map(|c| c.thumbprint.as_str());
+    check_confirmation(identity.cnf.as_ref(), &Presentation { dpop_jkt, certificate }).map_err(|e| {
+        GatewayError::Downstream(match e {
+            // §4.3 check 12 is part of proof validation.
+            BindingError::KeyMismatch => Downstream::InvalidDpopProof(e.code()),
+            _ => Downstream::InvalidToken(e.code()),
+        })
+    })
 }
 
 /// RFC 9112 §6.1 / §6.3: a message with both `Transfer-Encoding` and `Content-Length`, or

@@ -242,6 +242,8 @@ fn upstream_headers(incoming: &HeaderMap, f: &Forward<'_>) -> HeaderMap {
     if !f.forward_authorization {
         headers.remove(header::AUTHORIZATION);
         headers.remove(crate::auth::API_KEY_HEADER);
+        // A DPoP proof goes with the token: it names the gateway's URL and is spent here.
+        headers.remove(domain::dpop::DPOP_HEADER);
     }
     let mut set = |name: &str, value: &str| {
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {

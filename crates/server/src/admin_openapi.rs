@@ -141,7 +141,8 @@ pub fn document() -> Value {
                 "CreateClient": object(&["name", "grants"], json!({
                     "name": string, "grants": strings, "scope": string, "default_scope": string,
                     "audiences": strings, "redirect_uris": strings, "post_logout_redirect_uris": strings,
-                    "public": boolean, "first_party": boolean, "token_ttl": { "type": "integer", "minimum": 1 } })),
+                    "public": boolean, "first_party": boolean, "token_ttl": { "type": "integer", "minimum": 1 },
+                    "dpop_bound": boolean, "tls_client_auth_subject": string })),
                 "CreateUser": object(&["username", "password"], json!({
                     "username": string, "password": { "type": "string", "minLength": 12 }, "email": string,
                     "email_verified": boolean, "name": string, "roles": strings, "groups": strings,

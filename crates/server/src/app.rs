@@ -179,7 +179,8 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     crate::audit::set_alerting(crate::alerts::Alerting::start(&runtime.config.alerts));
     let (listener, bound) = bind(listen).await?;
     let issuer = runtime.config.issuer(bound)?;
-    let (mut state, revoked) = auth_state(&runtime, keys.clone(), issuer.clone())?;
+    let dpop = sender_checker(&runtime)?;
+    let (mut state, revoked) = auth_state(&runtime, keys.clone(), issuer.clone(), dpop.clone())?;
     let admin_tokens = state.tokens.clone();
     let mut tasks = Vec::new();
     let gateway_protection = protect(&runtime, &mut state, &mut tasks)?;
@@ -204,7 +205,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         hasher: runtime.config.passwords.hasher()?,
         policies: authz.engine.clone(),
     };
-    let gw = build_gateway(&runtime, issuer.as_str(), keys.clone(), revoked.clone(), gateway_protection, authz);
+    let gw = build_gateway(&runtime, issuer.as_str(), keys.clone(), revoked.clone(), gateway_protection, authz, dpop);
     let gateway = match gw {
         Some(gw) => Some(gateway_listener(&runtime, gw, certs.is_some(), hsts, &mut tasks).await?),
         None => None,
@@ -361,6 +362,7 @@ fn auth_state(
     runtime: &Runtime,
     keys: Arc<KeyRing>,
     issuer: domain::settings::Issuer,
+    dpop: domain::dpop::Dpop,
 ) -> Result<(AppState, Arc<domain::revoked::RevokedSet>), StartupError> {
     let c = &runtime.config;
     let settings = TokenSettings {
@@ -375,18 +377,45 @@ fn auth_state(
     let revoked = tokens.revoked_set().clone();
     let throttle = Arc::new(domain::throttle::LoginThrottle::new(c.signin.throttle()));
     let signin = SignIn::new(tokens, &runtime.stores, c.passwords.hasher()?, throttle);
-    let state = AppState::new(signin, runtime.stores.health.clone(), c.keys.algorithm)
+    let sender = authserver::SenderConstraints {
+        checker: dpop,
+        nonce_at_token: c.dpop.nonce_at_token_endpoint,
+        nonce_at_userinfo: c.dpop.nonce_at_resources,
+        mtls: c.tls.client_ca_file.is_some() && c.tls.enabled(),
+    };
+    let state = AppState::new(signin, runtime.stores.health.clone(), c.keys.algorithm, sender)
         .map_err(|e| StartupError::Templates(e.to_string()))?;
     Ok((state, revoked))
 }
 
+/// The DPoP checker both listeners share (`[dpop]`), its replay cache in Redis when
+/// `[redis]` is set.
+fn sender_checker(runtime: &Runtime) -> Result<domain::dpop::Dpop, StartupError> {
+    let c = &runtime.config;
+    let master = master_key::resolve(&c.keys, &c.server.data_dir)?;
+    let redis = c
+        .redis
+        .url
+        .as_ref()
+        .map(|u| (u.0.as_str(), c.redis.key_prefix.as_str(), Duration::from_millis(c.redis.timeout_ms)));
+    c.dpop.build(&master, redis, runtime.clock.clone()).map_err(StartupError::Redis)
+}
+
 /// Certificates for the listeners: one reloader for the authorization server, and for the
 /// gateway the same one — or, with `tls.client_ca_file`, its own that asks for client
-/// certificates.
+/// certificates. With a client CA the authorization server asks for (never requires) a
+/// certificate too: `tls_client_auth` clients and certificate-bound tokens (RFC 8705).
 type Reloaders = (Option<Arc<CertReloader>>, Option<Arc<CertReloader>>);
 
 fn cert_reloaders(tls: &transport::TlsConfig) -> Result<Reloaders, StartupError> {
-    let certs = tls.files().map(|(cert, key)| CertReloader::new(cert.to_owned(), key.to_owned(), None)).transpose()?;
+    let certs = match (tls.files(), &tls.client_ca_file) {
+        (Some((cert, key)), Some(ca)) => {
+            let verifier = transport::client_verifier(ca, transport::ClientAuth::Optional)?;
+            Some(CertReloader::new(cert.to_owned(), key.to_owned(), Some(verifier))?)
+        }
+        (Some((cert, key)), None) => Some(CertReloader::new(cert.to_owned(), key.to_owned(), None)?),
+        (None, _) => None,
+    };
     let gateway = match (tls.files(), &tls.client_ca_file) {
         (Some((cert, key)), Some(ca)) => {
             let verifier = transport::client_verifier(ca, tls.client_auth)?;
@@ -456,6 +485,7 @@ fn build_gateway(
     revoked: Arc<domain::revoked::RevokedSet>,
     protection: Option<gateway::limits::Protection>,
     authz: gateway::authz::Authz,
+    dpop: domain::dpop::Dpop,
 ) -> Option<Arc<gateway::Gateway>> {
     let config = &runtime.config.gateway;
     if config.routes.is_empty() {
@@ -491,7 +521,14 @@ fn build_gateway(
         config.token_cache_size,
     );
     let table = gateway::routes::RouteTable::new(routes);
-    let gateway = gateway::Gateway::new(table, auth, api_keys, config.headers.clone()).with_authz(authz);
+    let dpop = gateway::DpopCheck {
+        checker: dpop,
+        require_nonce: runtime.config.dpop.nonce_at_resources,
+        public_origin: runtime.config.dpop.gateway_public_origin.clone(),
+        https: runtime.config.tls.enabled(),
+    };
+    let gateway =
+        gateway::Gateway::new(table, auth, api_keys, config.headers.clone()).with_authz(authz).with_dpop(dpop);
     Some(Arc::new(match protection {
         Some(p) => gateway.with_protection(p),
         None => gateway,

@@ -167,6 +167,17 @@ pub struct CreateClient {
     #[arg(long)]
     #[serde(default)]
     pub token_ttl: Option<u32>,
+    /// Refuse this client's token requests without a DPoP proof (RFC 9449): its access
+    /// tokens are always bound to its key.
+    #[arg(long)]
+    #[serde(default)]
+    pub dpop_bound: bool,
+    /// Authenticate the client by its TLS client certificate instead of a secret
+    /// (RFC 8705 `tls_client_auth`): the certificate's subject (first SAN URI, else SAN
+    /// DNS name, else CN). Its access tokens are bound to the certificate.
+    #[arg(long)]
+    #[serde(default)]
+    pub tls_client_auth_subject: Option<String>,
     #[serde(skip)]
     #[command(flatten)]
     pub json: JsonFlag,
@@ -274,6 +285,8 @@ pub(crate) async fn register_client(
     registration.post_logout_redirect_uris = args.post_logout_redirect_uris;
     registration.public = args.public;
     registration.first_party = args.first_party;
+    registration.dpop_bound_access_tokens = args.dpop_bound;
+    registration.tls_client_auth_subject = args.tls_client_auth_subject;
     let (client, secret) = registration.into_client(rt.clock.now()).map_err(|e| {
         let detail = e.cause.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
         CliError::Usage(format!("{}{detail}", e.description))
@@ -392,6 +405,8 @@ pub(crate) fn client_json(c: &Client) -> serde_json::Value {
         "post_logout_redirect_uris": c.post_logout_redirect_uris,
         "public": c.is_public(),
         "first_party": c.first_party,
+        "dpop_bound_access_tokens": c.dpop_bound_access_tokens,
+        "tls_client_auth_subject": c.tls_client_auth_subject,
         "created_at": c.created_at,
         "updated_at": c.updated_at,
     })
@@ -409,10 +424,13 @@ fn show_client(c: &Client) {
     println!("redirect_uris:    {}", c.redirect_uris.join(" "));
     println!("logout_redirects: {}", c.post_logout_redirect_uris.join(" "));
     println!("first_party:      {}", c.first_party);
-    println!(
-        "secret:           {}",
-        if c.secret_hash.is_some() { "set (stored as SHA-256 hash)" } else { "none (public client)" }
-    );
+    println!("dpop_bound:       {}", c.dpop_bound_access_tokens);
+    let secret = match (&c.secret_hash, &c.tls_client_auth_subject) {
+        (Some(_), _) => "set (stored as SHA-256 hash)".to_owned(),
+        (None, Some(subject)) => format!("none (tls_client_auth, certificate subject {subject})"),
+        (None, None) => "none (public client)".to_owned(),
+    };
+    println!("secret:           {secret}");
     println!("created_at:       {}", rfc3339(c.created_at));
 }
 

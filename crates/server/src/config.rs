@@ -45,6 +45,8 @@ pub struct Config {
     pub admin: crate::admin::AdminConfig,
     /// Anomaly detectors and the alert webhook.
     pub alerts: crate::alerts::AlertsConfig,
+    /// DPoP proofs (RFC 9449): algorithms, lifetime, server nonces.
+    pub dpop: crate::dpop::DpopConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -455,7 +457,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-const SECTIONS: [&str; 15] = [
+const SECTIONS: [&str; 16] = [
     "server",
     "database",
     "tokens",
@@ -471,6 +473,7 @@ const SECTIONS: [&str; 15] = [
     "audit",
     "admin",
     "alerts",
+    "dpop",
 ];
 
 /// Loads the file (if any), overlays the environment, and checks everything.
@@ -561,6 +564,7 @@ fn from_table(table: toml::Table, errors: &mut Vec<String>) -> Config {
     section!("audit", audit);
     section!("admin", admin);
     section!("alerts", alerts);
+    section!("dpop", dpop);
     if let Some(value) = sections.remove("gateway") {
         config.gateway = gateway_section(value, errors);
     }
@@ -701,6 +705,7 @@ fn validate(config: &Config) -> Vec<String> {
     }
     errors.extend(config.passwords.validate());
     errors.extend(config.alerts.problems());
+    errors.extend(config.dpop.problems());
     errors.extend(config.log.problems());
     errors.extend(config.admin.problems(config.tls.enabled()));
     errors.extend(validate_scale_out(config));

@@ -16,6 +16,7 @@ pub mod ban_cli;
 pub mod cli;
 pub mod config;
 pub mod database;
+pub mod dpop;
 pub mod incident_cli;
 pub mod master_key;
 pub mod metrics;

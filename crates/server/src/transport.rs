@@ -324,22 +324,22 @@ impl axum::serve::Listener for TlsListener {
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
-    pub certificate: Option<Arc<gateway::auth::ClientCertificate>>,
+    pub certificate: Option<Arc<domain::client::ClientCertificate>>,
 }
 
 /// Connections that may carry a verified client certificate.
 pub trait PeerIo {
-    fn client_certificate(&self) -> Option<gateway::auth::ClientCertificate>;
+    fn client_certificate(&self) -> Option<domain::client::ClientCertificate>;
 }
 
 impl PeerIo for TcpStream {
-    fn client_certificate(&self) -> Option<gateway::auth::ClientCertificate> {
+    fn client_certificate(&self) -> Option<domain::client::ClientCertificate> {
         None
     }
 }
 
 impl PeerIo for TlsStream<TcpStream> {
-    fn client_certificate(&self) -> Option<gateway::auth::ClientCertificate> {
+    fn client_certificate(&self) -> Option<domain::client::ClientCertificate> {
         // rustls hands out the chain only after its verifier accepted it.
         let der = self.get_ref().1.peer_certificates()?.first()?;
         describe_certificate(der)
@@ -371,7 +371,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsL
 /// The identity of a client certificate (RFC 8705 §2.1.2 names these subject forms): the
 /// first SAN URI (SPIFFE IDs), else the first SAN DNS name, else the subject's CN.
 #[must_use]
-pub fn describe_certificate(der: &[u8]) -> Option<gateway::auth::ClientCertificate> {
+pub fn describe_certificate(der: &[u8]) -> Option<domain::client::ClientCertificate> {
     use sha2::Digest as _;
     use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der).ok()?;
@@ -388,9 +388,13 @@ pub fn describe_certificate(der: &[u8]) -> Option<gateway::auth::ClientCertifica
     let cn = cert.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).map(str::to_owned);
     let subject = uri.or(dns).or(cn).filter(|s| !s.is_empty() && !s.chars().any(char::is_control))?;
     let digest = sha2::Sha256::digest(der);
-    Some(gateway::auth::ClientCertificate {
+    Some(domain::client::ClientCertificate {
         subject,
         fingerprint: domain::secret::hex(&digest),
+        thumbprint: {
+            use base64::Engine as _;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+        },
         not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
     })
@@ -416,7 +420,7 @@ async fn peer_extensions(
         req.extensions_mut().insert(ClientIp(client));
         req.extensions_mut().insert(ConnectInfo(peer.addr));
         // A client cannot inject this: it only ever comes from the TLS session.
-        req.extensions_mut().remove::<gateway::auth::ClientCertificate>();
+        req.extensions_mut().remove::<domain::client::ClientCertificate>();
         if let Some(cert) = peer.certificate {
             req.extensions_mut().insert((*cert).clone());
         }

@@ -51,6 +51,8 @@ fn client(id: &str) -> Client {
         redirect_uris: vec!["https://app.example/cb".into(), "com.example.app:/cb".into()],
         post_logout_redirect_uris: vec!["https://app.example/bye".into()],
         first_party: true,
+        dpop_bound_access_tokens: false,
+        tls_client_auth_subject: None,
         disabled: false,
         created_at: NOW,
         updated_at: NOW,
@@ -426,6 +428,7 @@ pub async fn grants(stores: &Stores) -> Result<(), StoreError> {
         expires_at: NOW + 500,
         used_at: None,
         successor: None,
+        dpop_jkt: Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()),
     };
     g.insert_refresh_token(&rt).await?;
     let found = g.get_refresh_token(&rt.token_hash).await?;
@@ -438,7 +441,8 @@ pub async fn grants(stores: &Stores) -> Result<(), StoreError> {
     let old = g.get_refresh_token(&rt.token_hash).await?.map(|l| l.token);
     assert_eq!(old.as_ref().and_then(|t| t.used_at), Some(NOW + 1));
     assert_eq!(old.and_then(|t| t.successor), Some(b"sealed-1".to_vec()), "winner's successor kept");
-    assert!(g.get_refresh_token(&s1.token_hash).await?.is_some());
+    let stored_successor = g.get_refresh_token(&s1.token_hash).await?.map(|l| l.token);
+    assert_eq!(stored_successor, Some(s1.clone()), "successor stored whole, DPoP binding included");
     assert!(g.get_refresh_token(&s2.token_hash).await?.is_none(), "loser inserted nothing");
 
     // A hundred clients presenting the same refresh token at once: exactly one rotation.

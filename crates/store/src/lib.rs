@@ -10,6 +10,7 @@ pub mod memory_limiter;
 pub mod postgres;
 pub mod redis_bus;
 pub mod redis_limiter;
+pub mod replay;
 pub mod sql;
 pub mod sqlite;
 
@@ -17,5 +18,6 @@ pub use memory_limiter::MemoryLimiter;
 pub use postgres::{PgSettings, PgStore};
 pub use redis_bus::RedisBus;
 pub use redis_limiter::{FailMode, RedisLimiter};
+pub use replay::{MemoryReplayCache, RedisReplayCache};
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;

@@ -100,12 +100,16 @@ async fn api_keys_authenticate_rotate_and_revoke() {
     assert_eq!(resp.status(), 401);
     assert_eq!(challenge(&resp), "ApiKey realm=\"portcullis\"");
     let resp = http().get(server.gw("/either/x")).send().await.unwrap();
-    assert_eq!(challenge(&resp), "Bearer realm=\"portcullis\", ApiKey realm=\"portcullis\"");
+    assert_eq!(challenge(&resp), "Bearer realm=\"portcullis\", DPoP realm=\"portcullis\", ApiKey realm=\"portcullis\"");
     let resp = http().get(server.gw(&format!("/reports/q1?api_key={key}"))).send().await.unwrap();
     assert_eq!(resp.status(), 400, "never accepted in the query string");
     let resp = with_key(&server, "/jwt/x", &key).await;
     assert_eq!(resp.status(), 401, "a key on a jwt-only route");
-    assert_eq!(challenge(&resp), "Bearer realm=\"portcullis\"", "the challenge offers what the route takes");
+    assert_eq!(
+        challenge(&resp),
+        "Bearer realm=\"portcullis\", DPoP realm=\"portcullis\"",
+        "the challenge offers what the route takes"
+    );
     let resp = http().get(server.gw("/reports/q1")).bearer_auth("abc.def.ghi").send().await.unwrap();
     assert_eq!(resp.status(), 401, "a bearer token on an api-key-only route");
     assert_eq!(challenge(&resp), "ApiKey realm=\"portcullis\"");

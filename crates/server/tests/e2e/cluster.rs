@@ -245,6 +245,52 @@ async fn three_instances_share_tokens_revocations_codes_and_refresh_families() {
 /// Key rotation across instances: a key retired on one (by the CLI, as in an emergency) is
 /// refused by all at once, and the key set they serve is the same.
 #[tokio::test]
+async fn a_dpop_proof_spent_on_one_instance_is_refused_by_the_others() {
+    // Behind one load balancer every instance checks `htu` against the public URL.
+    let public = "http://127.0.0.1:9";
+    let Some(c) = cluster("a_dpop_proof_spent", &[("PORTCULLIS_DPOP__GATEWAY_PUBLIC_ORIGIN", public)]).await else {
+        return;
+    };
+    let [a, b, cc] = [&c.servers[0], &c.servers[1], &c.servers[2]];
+    let (id, secret) = c.base.create_client("invoices:read", AUD);
+    let key = crate::dpop::DpopKey::new();
+    let token_request = |server: &Server, proof: &str| {
+        http()
+            .post(server.url("/oauth2/token"))
+            .basic_auth(&id, Some(&secret))
+            .header("DPoP", proof)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    let proof = key.proof("POST", &format!("{public}/oauth2/token"), None);
+    let resp = token_request(a, &proof).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    crate::harness::remember_tokens(&body);
+    let t = body["access_token"].as_str().unwrap().to_owned();
+    for s in [b, cc] {
+        let resp = token_request(s, &proof).await.unwrap();
+        assert_eq!(resp.status(), 400, "the proof was spent on another instance");
+        assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["error"], "invalid_dpop_proof");
+    }
+    // At the gateways: a proof accepted by A is a replay at B and C (shared through Redis).
+    let proof = key.proof("GET", &format!("{public}/api/invoices"), Some(&t));
+    let call = |server: &Server| {
+        http()
+            .get(server.gw("/api/invoices"))
+            .header("authorization", format!("DPoP {t}"))
+            .header("DPoP", &proof)
+            .send()
+    };
+    assert_eq!(call(a).await.unwrap().status(), 200);
+    let before = c.upstream.count();
+    for s in [b, cc] {
+        assert_eq!(call(s).await.unwrap().status(), 401, "replayed on another instance");
+    }
+    assert_eq!(c.upstream.count(), before);
+}
+
+#[tokio::test]
 async fn a_key_retired_anywhere_is_refused_everywhere_and_jwks_agree() {
     let Some(c) = cluster("a_key_retired_anywhere", &[]).await else { return };
     let servers: Vec<&Server> = c.servers.iter().collect();

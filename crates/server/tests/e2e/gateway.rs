@@ -188,10 +188,11 @@ async fn every_bad_token_is_refused_before_the_upstream() {
         assert_eq!(resp.headers()["content-type"], "application/problem+json");
     }
 
-    // No credentials: a challenge without an error code (RFC 6750 §3.1).
+    // No credentials: a challenge without an error code (RFC 6750 §3.1), offering both
+    // token schemes (RFC 9449 §7.1).
     let resp = get(&server, "/api/invoices", None).await;
     assert_eq!(resp.status(), 401);
-    assert_eq!(challenge(&resp), r#"Bearer realm="portcullis""#);
+    assert_eq!(challenge(&resp), r#"Bearer realm="portcullis", DPoP realm="portcullis""#);
     // Query-string tokens are refused unless the route opts in.
     let resp = http().get(server.gw(&format!("/api/invoices?access_token={good}"))).send().await.unwrap();
     assert_eq!(resp.status(), 400);

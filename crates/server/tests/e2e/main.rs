@@ -18,6 +18,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod cluster;
+mod dpop;
 mod external_issuer;
 mod flow;
 mod gateway;

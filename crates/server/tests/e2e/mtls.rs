@@ -24,6 +24,11 @@ pub(crate) fn ca(name: &str) -> Ca {
 
 /// A client certificate and key (PEM, concatenated as reqwest's `Identity` wants them).
 pub(crate) fn client_identity(ca: &Ca, cn: &str, uri: Option<&str>) -> reqwest::Identity {
+    client_cert(ca, cn, uri).0
+}
+
+/// A client certificate as reqwest's `Identity`, and its DER (for `x5t#S256`).
+pub(crate) fn client_cert(ca: &Ca, cn: &str, uri: Option<&str>) -> (reqwest::Identity, Vec<u8>) {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, cn);
@@ -31,7 +36,8 @@ pub(crate) fn client_identity(ca: &Ca, cn: &str, uri: Option<&str>) -> reqwest::
         params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
     }
     let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    reqwest::Identity::from_pem(format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes()).unwrap()
+    let identity = reqwest::Identity::from_pem(format!("{}{}", cert.pem(), key.serialize_pem()).as_bytes()).unwrap();
+    (identity, cert.der().to_vec())
 }
 
 pub(crate) fn https(server_ca: &[u8], identity: Option<reqwest::Identity>) -> reqwest::Client {
@@ -126,7 +132,7 @@ auth = "none"
     assert!(stranger.get(server.gw("/internal/x")).send().await.is_err(), "untrusted client certificate refused");
     assert_eq!(upstream.count(), before);
 
-    // The authorization server's listener does not ask for certificates.
+    // The authorization server's listener asks for certificates but never requires one.
     assert_eq!(anonymous.get(server.url("/healthz")).send().await.unwrap().status(), 200);
 }
 

@@ -101,7 +101,7 @@ async fn scheduled_rotations_never_fail_a_verification() {
         if now >= external.expires_at {
             external = CachingVerifier::fetch(&ring, now);
         }
-        let issued = service.token(&creds, TokenRequest::ClientCredentials { scope: None }).await.unwrap();
+        let issued = service.token(&creds, TokenRequest::ClientCredentials { scope: None }, None).await.unwrap();
         let kid = jose::peek_header(&issued.access_token).unwrap().kid.unwrap();
         if signing_kids.last() != Some(&kid) {
             signing_kids.push(kid);

@@ -149,12 +149,12 @@ impl World {
             redirect_uri: Some(REDIRECT.into()),
             verifier: domain::pkce::CodeVerifier::parse(VERIFIER).unwrap(),
         };
-        self.signin.tokens().token(&self.creds(), request).await
+        self.signin.tokens().token(&self.creds(), request, None).await
     }
 
     async fn refresh(&self, token: &str) -> Result<IssuedToken, domain::OAuthError> {
         let request = TokenRequest::RefreshToken { refresh_token: token.into(), scope: None };
-        self.signin.tokens().token(&self.creds(), request).await
+        self.signin.tokens().token(&self.creds(), request, None).await
     }
 
     fn creds(&self) -> ClientCredentials {

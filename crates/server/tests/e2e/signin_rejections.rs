@@ -360,7 +360,10 @@ async fn consent_denial_userinfo_errors_and_logout_everywhere() {
     // Userinfo: RFC 6750 challenges.
     let resp = http().get(server.url("/oauth2/userinfo")).send().await.unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(resp.headers()["www-authenticate"], "Bearer realm=\"portcullis\"");
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer realm=\"portcullis\", DPoP realm=\"portcullis\", algs=\"ES256 EdDSA RS256\""
+    );
     let resp = http().get(server.url("/oauth2/userinfo")).bearer_auth("not.a.token").send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));

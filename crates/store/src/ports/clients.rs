@@ -41,6 +41,8 @@ fn client_from_row(row: &DbRow) -> Result<Client, StoreError> {
         redirect_uris: uris("redirect_uris")?,
         post_logout_redirect_uris: uris("post_logout_redirect_uris")?,
         first_party: row.try_get("first_party").map_err(map_err)?,
+        dpop_bound_access_tokens: row.try_get("dpop_bound_access_tokens").map_err(map_err)?,
+        tls_client_auth_subject: row.try_get("tls_client_auth_subject").map_err(map_err)?,
         disabled: row.try_get("disabled").map_err(map_err)?,
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
@@ -57,7 +59,8 @@ impl ClientStore for Store {
         sqlx::query(&q(
             "INSERT INTO clients (id, name, secret_hash, grant_types, allowed_scopes, default_scopes, audience, \
              access_token_ttl, redirect_uris, post_logout_redirect_uris, first_party, disabled, created_at, \
-             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             updated_at, dpop_bound_access_tokens, tls_client_auth_subject) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&c.id)
         .bind(&c.name)
@@ -73,6 +76,8 @@ impl ClientStore for Store {
         .bind(c.disabled)
         .bind(c.created_at)
         .bind(c.updated_at)
+        .bind(c.dpop_bound_access_tokens)
+        .bind(&c.tls_client_auth_subject)
         .execute(&self.writer)
         .await
         .map_err(map_err)?;
@@ -100,7 +105,7 @@ impl ClientStore for Store {
         let done = sqlx::query(&q(
             "UPDATE clients SET name = ?, secret_hash = ?, grant_types = ?, allowed_scopes = ?, default_scopes = ?, \
              audience = ?, access_token_ttl = ?, redirect_uris = ?, post_logout_redirect_uris = ?, first_party = ?, \
-             disabled = ?, updated_at = ? WHERE id = ?",
+             disabled = ?, updated_at = ?, dpop_bound_access_tokens = ?, tls_client_auth_subject = ? WHERE id = ?",
         ))
         .bind(&c.name)
         .bind(&c.secret_hash)
@@ -114,6 +119,8 @@ impl ClientStore for Store {
         .bind(c.first_party)
         .bind(c.disabled)
         .bind(c.updated_at)
+        .bind(c.dpop_bound_access_tokens)
+        .bind(&c.tls_client_auth_subject)
         .bind(&c.id)
         .execute(&self.writer)
         .await

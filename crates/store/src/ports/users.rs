@@ -408,8 +408,8 @@ impl GrantStore for Store {
 
     async fn insert_refresh_token(&self, t: &RefreshToken) -> Result<(), StoreError> {
         sqlx::query(&q(
-            "INSERT INTO refresh_tokens (token_hash, family_id, client_id, created_at, expires_at, used_at, successor) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO refresh_tokens (token_hash, family_id, client_id, created_at, expires_at, used_at, successor, \
+             dpop_jkt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&t.token_hash)
         .bind(&t.family_id)
@@ -418,6 +418,7 @@ impl GrantStore for Store {
         .bind(t.expires_at)
         .bind(t.used_at)
         .bind(&t.successor)
+        .bind(&t.dpop_jkt)
         .execute(&self.writer)
         .await
         .map_err(map_err)?;
@@ -442,6 +443,7 @@ impl GrantStore for Store {
             expires_at: get(&row, "expires_at")?,
             used_at: get(&row, "used_at")?,
             successor: get(&row, "successor")?,
+            dpop_jkt: get(&row, "dpop_jkt")?,
         };
         Ok(Some(RefreshLookup { token, family: family_from_row(&row, "f_")? }))
     }
@@ -470,14 +472,15 @@ impl GrantStore for Store {
             return Ok(false);
         }
         sqlx::query(&q(
-            "INSERT INTO refresh_tokens (token_hash, family_id, client_id, created_at, expires_at, used_at, successor) \
-             VALUES (?, ?, ?, ?, ?, NULL, NULL)",
+            "INSERT INTO refresh_tokens (token_hash, family_id, client_id, created_at, expires_at, used_at, successor, \
+             dpop_jkt) VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)",
         ))
         .bind(&successor.token_hash)
         .bind(&successor.family_id)
         .bind(&successor.client_id)
         .bind(successor.created_at)
         .bind(successor.expires_at)
+        .bind(&successor.dpop_jkt)
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;

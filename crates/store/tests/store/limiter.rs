@@ -146,3 +146,31 @@ impl Toggle {
         }
     }
 }
+
+/// The DPoP replay cache on both backends: a key is new once, until it expires; two
+/// "instances" (two caches on one Redis) see each other's keys; a dead Redis fails closed.
+#[tokio::test]
+async fn replay_caches_accept_a_key_once() {
+    use domain::clock::{Clock as _, FixedClock, SystemClock};
+    use domain::dpop::ReplayCache;
+    use portcullis_store::{MemoryReplayCache, RedisReplayCache};
+
+    let memory = MemoryReplayCache::new(100, Arc::new(FixedClock::new(1_000)));
+    assert!(memory.first_use("k", 1_060).await.unwrap());
+    assert!(!memory.first_use("k", 1_060).await.unwrap());
+
+    let Some(url) = redis_url("replay_caches_accept_a_key_once") else { return };
+    let prefix = prefix();
+    let a = RedisReplayCache::new(&url, &prefix, Duration::from_secs(2)).unwrap();
+    let b = RedisReplayCache::new(&url, &prefix, Duration::from_secs(2)).unwrap();
+    let until = SystemClock.now() + 60;
+    assert!(a.first_use("proof-1", until).await.unwrap());
+    assert!(!b.first_use("proof-1", until).await.unwrap(), "a replay on another instance is refused");
+    assert!(b.first_use("proof-2", until).await.unwrap());
+    // Already expired: Redis drops it at once, so it is new again (its proof is stale anyway).
+    let past = SystemClock.now() - 1;
+    assert!(a.first_use("proof-3", past).await.unwrap());
+    assert!(a.first_use("proof-3", past).await.unwrap());
+    let dead = RedisReplayCache::new("redis://127.0.0.1:1", &prefix, Duration::from_millis(200)).unwrap();
+    assert!(dead.first_use("proof-4", until).await.is_err(), "no Redis: refuse, never accept blindly");
+}
