@@ -273,8 +273,13 @@ async fn worker(a: Arc<Args>, deadline: Instant) -> Result<(Vec<u32>, u64), Erro
     Ok((lat, errors))
 }
 
+mod dpop;
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    if std::env::args().nth(1).as_deref() == Some("dpop-proofs") {
+        return dpop::main(std::env::args().skip(2)).await;
+    }
     let a = Arc::new(parse_args()?);
     let started = Instant::now();
     let deadline = started + a.duration;

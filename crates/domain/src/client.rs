@@ -334,6 +334,34 @@ mod tests {
     }
 
     #[test]
+    fn tls_client_auth_clients_have_no_secret_and_match_their_certificate_only() {
+        let mut r = registration();
+        r.tls_client_auth_subject = Some("spiffe://example.org/billing".into());
+        let (client, secret) = r.clone().into_client(1).unwrap();
+        assert!(secret.is_none(), "the certificate is the credential");
+        assert!(!client.is_public(), "a tls_client_auth client is confidential");
+        let cert = |subject: &str| ClientCertificate {
+            subject: subject.into(),
+            fingerprint: String::new(),
+            thumbprint: String::new(),
+            not_before: 0,
+            not_after: 0,
+        };
+        assert!(client.certificate_matches(&cert("spiffe://example.org/billing")));
+        assert!(!client.certificate_matches(&cert("spiffe://example.org/reports")));
+        let mut disabled = client;
+        disabled.disabled = true;
+        assert!(!disabled.certificate_matches(&cert("spiffe://example.org/billing")));
+        let mut public = r.clone();
+        public.public = true;
+        public.grant_types = vec![GrantType::AuthorizationCode];
+        public.redirect_uris = vec!["https://app.example.com/cb".into()];
+        assert!(public.into_client(1).is_err(), "a public client cannot use tls_client_auth");
+        r.tls_client_auth_subject = Some(" ".into());
+        assert!(r.into_client(1).is_err(), "empty subject");
+    }
+
+    #[test]
     fn registration_stores_only_the_hash() {
         let (client, secret) = registration().into_client(1).unwrap();
         let secret = secret.unwrap();

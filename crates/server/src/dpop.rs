@@ -102,3 +102,29 @@ impl DpopConfig {
         Ok(Dpop::new(settings, master.dpop_nonces(), replay, clock))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported() {
+        assert!(DpopConfig::default().problems().is_empty());
+        let bad = DpopConfig {
+            algorithms: vec![],
+            proof_lifetime: Seconds(0),
+            nonce_lifetime: Seconds(0),
+            gateway_public_origin: Some("https://API.example.com/".into()),
+            ..DpopConfig::default()
+        };
+        assert_eq!(bad.problems().len(), 4, "{:?}", bad.problems());
+        for ok in ["https://api.example.com", "http://127.0.0.1:8081"] {
+            let c = DpopConfig { gateway_public_origin: Some(ok.into()), ..DpopConfig::default() };
+            assert!(c.problems().is_empty(), "{ok}");
+        }
+        for bad in ["https://api.example.com:443", "https://api.example.com/v1", "ftp://x", "api.example.com"] {
+            let c = DpopConfig { gateway_public_origin: Some(bad.into()), ..DpopConfig::default() };
+            assert_eq!(c.problems().len(), 1, "{bad}");
+        }
+    }
+}

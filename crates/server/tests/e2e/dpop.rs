@@ -300,9 +300,10 @@ async fn code_for(server: &Server, client_id: &str, challenge: &str) -> String {
 
 #[tokio::test]
 async fn dpop_code_flow_binds_a_public_clients_refresh_token_and_userinfo_checks_proofs() {
-    let instance = Instance::new();
-    instance.create_user("alice", &["--name", "Alice"]);
-    let app = instance.create_app("SPA", &["--public", "--first-party", "--redirect-uri", REDIRECT]);
+    let upstream = Upstream::start(None).await;
+    let instance = Instance::new().with_config(&config(&upstream.url(), ""));
+    let user_id = instance.create_user("alice", &["--name", "Alice"]);
+    let app = instance.create_app("SPA", &["--public", "--first-party", "--redirect-uri", REDIRECT, "--audience", AUD]);
     let client_id = app["client_id"].as_str().unwrap().to_owned();
     let server = instance.serve();
     let key = DpopKey::new();
@@ -333,6 +334,15 @@ async fn dpop_code_flow_binds_a_public_clients_refresh_token_and_userinfo_checks
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
     assert_eq!(payload(&access)["cnf"]["jkt"], json!(key.jkt()));
+
+    // The user's DPoP token through the gateway: the upstream sees the user.
+    let api = server.gw("/api/me");
+    let resp = call(&api, &format!("DPoP {access}"), Some(&key.proof("GET", &api, Some(&access)))).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.last().headers.get("x-portcullis-subject"), Some(&user_id));
+    let before = upstream.count();
+    assert_eq!(call(&api, &format!("Bearer {access}"), None).await.status(), 401, "no downgrade to Bearer");
+    assert_eq!(upstream.count(), before);
 
     // Userinfo is a protected resource: DPoP scheme and a proof by the bound key.
     let userinfo = server.url("/oauth2/userinfo");
