@@ -7,6 +7,7 @@ pub mod anomaly;
 pub mod apikey;
 pub mod audit;
 pub mod authorize;
+pub mod bff;
 pub mod client;
 pub mod client_cache;
 pub mod clock;

@@ -45,6 +45,13 @@ impl CodeChallenge {
         &self.0
     }
 
+    /// RFC 7636 §4.2: the S256 challenge of a verifier (what a client, such as the BFF,
+    /// sends with its authorization request).
+    #[must_use]
+    pub fn s256_of(verifier: &str) -> String {
+        URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+    }
+
     /// RFC 7636 §4.6: `BASE64URL-ENCODE(SHA256(ASCII(code_verifier))) == code_challenge`,
     /// compared in constant time.
     #[must_use]

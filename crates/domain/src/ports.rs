@@ -189,5 +189,6 @@ pub struct Stores {
     pub grants: std::sync::Arc<dyn GrantStore>,
     pub bans: std::sync::Arc<dyn crate::abuse::BanStore>,
     pub audit: std::sync::Arc<dyn crate::audit::AuditStore>,
+    pub bff_sessions: std::sync::Arc<dyn crate::bff::BffSessionStore>,
     pub health: std::sync::Arc<dyn Health>,
 }

@@ -25,6 +25,8 @@ pub struct GatewayConfig {
     /// Issuers other than this Portcullis whose tokens routes may accept.
     pub issuers: Vec<IssuerConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Browser apps for which the gateway is the backend-for-frontend (`[[gateway.bff]]`).
+    pub bff: Vec<crate::bff::BffAppConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -36,6 +38,7 @@ impl Default for GatewayConfig {
             headers: IdentityHeaders::default(),
             issuers: Vec::new(),
             routes: Vec::new(),
+            bff: Vec::new(),
         }
     }
 }
@@ -107,6 +110,9 @@ pub enum AuthMethod {
     ApiKey,
     /// A client certificate verified by the gateway listener against `tls.client_ca_file`.
     Mtls,
+    /// The session cookie of a backend-for-frontend app (`bff_app`): the gateway uses the
+    /// session's access token, verified like `jwt`, and sends it to the upstream.
+    Bff,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +132,8 @@ pub struct RouteConfig {
     pub auth: Option<AuthSpec>,
     /// Issuers accepted on this route: `"self"` and/or configured issuer URLs.
     pub issuers: Vec<String>,
+    /// For `auth = "bff"`: the `[[gateway.bff]]` app whose session cookie authenticates.
+    pub bff_app: Option<String>,
     /// The token's `aud` must contain one of these (required for `jwt`).
     pub audiences: Vec<String>,
     /// Every one of these scopes is required.
@@ -199,6 +207,7 @@ impl Default for RouteConfig {
             upstreams: Vec::new(),
             auth: None,
             issuers: vec![SELF_ISSUER.into()],
+            bff_app: None,
             audiences: Vec::new(),
             scopes_all: Vec::new(),
             scopes_any: Vec::new(),
@@ -246,8 +255,9 @@ impl<'de> Deserialize<'de> for AuthSpec {
             "jwt" => Ok(AuthMethod::Jwt),
             "api_key" => Ok(AuthMethod::ApiKey),
             "mtls" => Ok(AuthMethod::Mtls),
+            "bff" => Ok(AuthMethod::Bff),
             other => Err(serde::de::Error::custom(format!(
-                "unknown auth method {other:?}; expected \"none\", \"jwt\", \"api_key\" or \"mtls\" (or a list of them)"
+                "unknown auth method {other:?}; expected \"none\", \"jwt\", \"api_key\", \"mtls\" or \"bff\" (or a list of them)"
             ))),
         };
         match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("auth must be a string or a list of strings"))? {
@@ -296,6 +306,26 @@ impl GatewayConfig {
         for (i, route) in self.routes.iter().enumerate() {
             errors.extend(self.validate_route(i, route));
         }
+        for (i, app) in self.bff.iter().enumerate() {
+            errors.extend(app.problems(i));
+            if self.bff.iter().take(i).any(|a| a.name == app.name || a.path_prefix == app.path_prefix) {
+                errors.push(format!("gateway.bff[{i}]: name and path_prefix must be unique"));
+            }
+        }
+        errors
+    }
+
+    fn validate_bff_route(&self, at: &str, route: &RouteConfig, methods: &[AuthMethod]) -> Vec<String> {
+        let mut errors = Vec::new();
+        let bff_app = route.bff_app.as_deref();
+        if methods.contains(&AuthMethod::Bff) != bff_app.is_some() {
+            errors.push(format!("{at}: auth \"bff\" and bff_app go together"));
+        }
+        if let Some(app) = bff_app
+            && !self.bff.iter().any(|a| a.name == app)
+        {
+            errors.push(format!("{at}: bff_app {app:?} is not configured in [[gateway.bff]]"));
+        }
         errors
     }
 
@@ -329,7 +359,8 @@ impl GatewayConfig {
         if methods.is_empty() && route.auth.is_some() {
             errors.push(format!("{at}: auth list must not be empty"));
         }
-        if methods.contains(&AuthMethod::Jwt) {
+        errors.extend(self.validate_bff_route(&at, route, &methods));
+        if methods.contains(&AuthMethod::Jwt) || methods.contains(&AuthMethod::Bff) {
             if route.audiences.is_empty() {
                 errors.push(format!("{at}: jwt routes need audiences (RFC 9068 §4: the audience MUST be checked)"));
             }

@@ -69,6 +69,11 @@ pub enum Downstream {
     InvalidDpopProof(&'static str),
     /// The route wants a server nonce in the proof (RFC 9449 §9): this one.
     UseDpopNonce(String),
+    /// A backend-for-frontend route or endpoint without a live session (401, no challenge:
+    /// the app sends the browser to `/bff/login`).
+    NoSession,
+    /// A state-changing browser call without the CSRF header or from a foreign origin.
+    CsrfRefused(&'static str),
 }
 
 impl Downstream {
@@ -125,8 +130,9 @@ pub enum Upstream {
 fn downstream_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option<String>) {
     let bearer = |extra: &str| Some(format!("Bearer realm=\"{REALM}\"{extra}"));
     match d {
-        Downstream::BadPath(why) => (StatusCode::BAD_REQUEST, "Bad Request", (*why).to_owned(), None),
-        Downstream::BadRequest(why) => (StatusCode::BAD_REQUEST, "Bad Request", (*why).to_owned(), None),
+        Downstream::BadPath(why) | Downstream::BadRequest(why) => {
+            (StatusCode::BAD_REQUEST, "Bad Request", (*why).to_owned(), None)
+        }
         Downstream::NoRoute => (StatusCode::NOT_FOUND, "Not Found", "no route matches this request".into(), None),
         Downstream::MethodNotAllowed => (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -167,15 +173,6 @@ fn downstream_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option
             "the access token does not grant access to this route".into(),
             bearer(&format!(", error=\"insufficient_scope\", scope=\"{required}\"")),
         ),
-        Downstream::CorsRefused => {
-            (StatusCode::FORBIDDEN, "Forbidden", "this cross-origin request is not allowed".into(), None)
-        }
-        Downstream::UnsupportedMediaType => (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Media Type",
-            "this route takes application/json request bodies".into(),
-            None,
-        ),
         Downstream::InvalidBody(errors) => (
             StatusCode::BAD_REQUEST,
             "Bad Request",
@@ -186,22 +183,49 @@ fn downstream_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option
             },
             None,
         ),
+        Downstream::RateLimited { retry_after, .. } => {
+            too_many(format!("rate limit exceeded; retry after {retry_after} s"))
+        }
+        Downstream::InvalidDpopProof(_) | Downstream::UseDpopNonce(_) => dpop_parts(d),
+        Downstream::Banned { .. } => {
+            too_many("too many failed authentication attempts from this address; try again later".into())
+        }
+        Downstream::CorsRefused
+        | Downstream::UnsupportedMediaType
+        | Downstream::PayloadTooLarge
+        | Downstream::PolicyDenied
+        | Downstream::NoSession
+        | Downstream::CsrfRefused(_) => refusal_parts(d),
+    }
+}
+
+/// The refusals that need no challenge: CORS, media type, size, policy, BFF session, CSRF.
+fn refusal_parts(d: &Downstream) -> (StatusCode, &'static str, String, Option<String>) {
+    match d {
+        Downstream::CorsRefused => {
+            (StatusCode::FORBIDDEN, "Forbidden", "this cross-origin request is not allowed".into(), None)
+        }
+        Downstream::UnsupportedMediaType => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+            "this route takes application/json request bodies".into(),
+            None,
+        ),
         Downstream::PayloadTooLarge => (
             StatusCode::PAYLOAD_TOO_LARGE,
             "Payload Too Large",
             "the request body is too large for this route".into(),
             None,
         ),
-        Downstream::RateLimited { retry_after, .. } => {
-            too_many(format!("rate limit exceeded; retry after {retry_after} s"))
-        }
-        Downstream::InvalidDpopProof(_) | Downstream::UseDpopNonce(_) => dpop_parts(d),
         Downstream::PolicyDenied => {
             (StatusCode::FORBIDDEN, "Forbidden", "the authorization policy does not allow this request".into(), None)
         }
-        Downstream::Banned { .. } => {
-            too_many("too many failed authentication attempts from this address; try again later".into())
+        Downstream::NoSession => {
+            (StatusCode::UNAUTHORIZED, "Unauthorized", "no session: sign in at /bff/login".into(), None)
         }
+        Downstream::CsrfRefused(why) => (StatusCode::FORBIDDEN, "Forbidden", (*why).to_owned(), None),
+        // Not reached: `downstream_parts` passes only the variants above.
+        _ => (StatusCode::BAD_REQUEST, "Bad Request", "the request was refused".into(), None),
     }
 }
 

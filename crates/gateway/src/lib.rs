@@ -6,6 +6,7 @@
 pub mod apikey;
 pub mod auth;
 pub mod authz;
+pub mod bff;
 pub mod cache;
 pub mod config;
 pub mod cors;
@@ -47,6 +48,9 @@ pub struct Gateway {
     protection: Option<limits::Protection>,
     authz: authz::Authz,
     dpop: Option<DpopCheck>,
+    bff: Option<Arc<bff::Bff>>,
+    /// The BFF cookies, stripped from every upstream request.
+    bff_cookies: Vec<String>,
 }
 
 /// DPoP at the gateway (RFC 9449 §7): the checker and what the proof's `htu` must be.
@@ -65,7 +69,25 @@ pub struct DpopCheck {
 impl Gateway {
     #[must_use]
     pub fn new(routes: RouteTable, auth: Authenticator, api_keys: ApiKeyVerifier, headers: IdentityHeaders) -> Self {
-        Self { routes, auth, api_keys, headers, protection: None, authz: authz::Authz::default(), dpop: None }
+        Self {
+            routes,
+            auth,
+            api_keys,
+            headers,
+            protection: None,
+            authz: authz::Authz::default(),
+            dpop: None,
+            bff: None,
+            bff_cookies: Vec::new(),
+        }
+    }
+
+    /// Serves the backend-for-frontend apps (their `/bff/…` endpoints and `bff` routes).
+    #[must_use]
+    pub fn with_bff(mut self, bff: bff::Bff) -> Self {
+        self.bff_cookies = bff.cookie_names();
+        self.bff = Some(Arc::new(bff));
+        self
     }
 
     /// Accepts DPoP-bound tokens (`Authorization: DPoP`), checking their proofs.
@@ -101,6 +123,11 @@ impl Gateway {
             return e.into_response();
         }
         let (parts, body) = req.into_parts();
+        if let Some(bff) = &self.bff
+            && let Some((app, action)) = bff.endpoint(parts.uri.path())
+        {
+            return count("bff", bff.handle(app, action, &parts).await);
+        }
         let preflight = cors::is_preflight(&parts.method, &parts.headers);
         let (route, path) = match self.select(&parts, preflight) {
             Ok(found) => found,
@@ -181,8 +208,8 @@ impl Gateway {
         path: &str,
         peer: Option<std::net::IpAddr>,
     ) -> Result<Response, GatewayError> {
-        let identity = match self.authenticate(&parts, route).await {
-            Ok(identity) => identity,
+        let (identity, bearer) = match self.authenticate(&parts, route).await {
+            Ok(found) => found,
             Err(e) => {
                 if let (Some(p), GatewayError::Downstream(d)) = (&self.protection, &e)
                     && d.is_credential_guess()
@@ -233,6 +260,8 @@ impl Gateway {
             header_names: &self.headers,
             peer,
             forward_authorization: route.cfg.forward_authorization,
+            bearer: bearer.as_deref(),
+            strip_cookies: &self.bff_cookies,
         };
         let mut response = route.proxy.forward(&parts, bytes, forward).await?;
         if let Some(values) = &limit_headers {
@@ -241,15 +270,34 @@ impl Gateway {
         Ok(response)
     }
 
-    /// The caller's identity on `route`, or `None` on a route that takes anonymous calls.
+    /// The caller's identity on `route` (`None` on a route that takes anonymous calls), and
+    /// for a backend-for-frontend session the access token to send upstream.
     async fn authenticate(
         &self,
         parts: &axum::http::request::Parts,
         route: &routes::Route,
-    ) -> Result<Option<Arc<Identity>>, GatewayError> {
+    ) -> Result<(Option<Arc<Identity>>, Option<String>), GatewayError> {
         let takes = |m| route.auth.contains(&m);
         let credential =
             auth::credentials(&parts.headers, parts.uri.query(), route).map_err(GatewayError::Downstream)?;
+        if credential.is_none()
+            && takes(AuthMethod::Bff)
+            && let (Some(bff), Some(app)) = (&self.bff, route.cfg.bff_app.as_deref())
+        {
+            let token = bff.access_token(app, parts).await?;
+            let identity = self.auth.verify(&token, route).await.map_err(GatewayError::Downstream)?;
+            return Ok((Some(identity), Some(token)));
+        }
+        self.authenticate_credential(parts, route, credential).await.map(|id| (id, None))
+    }
+
+    async fn authenticate_credential(
+        &self,
+        parts: &axum::http::request::Parts,
+        route: &routes::Route,
+        credential: Option<Credential>,
+    ) -> Result<Option<Arc<Identity>>, GatewayError> {
+        let takes = |m| route.auth.contains(&m);
         let certificate = parts.extensions.get::<auth::ClientCertificate>().filter(|_| takes(AuthMethod::Mtls));
         Ok(match credential {
             Some(Credential::Bearer(t)) if takes(AuthMethod::Jwt) => {

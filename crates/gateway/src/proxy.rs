@@ -88,6 +88,10 @@ pub struct Forward<'a> {
     pub header_names: &'a IdentityHeaders,
     pub peer: Option<IpAddr>,
     pub forward_authorization: bool,
+    /// A backend-for-frontend session's access token, sent as `Authorization: Bearer`.
+    pub bearer: Option<&'a str>,
+    /// Cookies the upstream must not see (backend-for-frontend session cookies).
+    pub strip_cookies: &'a [String],
 }
 
 impl RouteProxy {
@@ -245,6 +249,26 @@ fn upstream_headers(incoming: &HeaderMap, f: &Forward<'_>) -> HeaderMap {
         // A DPoP proof goes with the token: it names the gateway's URL and is spent here.
         headers.remove(domain::dpop::DPOP_HEADER);
     }
+    if !f.strip_cookies.is_empty() {
+        let kept: Vec<String> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| crate::bff::strip_cookies(v, f.strip_cookies))
+            .filter(|v| !v.is_empty())
+            .collect();
+        headers.remove(header::COOKIE);
+        for v in kept {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                headers.append(header::COOKIE, v);
+            }
+        }
+    }
+    if let Some(token) = f.bearer
+        && let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        headers.insert(header::AUTHORIZATION, v);
+    }
     let mut set = |name: &str, value: &str| {
         if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             headers.insert(n, v);
@@ -322,6 +346,8 @@ mod tests {
             header_names: &names,
             peer: Some("10.0.0.9".parse().unwrap()),
             forward_authorization: false,
+            bearer: None,
+            strip_cookies: &[],
         };
         let out = upstream_headers(&h, &f);
         assert_eq!(out["x-portcullis-subject"], "alice");

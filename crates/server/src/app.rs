@@ -488,7 +488,7 @@ fn build_gateway(
     dpop: domain::dpop::Dpop,
 ) -> Option<Arc<gateway::Gateway>> {
     let config = &runtime.config.gateway;
-    if config.routes.is_empty() {
+    if config.routes.is_empty() && config.bff.is_empty() {
         return None;
     }
     // Validated at load time; a route that fails to compile here is skipped loudly.
@@ -505,6 +505,7 @@ fn build_gateway(
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default();
     let external =
         config.issuers.iter().map(|c| Arc::new(gateway::jwks::ExternalIssuer::new(c.clone(), http.clone()))).collect();
+    let keys_for_bff = keys.clone();
     let auth = gateway::auth::Authenticator::new(
         issuer.to_owned(),
         keys,
@@ -527,8 +528,25 @@ fn build_gateway(
         public_origin: runtime.config.dpop.gateway_public_origin.clone(),
         https: runtime.config.tls.enabled(),
     };
-    let gateway =
+    let mut gateway =
         gateway::Gateway::new(table, auth, api_keys, config.headers.clone()).with_authz(authz).with_dpop(dpop);
+    if !config.bff.is_empty() {
+        match master_key::resolve(&runtime.config.keys, &runtime.config.server.data_dir) {
+            Ok(master) => {
+                gateway = gateway.with_bff(gateway::bff::Bff::new(
+                    &config.bff,
+                    issuer,
+                    runtime.stores.bff_sessions.clone(),
+                    Arc::new(domain::bff::BffSealer::new(master)),
+                    keys_for_bff,
+                    runtime.clock.clone(),
+                ));
+            }
+            // Cannot happen after the key ring loaded with the same key; never serve
+            // sessions unsealed.
+            Err(e) => tracing::error!(cause = %e, "backend-for-frontend apps disabled: no master key"),
+        }
+    }
     Some(Arc::new(match protection {
         Some(p) => gateway.with_protection(p),
         None => gateway,

@@ -133,6 +133,7 @@ pub(crate) fn spawn_maintenance(runtime: &Runtime, keys: Arc<KeyRing>) -> tokio:
     let revocations = runtime.stores.revocations.clone();
     let sessions = runtime.stores.sessions.clone();
     let grants = runtime.stores.grants.clone();
+    let bff_sessions = runtime.stores.bff_sessions.clone();
     let clock = runtime.clock.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -153,9 +154,13 @@ pub(crate) fn spawn_maintenance(runtime: &Runtime, keys: Arc<KeyRing>) -> tokio:
                     Err(e) => tracing::warn!(cause = %e, "purging revocation entries failed"),
                 }
                 let now = clock.now();
-                let purged = match (sessions.purge_sessions(now).await, grants.purge_grants(now).await) {
-                    (Ok(a), Ok(b)) => a + b,
-                    (Err(e), _) | (_, Err(e)) => {
+                let purged = match (
+                    sessions.purge_sessions(now).await,
+                    grants.purge_grants(now).await,
+                    bff_sessions.purge_bff_sessions(now).await,
+                ) {
+                    (Ok(a), Ok(b), Ok(c)) => a + b + c,
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                         tracing::warn!(cause = %e, "purging ended sessions and grants failed");
                         0
                     }

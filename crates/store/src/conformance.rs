@@ -35,6 +35,7 @@ pub async fn run_all(stores: &Stores) -> Result<(), StoreError> {
     grants(stores).await?;
     bans(stores).await?;
     audit(stores).await?;
+    bff_sessions(stores).await?;
     stores.health.ping().await
 }
 
@@ -518,6 +519,37 @@ pub async fn grants(stores: &Stores) -> Result<(), StoreError> {
 
 /// Bans: one row per IP (the latest), listed while in force, deleted, purged after the
 /// strike memory.
+async fn bff_sessions(stores: &Stores) -> Result<(), StoreError> {
+    use domain::bff::BffSession;
+    let b = &stores.bff_sessions;
+    let subject = format!("user-{}", random_token(6));
+    let session = BffSession {
+        id_hash: random_token(32),
+        app: "spa".into(),
+        subject: subject.clone(),
+        sealed: vec![1, 2, 3, 0, 255],
+        created_at: NOW,
+        last_seen_at: NOW,
+        expires_at: NOW + 100,
+    };
+    b.insert_bff_session(&session).await?;
+    assert!(b.get_bff_session(&session.id_hash).await? == Some(session.clone()), "bff session round trip");
+    assert!(b.update_bff_session(&session.id_hash, &[9, 9], NOW + 5).await?, "bff session updated");
+    let updated = b.get_bff_session(&session.id_hash).await?;
+    assert!(updated.as_ref().map(|s| (s.sealed.clone(), s.last_seen_at)) == Some((vec![9, 9], NOW + 5)), "bff update");
+    assert!(!b.update_bff_session("no-such", &[1], NOW).await?, "update of a missing session");
+    let second = BffSession { id_hash: random_token(32), ..session.clone() };
+    b.insert_bff_session(&second).await?;
+    assert!(b.delete_bff_session(&session.id_hash).await?, "bff session deleted");
+    assert!(!b.delete_bff_session(&session.id_hash).await?, "deleted once");
+    assert!(b.delete_user_bff_sessions(&subject).await? == 1, "every session of the user");
+    let old = BffSession { id_hash: random_token(32), expires_at: NOW - 1, ..session };
+    b.insert_bff_session(&old).await?;
+    assert!(b.purge_bff_sessions(NOW).await? >= 1, "expired sessions purged");
+    assert!(b.get_bff_session(&old.id_hash).await?.is_none(), "purged");
+    Ok(())
+}
+
 async fn bans(stores: &Stores) -> Result<(), StoreError> {
     use domain::abuse::Ban;
     use std::net::IpAddr;

@@ -43,6 +43,12 @@ mod bans;
     clippy::duplicate_mod,
     reason = "the shared port code, compiled a second time for PostgreSQL (see crate::sql)"
 )]
+#[path = "ports/bff.rs"]
+mod bff;
+#[expect(
+    clippy::duplicate_mod,
+    reason = "the shared port code, compiled a second time for PostgreSQL (see crate::sql)"
+)]
 #[path = "ports/clients.rs"]
 mod clients;
 #[expect(

@@ -50,6 +50,7 @@ where
         + GrantStore
         + BanStore
         + AuditStore
+        + domain::bff::BffSessionStore
         + Health
         + 'static,
 {
@@ -66,6 +67,7 @@ where
             grants: self.clone(),
             bans: self.clone(),
             audit: self.clone(),
+            bff_sessions: self.clone(),
             health: self,
         }
     }

@@ -30,6 +30,8 @@ fn q(sql: &str) -> Cow<'_, str> {
 mod audit;
 #[path = "ports/bans.rs"]
 mod bans;
+#[path = "ports/bff.rs"]
+mod bff;
 #[path = "ports/clients.rs"]
 mod clients;
 #[path = "ports/users.rs"]

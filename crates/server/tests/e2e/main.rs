@@ -15,6 +15,7 @@ mod alerts;
 mod apikeys;
 mod audit;
 mod bad_input;
+mod bff;
 mod browser;
 mod cli;
 mod cluster;

@@ -1,0 +1,226 @@
+//! Backend-for-frontend sessions over HTTP (the browser test drives the same in Chromium):
+//! the gateway signs the user in as a relying party of this Portcullis, the browser only
+//! ever holds an opaque HttpOnly cookie, API calls carry the session's access token to the
+//! upstream (refreshed server-side), CSRF and tampering are refused, logout ends it all.
+
+use serde_json::Value;
+
+use crate::harness::{Browser, Instance, PASSWORD, Server};
+use crate::upstream::Upstream;
+
+pub(crate) const AUD: &str = "https://api.example.com";
+
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An instance whose gateway (on `port`) serves BFF app "spa" and routes `/api` (session)
+/// and `/app` (the app's static files, no auth) to `upstream`. Returns it with the user id.
+pub(crate) fn bff_instance(upstream: &str, port: u16) -> (Instance, String) {
+    let origin = format!("http://127.0.0.1:{port}");
+    let instance = Instance::new().with("PORTCULLIS_GATEWAY__LISTEN", &format!("127.0.0.1:{port}"));
+    let user = instance.create_user("alice", &["--name", "Alice Example", "--email", "alice@example.com"]);
+    // Access tokens live 1 s, so every API call below needs a server-side refresh.
+    let app = instance.create_app(
+        "SPA",
+        &[
+            "--first-party",
+            "--redirect-uri",
+            &format!("{origin}/bff/callback"),
+            "--post-logout-redirect-uri",
+            &format!("{origin}/app/bye"),
+            "--audience",
+            AUD,
+            "--token-ttl",
+            "1",
+        ],
+    );
+    let secret = app["client_secret"].as_str().unwrap();
+    crate::harness::remember(secret);
+    let instance = instance.with_config(&format!(
+        r#"
+[[gateway.routes]]
+name = "api"
+path_prefix = "/api"
+upstreams = ["{upstream}"]
+auth = "bff"
+bff_app = "spa"
+audiences = ["{AUD}"]
+
+[[gateway.routes]]
+name = "app"
+path_prefix = "/app"
+upstreams = ["{upstream}"]
+auth = "none"
+
+[[gateway.bff]]
+name = "spa"
+client_id = "{id}"
+client_secret = "{secret}"
+redirect_uri = "{origin}/bff/callback"
+post_logout_redirect = "{origin}/app/bye"
+post_login_redirect = "/app/"
+"#,
+        id = app["client_id"].as_str().unwrap(),
+    ));
+    (instance, user)
+}
+
+fn set_cookie<'a>(page: &'a crate::harness::Page, name: &str) -> &'a str {
+    page.headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no Set-Cookie {name}: {:?}", page.headers))
+}
+
+/// Signs in through the BFF: login → the provider's form → callback. Returns the landing.
+async fn sign_in(browser: &Browser, server: &Server) -> crate::harness::Page {
+    let start = browser.get(&server.gw("/bff/login?return_to=/app/home")).await;
+    assert_eq!(start.status, 303);
+    let login_cookie = set_cookie(&start, "__Host-portcullis-login-spa");
+    assert!(
+        login_cookie.contains("HttpOnly") && login_cookie.contains("Secure") && login_cookie.contains("SameSite=Lax")
+    );
+    let authorize = start.location();
+    assert!(authorize.starts_with(&server.url("/oauth2/authorize")), "{authorize}");
+    assert!(authorize.contains("code_challenge_method=S256") && authorize.contains("nonce="), "{authorize}");
+    let page = browser.get(&authorize).await;
+    let page = browser.login(server, &page, "alice", PASSWORD).await;
+    assert_eq!(page.status, 303, "first-party app: no consent page");
+    let callback = page.location();
+    assert!(callback.starts_with(&server.gw("/bff/callback")), "{callback}");
+    browser.get(&callback).await
+}
+
+#[tokio::test]
+async fn bff_sessions_keep_tokens_server_side() {
+    let upstream = Upstream::start(None).await;
+    let port = free_port();
+    let (instance, user) = bff_instance(&upstream.url(), port);
+    let server = instance.serve();
+    let browser = Browser::new();
+
+    // No session yet.
+    assert_eq!(browser.get(&server.gw("/bff/user")).await.status, 401);
+    let before = upstream.count();
+    assert_eq!(browser.get(&server.gw("/api/me")).await.status, 401);
+    assert_eq!(upstream.count(), before);
+
+    let landed = sign_in(&browser, &server).await;
+    assert_eq!(landed.status, 303);
+    assert_eq!(landed.location(), "/app/home", "back where the login started");
+    let session_cookie = set_cookie(&landed, "__Host-portcullis-spa").to_owned();
+    for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(session_cookie.contains(attr), "{session_cookie}");
+    }
+    assert!(!session_cookie.contains("Domain"), "__Host- cookies have no Domain");
+    let value = session_cookie.split(';').next().unwrap().split_once('=').unwrap().1;
+    assert!(!value.contains('.') && value.len() < 64, "opaque id, not a token: {value}");
+
+    // The user's public claims, no token anywhere.
+    let me = browser.get(&server.gw("/bff/user")).await;
+    assert_eq!(me.status, 200);
+    let claims: Value = serde_json::from_str(&me.body).unwrap();
+    assert_eq!(claims["sub"], user.as_str());
+    assert_eq!(claims["name"], "Alice Example");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert!(!me.body.contains("eyJ"), "no JWT in what the browser receives: {}", me.body);
+
+    // API calls: the upstream gets the verified identity and the access token, never the
+    // session cookie. Tokens live 1 s: each call refreshes server-side (rotation).
+    let first = browser.get(&server.gw("/api/me")).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let seen = upstream.last();
+    assert_eq!(seen.headers.get("x-portcullis-subject"), Some(&user));
+    let token1 = seen.headers.get("authorization").cloned().unwrap();
+    assert!(token1.starts_with("Bearer eyJ"), "{token1}");
+    assert!(!seen.headers.get("cookie").is_some_and(|c| c.contains("__Host-portcullis")), "session cookie stripped");
+    assert_eq!(browser.get(&server.gw("/api/me")).await.status, 200);
+    let token2 = upstream.last().headers.get("authorization").cloned().unwrap();
+    assert_ne!(token1, token2, "an expiring access token is refreshed by the gateway");
+
+    // CSRF: state-changing calls need the header and, when sent, an allowed Origin.
+    let http = crate::harness::http();
+    let cookie = browser.cookies.lock().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut req = http.post(server.gw("/api/items")).header("cookie", &cookie).body("{}");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let origin = format!("http://127.0.0.1:{port}");
+    for (what, headers) in [
+        ("no CSRF header", vec![("origin", origin.clone())]),
+        ("foreign origin", vec![("x-portcullis-csrf", "1".into()), ("origin", "https://evil.example".into())]),
+        ("cross-site fetch", vec![("x-portcullis-csrf", "1".into()), ("sec-fetch-site", "cross-site".into())]),
+    ] {
+        let before = upstream.count();
+        let resp = post(headers).await.unwrap();
+        assert_eq!(resp.status(), 403, "{what}");
+        assert_eq!(upstream.count(), before, "{what}: never reached the upstream");
+    }
+    let resp = post(vec![("x-portcullis-csrf", "1".into()), ("origin", origin.clone())]).await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // A forged or tampered cookie is no session.
+    let forged = http.get(server.gw("/api/me")).header("cookie", "__Host-portcullis-spa=forged").send().await.unwrap();
+    assert_eq!(forged.status(), 401);
+
+    // Logout: CSRF-checked, ends the session and its grant; the provider's logout URL ends
+    // the SSO session.
+    let resp = http.post(server.gw("/bff/logout")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(resp.status(), 403, "logout without the CSRF header");
+    let resp = http
+        .post(server.gw("/bff/logout"))
+        .header("cookie", &cookie)
+        .header("x-portcullis-csrf", "1")
+        .header("origin", &origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cleared = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cleared.starts_with("__Host-portcullis-spa=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    let body: Value = resp.json().await.unwrap();
+    let logout_url = body["logout_url"].as_str().unwrap();
+    assert!(
+        logout_url.starts_with(&server.url("/oauth2/logout")) && logout_url.contains("id_token_hint="),
+        "{logout_url}"
+    );
+    let after = http.get(server.gw("/api/me")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(after.status(), 401, "the session is gone");
+    // The refresh token was revoked with its family: the last access token is dead too.
+    let resp = http.get(server.gw("/api/me")).header("authorization", &token2).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "a bff route does not take bearer tokens, and this one is revoked");
+}
+
+#[tokio::test]
+async fn bff_callbacks_need_their_own_login_state() {
+    let upstream = Upstream::start(None).await;
+    let port = free_port();
+    let (instance, _) = bff_instance(&upstream.url(), port);
+    let server = instance.serve();
+
+    // A callback with no login cookie (a link someone sent), or with a wrong state.
+    let stranger = Browser::new();
+    let page = stranger.get(&server.gw("/bff/callback?code=x&state=y")).await;
+    assert_eq!(page.status, 400);
+    let browser = Browser::new();
+    let start = browser.get(&server.gw("/bff/login")).await;
+    assert_eq!(start.status, 303);
+    let page = browser.get(&server.gw("/bff/callback?code=x&state=not-the-state")).await;
+    assert_eq!(page.status, 400);
+    assert!(page.headers.get("set-cookie").is_none(), "no session");
+    // An open redirect through return_to is not followed.
+    let start = browser.get(&server.gw("/bff/login?return_to=//evil.example/x")).await;
+    let page = browser.get(&start.location()).await;
+    let page = browser.login(&server, &page, "alice", PASSWORD).await;
+    let landed = browser.get(&page.location()).await;
+    assert_eq!(landed.location(), "/app/", "the configured landing, not the foreign URL");
+    // Wrong methods on the BFF endpoints.
+    assert_eq!(browser.post(&server.gw("/bff/login"), &[]).await.status, 405);
+    assert_eq!(browser.get(&server.gw("/bff/logout")).await.status, 405);
+}
