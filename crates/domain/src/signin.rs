@@ -533,7 +533,9 @@ pub async fn end_user_everywhere(
     user_id: &str,
     now: UnixTime,
 ) -> Result<(LoggedOut, Vec<crate::grant::FamilyToken>), OAuthError> {
-    let sessions = stores.sessions.delete_user_sessions(user_id).await?;
+    // Browser sessions at the provider and, for backend-for-frontend apps, at the gateway.
+    let sessions = stores.sessions.delete_user_sessions(user_id).await?
+        + stores.bff_sessions.delete_user_bff_sessions(user_id).await?;
     let tokens = stores.grants.revoke_user_families(user_id, now).await?;
     for t in &tokens {
         stores.revocations.revoke(&t.jti, t.expires_at).await?;

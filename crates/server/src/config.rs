@@ -898,8 +898,9 @@ mod tests {
     fn gateway_example_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/gateway.example.toml");
         let c = load(Some(&path), env(&[])).unwrap();
-        assert_eq!(c.gateway.routes.len(), 4);
+        assert_eq!(c.gateway.routes.len(), 5);
         assert_eq!(c.gateway.issuers.len(), 1);
+        assert_eq!(c.gateway.bff.len(), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::harness::{Browser, Instance, PASSWORD, Server};
 use crate::upstream::Upstream;
+use crate::webdriver;
 
 pub(crate) const AUD: &str = "https://api.example.com";
 
@@ -15,8 +16,9 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// An instance whose gateway (on `port`) serves BFF app "spa" and routes `/api` (session)
-/// and `/app` (the app's static files, no auth) to `upstream`. Returns it with the user id.
-pub(crate) fn bff_instance(upstream: &str, port: u16) -> (Instance, String) {
+/// to `upstream` and `/app` (the app's static files, no auth) to `static_files`. Returns
+/// it with the user id.
+pub(crate) fn bff_instance(upstream: &str, static_files: &str, port: u16) -> (Instance, String) {
     let origin = format!("http://127.0.0.1:{port}");
     let instance = Instance::new().with("PORTCULLIS_GATEWAY__LISTEN", &format!("127.0.0.1:{port}"));
     let user = instance.create_user("alice", &["--name", "Alice Example", "--email", "alice@example.com"]);
@@ -50,7 +52,7 @@ audiences = ["{AUD}"]
 [[gateway.routes]]
 name = "app"
 path_prefix = "/app"
-upstreams = ["{upstream}"]
+upstreams = ["{static_files}"]
 auth = "none"
 
 [[gateway.bff]]
@@ -98,7 +100,7 @@ async fn sign_in(browser: &Browser, server: &Server) -> crate::harness::Page {
 async fn bff_sessions_keep_tokens_server_side() {
     let upstream = Upstream::start(None).await;
     let port = free_port();
-    let (instance, user) = bff_instance(&upstream.url(), port);
+    let (instance, user) = bff_instance(&upstream.url(), &upstream.url(), port);
     let server = instance.serve();
     let browser = Browser::new();
 
@@ -201,7 +203,7 @@ async fn bff_sessions_keep_tokens_server_side() {
 async fn bff_callbacks_need_their_own_login_state() {
     let upstream = Upstream::start(None).await;
     let port = free_port();
-    let (instance, _) = bff_instance(&upstream.url(), port);
+    let (instance, _) = bff_instance(&upstream.url(), &upstream.url(), port);
     let server = instance.serve();
 
     // A callback with no login cookie (a link someone sent), or with a wrong state.
@@ -220,7 +222,112 @@ async fn bff_callbacks_need_their_own_login_state() {
     let page = browser.login(&server, &page, "alice", PASSWORD).await;
     let landed = browser.get(&page.location()).await;
     assert_eq!(landed.location(), "/app/", "the configured landing, not the foreign URL");
+    // The incident command ends BFF sessions with the provider's.
+    assert_eq!(browser.get(&server.gw("/bff/user")).await.status, 200);
+    let out = instance.cli(&["user", "logout-everywhere", "alice"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert_eq!(browser.get(&server.gw("/bff/user")).await.status, 401, "logout-everywhere ended the BFF session");
     // Wrong methods on the BFF endpoints.
     assert_eq!(browser.post(&server.gw("/bff/login"), &[]).await.status, 405);
     assert_eq!(browser.get(&server.gw("/bff/logout")).await.status, 405);
+}
+
+/// The test's single-page app: one HTML page with no tokens of its own, only `fetch`.
+const SPA: &str = r#"<!doctype html><html><head><title>SPA</title></head><body><h1 id="app">SPA</h1></body></html>"#;
+
+/// Serves the SPA under `/app/…` and a page of another origin at `/evil`.
+async fn static_files() -> String {
+    use axum::response::Html;
+    let app =
+        axum::Router::new().route("/evil", axum::routing::get(|| async { Html(SPA) })).fallback(|| async { Html(SPA) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// `fetch` in the page; resolves to "STATUS BODY" (or "blocked" when the browser refuses).
+fn fetch_js(url: &str, method: &str, csrf: bool) -> String {
+    let headers = if csrf { r#"{"X-Portcullis-CSRF": "1"}"# } else { "{}" };
+    format!(
+        r#"return fetch("{url}", {{method: "{method}", credentials: "include", headers: {headers}}})
+             .then(r => r.text().then(t => r.status + " " + t)).catch(() => "blocked");"#
+    )
+}
+
+#[tokio::test]
+async fn chromium_spa_signs_in_through_the_bff_and_never_sees_a_token() {
+    if let Some(reason) = webdriver::unavailable() {
+        assert!(std::env::var_os("PORTCULLIS_TEST_REQUIRE_SERVICES").is_none(), "browser required on CI: {reason}");
+        eprintln!("SKIPPED chromium_spa_signs_in_through_the_bff_and_never_sees_a_token: {reason}");
+        return;
+    }
+    let upstream = Upstream::start(None).await;
+    let files = static_files().await;
+    let port = free_port();
+    let (instance, user) = bff_instance(&upstream.url(), &files, port);
+    let server = instance.serve();
+    let browser = webdriver::Browser::start().await;
+    let text = |v: serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+
+    // The app loads; nobody is signed in.
+    browser.goto(&server.gw("/app/")).await;
+    browser.find("#app").await;
+    assert!(text(browser.script(&fetch_js("/bff/user", "GET", false)).await).starts_with("401 "));
+
+    // Sign in: the BFF sends the browser to the provider's login page and back.
+    browser.goto(&server.gw("/bff/login?return_to=/app/home")).await;
+    browser.type_into("#username", "alice").await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click("#sign-in").await;
+    browser.wait_for_url(&server.gw("/app/home")).await;
+    browser.find("#app").await;
+
+    // JavaScript sees no session cookie and no token in anything it receives.
+    let cookies = text(browser.script("return document.cookie").await);
+    assert!(!cookies.contains("portcullis"), "cookies visible to JS: {cookies:?}");
+    let me = text(browser.script(&fetch_js("/bff/user", "GET", false)).await);
+    assert!(me.starts_with("200 ") && me.contains("Alice Example"), "{me}");
+    assert!(!me.contains("eyJ"), "{me}");
+
+    // API calls through the gateway: the upstream sees the user; the 1 s access token is
+    // refreshed server-side between calls.
+    let before = upstream.count();
+    let first = text(browser.script(&fetch_js("/api/me", "GET", false)).await);
+    assert!(first.starts_with("200 "), "{first}");
+    let seen = upstream.last();
+    assert_eq!(seen.headers.get("x-portcullis-subject"), Some(&user));
+    let token1 = seen.headers.get("authorization").cloned();
+    assert!(text(browser.script(&fetch_js("/api/me", "GET", false)).await).starts_with("200 "));
+    assert_ne!(upstream.last().headers.get("authorization").cloned(), token1, "refreshed server-side");
+    // A state-changing call from the app itself, with the CSRF header.
+    let posted = text(browser.script(&fetch_js("/api/items", "POST", true)).await);
+    assert!(posted.starts_with("200 "), "{posted}");
+    assert_eq!(upstream.count(), before + 3);
+
+    // Another origin's page: a simple cross-origin POST carries the cookie but not the
+    // header (refused), and with the header the browser's preflight fails.
+    browser.goto(&format!("{files}/evil")).await;
+    browser.find("#app").await;
+    let api = server.gw("/api/items");
+    let before = upstream.count();
+    let simple = text(browser.script(&fetch_js(&api, "POST", false)).await);
+    assert!(simple == "blocked" || simple.starts_with("403 "), "{simple}");
+    let with_header = text(browser.script(&fetch_js(&api, "POST", true)).await);
+    assert_eq!(with_header, "blocked", "no CORS grant for a foreign origin");
+    assert_eq!(upstream.count(), before, "no cross-site request reached the upstream");
+
+    // Logout: the app asks the BFF, then follows the provider's logout URL back to the app.
+    browser.goto(&server.gw("/app/home")).await;
+    browser.find("#app").await;
+    let out = text(
+        browser
+            .script(r#"return fetch("/bff/logout", {method: "POST", headers: {"X-Portcullis-CSRF": "1"}}).then(r => r.json()).then(j => j.logout_url);"#)
+            .await,
+    );
+    assert!(out.starts_with(&server.url("/oauth2/logout")), "{out}");
+    browser.goto(&out).await;
+    browser.wait_for_url(&server.gw("/app/bye")).await;
+    assert!(text(browser.script(&fetch_js("/bff/user", "GET", false)).await).starts_with("401 "));
+    assert!(text(browser.script(&fetch_js("/api/me", "GET", false)).await).starts_with("401 "));
 }
