@@ -706,6 +706,133 @@ mod tests {
         }
     }
 
+    /// Sessions in a map, for the lifetime rules.
+    #[derive(Debug, Default)]
+    struct Sessions(std::sync::Mutex<std::collections::HashMap<String, BffSession>>);
+
+    #[async_trait::async_trait]
+    impl BffSessionStore for Sessions {
+        async fn insert_bff_session(&self, s: &BffSession) -> Result<(), domain::StoreError> {
+            self.0.lock().unwrap().insert(s.id_hash.clone(), s.clone());
+            Ok(())
+        }
+        async fn get_bff_session(&self, id_hash: &str) -> Result<Option<BffSession>, domain::StoreError> {
+            Ok(self.0.lock().unwrap().get(id_hash).cloned())
+        }
+        async fn update_bff_session(&self, id: &str, sealed: &[u8], at: UnixTime) -> Result<bool, domain::StoreError> {
+            Ok(self.0.lock().unwrap().get_mut(id).map(|s| (s.sealed = sealed.to_vec(), s.last_seen_at = at)).is_some())
+        }
+        async fn delete_bff_session(&self, id_hash: &str) -> Result<bool, domain::StoreError> {
+            Ok(self.0.lock().unwrap().remove(id_hash).is_some())
+        }
+        async fn delete_user_bff_sessions(&self, _: &str) -> Result<u64, domain::StoreError> {
+            Ok(0)
+        }
+        async fn purge_bff_sessions(&self, _: UnixTime) -> Result<u64, domain::StoreError> {
+            Ok(0)
+        }
+    }
+
+    /// Signing keys in a vector (the key ring is only needed to build a `Bff`).
+    #[derive(Debug, Default)]
+    struct Keys(std::sync::Mutex<Vec<domain::keys::StoredKey>>);
+
+    #[async_trait::async_trait]
+    impl domain::ports::KeyStore for Keys {
+        async fn list_keys(&self) -> Result<Vec<domain::keys::StoredKey>, domain::StoreError> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        async fn insert_key(&self, key: &domain::keys::StoredKey) -> Result<(), domain::StoreError> {
+            self.0.lock().unwrap().push(key.clone());
+            Ok(())
+        }
+        async fn update_key(&self, key: &domain::keys::StoredKey) -> Result<(), domain::StoreError> {
+            let mut keys = self.0.lock().unwrap();
+            keys.retain(|k| k.kid != key.kid);
+            keys.push(key.clone());
+            Ok(())
+        }
+        async fn acquire_rotation_lease(&self, _: &str, _: UnixTime, _: UnixTime) -> Result<bool, domain::StoreError> {
+            Ok(true)
+        }
+        async fn release_rotation_lease(&self, _: &str) -> Result<(), domain::StoreError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_and_absolute_lifetimes_end_sessions() {
+        use domain::clock::FixedClock;
+        let clock = Arc::new(FixedClock::new(1_000));
+        let policy = domain::keys::RotationPolicy {
+            algorithm: domain::jose::Algorithm::ES256,
+            interval: 86_400,
+            announce: 60,
+            max_token_ttl: 900,
+            leeway: 30,
+        };
+        let key = |b| domain::keys::MasterKey::from_bytes(&[b; 32]).unwrap();
+        let keys = Arc::new(KeyRing::load(Arc::new(Keys::default()), key(3), policy, clock.clone()).await.unwrap());
+        let sessions = Arc::new(Sessions::default());
+        let sealer = Arc::new(BffSealer::new(key(3)));
+        let cfg = BffAppConfig {
+            name: "spa".into(),
+            client_id: "c".into(),
+            redirect_uri: "https://app.example.com/bff/callback".into(),
+            session_idle_ttl: Seconds(600),
+            session_absolute_ttl: Seconds(3600),
+            ..BffAppConfig::default()
+        };
+        let bff = Bff::new(&[cfg], "https://id.example.com", sessions.clone(), sealer.clone(), keys, clock.clone());
+        let start = |id: &str| {
+            let id_hash = secret::hash_secret(id);
+            let tokens = SessionTokens {
+                access_token: "at".into(),
+                access_expires_at: 1_000_000,
+                refresh_token: None,
+                id_token: None,
+                claims: Map::new(),
+            };
+            BffSession {
+                sealed: sealer.seal_tokens(&id_hash, &tokens).unwrap(),
+                id_hash,
+                app: "spa".into(),
+                subject: "u".into(),
+                created_at: clock.now(),
+                last_seen_at: clock.now(),
+                expires_at: clock.now() + 3600,
+            }
+        };
+        let request = |id: &str| {
+            let req = axum::http::Request::get("/api/x").header("cookie", format!("__Host-portcullis-spa={id}"));
+            req.body(()).unwrap().into_parts().0
+        };
+        sessions.insert_bff_session(&start("s1")).await.unwrap();
+        assert_eq!(bff.access_token("spa", &request("s1")).await.unwrap(), "at");
+        // Used every 9 minutes it stays alive (idle clock touched), until the absolute end.
+        for _ in 0..6 {
+            clock.advance(540);
+            assert!(bff.access_token("spa", &request("s1")).await.is_ok(), "at {}", clock.now());
+        }
+        clock.advance(540); // 3780 s after the start: past the absolute lifetime
+        assert!(matches!(
+            bff.access_token("spa", &request("s1")).await,
+            Err(GatewayError::Downstream(Downstream::NoSession))
+        ));
+        assert!(sessions.get_bff_session(&secret::hash_secret("s1")).await.unwrap().is_none(), "deleted");
+        // Unused for longer than the idle lifetime.
+        sessions.insert_bff_session(&start("s2")).await.unwrap();
+        clock.advance(601);
+        assert!(matches!(
+            bff.access_token("spa", &request("s2")).await,
+            Err(GatewayError::Downstream(Downstream::NoSession))
+        ));
+        // A cookie that is not a session, and a GET with no cookie.
+        assert!(bff.access_token("spa", &request("nope")).await.is_err());
+        let bare = axum::http::Request::get("/api/x").body(()).unwrap().into_parts().0;
+        assert!(bff.access_token("spa", &bare).await.is_err());
+    }
+
     #[test]
     fn config_problems() {
         let ok = BffAppConfig {

@@ -143,6 +143,14 @@ async fn bff_sessions_keep_tokens_server_side() {
     let token2 = upstream.last().headers.get("authorization").cloned().unwrap();
     assert_ne!(token1, token2, "an expiring access token is refreshed by the gateway");
 
+    // Another instance of the deployment serves the same session (it lives in the store).
+    let sibling = instance.sibling().with("PORTCULLIS_GATEWAY__LISTEN", "127.0.0.1:0");
+    let other = sibling.serve();
+    let resp = browser.get(&other.gw("/bff/user")).await;
+    assert_eq!(resp.status, 200, "a second instance serves the session: {}", resp.body);
+    assert_eq!(browser.get(&other.gw("/api/me")).await.status, 200);
+    drop(other);
+
     // CSRF: state-changing calls need the header and, when sent, an allowed Origin.
     let http = crate::harness::http();
     let cookie = browser.cookies.lock().unwrap().iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
