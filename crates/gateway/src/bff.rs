@@ -783,7 +783,21 @@ mod tests {
             session_absolute_ttl: Seconds(3600),
             ..BffAppConfig::default()
         };
-        let bff = Bff::new(&[cfg], "https://id.example.com", sessions.clone(), sealer.clone(), keys, clock.clone());
+        let admin = BffAppConfig {
+            name: "admin".into(),
+            path_prefix: "/admin".into(),
+            redirect_uri: "https://admin.example.com/admin/bff/callback".into(),
+            ..cfg.clone()
+        };
+        let bff =
+            Bff::new(&[cfg, admin], "https://id.example.com", sessions.clone(), sealer.clone(), keys, clock.clone());
+        // Several apps on one gateway: each has its endpoints and its own cookie.
+        let named = |path: &str| bff.endpoint(path).map(|(app, action)| (app.cfg.name.as_str(), action));
+        assert_eq!(named("/bff/login"), Some(("spa", Action::Login)));
+        assert_eq!(named("/admin/bff/callback"), Some(("admin", Action::Callback)));
+        assert_eq!(named("/admin/bff/other"), None);
+        assert_eq!(named("/bff/user/x"), None);
+        assert_eq!(bff.cookie_names().len(), 4);
         let start = |id: &str| {
             let id_hash = secret::hash_secret(id);
             let tokens = SessionTokens {
