@@ -46,16 +46,8 @@ impl Pages {
     /// A cookie value sent by the browser.
     #[must_use]
     pub fn cookie<'h>(&self, headers: &'h HeaderMap, base: &str) -> Option<&'h str> {
-        let name = self.cookie_name(base);
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
-            .filter(|v| !v.is_empty())
+        let values = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok());
+        domain::request::cookie_value(values, &self.cookie_name(base))
     }
 
     /// `Set-Cookie` for a value; `max_age` 0 deletes it.

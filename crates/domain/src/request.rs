@@ -110,6 +110,18 @@ impl TokenReference {
     }
 }
 
+/// The value of cookie `name` among a request's `Cookie` header values (RFC 6265 §4.2.1:
+/// `name=value` pairs separated by `;`). The first occurrence counts; empty means absent.
+pub fn cookie_value<'a>(values: impl IntoIterator<Item = &'a str>, name: &str) -> Option<&'a str> {
+    values
+        .into_iter()
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -633,13 +633,7 @@ fn constant_eq(a: &str, b: &str) -> bool {
 
 /// The value of cookie `name` in the request's `Cookie` headers.
 fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find_map(|(k, v)| (k == name && !v.is_empty()).then_some(v))
+    domain::request::cookie_value(headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
 }
 
 /// `__Host-` cookies: `Secure`, `Path=/`, no `Domain` (RFC 6265bis §4.1.3.2), `HttpOnly`.

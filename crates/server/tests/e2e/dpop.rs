@@ -436,21 +436,9 @@ async fn server_nonces_are_required_when_configured() {
 
 #[tokio::test]
 async fn certificate_bound_tokens_need_the_same_certificate_at_the_gateway() {
-    use crate::mtls::{ca, client_cert, https};
+    use crate::mtls::{client_cert, https, mtls_instance};
     let upstream = Upstream::start(None).await;
-    let instance = Instance::new();
-    let tls_dir = instance.data_dir().join("certs");
-    assert_eq!(instance.cli(&["tls", "dev-cert", "--out", tls_dir.to_str().unwrap()]).status, 0);
-    let clients = ca("Clients CA");
-    let ca_file = instance.data_dir().join("clients-ca.pem");
-    std::fs::write(&ca_file, &clients.pem).unwrap();
-    let instance = instance.with_config(&format!(
-        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n{}",
-        tls_dir.join("cert.pem").display(),
-        tls_dir.join("key.pem").display(),
-        ca_file.display(),
-        config(&upstream.url(), "")
-    ));
+    let (instance, clients, server_ca) = mtls_instance(&config(&upstream.url(), ""));
     let subject = "spiffe://example.org/billing";
     let out = instance.cli(&[
         "client",
@@ -472,7 +460,6 @@ async fn certificate_bound_tokens_need_the_same_certificate_at_the_gateway() {
     assert!(client.get("client_secret").is_none(), "tls_client_auth: no secret to leak");
     let id = client["client_id"].as_str().unwrap().to_owned();
     let server = instance.serve();
-    let server_ca = std::fs::read(tls_dir.join("cert.pem")).unwrap();
 
     let doc: Value = https(&server_ca, None)
         .get(server.url("/.well-known/oauth-authorization-server"))

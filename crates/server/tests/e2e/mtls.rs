@@ -50,9 +50,10 @@ pub(crate) fn https(server_ca: &[u8], identity: Option<reqwest::Identity>) -> re
     b.build().unwrap()
 }
 
-#[tokio::test]
-async fn client_certificates_authenticate_mtls_routes() {
-    let upstream = Upstream::start(None).await;
+/// An instance with TLS (a dev certificate) whose listeners verify client certificates
+/// against a new CA; `rest` is the rest of its configuration. Returns the instance, the
+/// clients' CA and the server certificate (PEM, for clients to trust).
+pub(crate) fn mtls_instance(rest: &str) -> (Instance, Ca, Vec<u8>) {
     let instance = Instance::new();
     let tls_dir = instance.data_dir().join("certs");
     assert_eq!(instance.cli(&["tls", "dev-cert", "--out", tls_dir.to_str().unwrap()]).status, 0);
@@ -60,11 +61,20 @@ async fn client_certificates_authenticate_mtls_routes() {
     let ca_file = instance.data_dir().join("clients-ca.pem");
     std::fs::write(&ca_file, &clients.pem).unwrap();
     let instance = instance.with_config(&format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n{rest}",
+        tls_dir.join("cert.pem").display(),
+        tls_dir.join("key.pem").display(),
+        ca_file.display(),
+    ));
+    let server_ca = std::fs::read(tls_dir.join("cert.pem")).unwrap();
+    (instance, clients, server_ca)
+}
+
+#[tokio::test]
+async fn client_certificates_authenticate_mtls_routes() {
+    let upstream = Upstream::start(None).await;
+    let (instance, clients, server_ca) = mtls_instance(&format!(
         r#"
-[tls]
-cert_file = "{cert}"
-key_file = "{key}"
-client_ca_file = "{ca}"
 
 [[gateway.routes]]
 name = "internal"
@@ -85,13 +95,9 @@ path_prefix = "/public"
 upstreams = ["{up}"]
 auth = "none"
 "#,
-        cert = tls_dir.join("cert.pem").display(),
-        key = tls_dir.join("key.pem").display(),
-        ca = ca_file.display(),
         up = upstream.url(),
     ));
     let server = instance.serve();
-    let server_ca = std::fs::read(tls_dir.join("cert.pem")).unwrap();
 
     // A certificate from the configured CA: the SAN URI becomes the forwarded subject, and
     // a subject header the client sends is replaced, not trusted.
