@@ -201,6 +201,9 @@ pub struct Bff {
     clock: Arc<dyn Clock>,
     http: reqwest::Client,
     keys: Arc<KeyRing>,
+    /// Issuers of `[[gateway.issuers]]`: an external provider listed there has its ID
+    /// tokens' signatures checked through its JWKS too.
+    external: Vec<Arc<crate::jwks::ExternalIssuer>>,
     leeway: i64,
 }
 
@@ -239,7 +242,14 @@ impl Bff {
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        Self { apps, sessions, sealer, clock, http, keys, leeway: 30 }
+        Self { apps, sessions, sealer, clock, http, keys, external: Vec::new(), leeway: 30 }
+    }
+
+    /// The external issuers whose JWKS the gateway already follows.
+    #[must_use]
+    pub fn with_external(mut self, external: Vec<Arc<crate::jwks::ExternalIssuer>>) -> Self {
+        self.external = external;
+        self
     }
 
     /// The app and endpoint a request path names, if any.
@@ -349,7 +359,7 @@ impl Bff {
         ];
         let issued = self.token_request(app, &endpoints, &form).await?.ok_or(bad("the code was refused"))?;
         let id_token = issued.get("id_token").and_then(Value::as_str).ok_or(bad("no ID token"))?;
-        let mut claims = self.check_id_token(app, id_token, &login.nonce, now)?;
+        let mut claims = self.check_id_token(app, id_token, &login.nonce, now).await?;
         let access = issued.get("access_token").and_then(Value::as_str).ok_or(bad("no access token"))?;
         if let Some(info) = self.userinfo(&endpoints, access).await
             && info.get("sub") == claims.get("sub")
@@ -387,9 +397,10 @@ impl Bff {
     }
 
     /// Checks the ID token of a code exchange (OIDC Core §3.1.3.7): our own are verified
-    /// with the key ring; an external provider's came straight from its token endpoint over
-    /// TLS, which §3.1.3.7 item 6 accepts in place of the signature. Claims always.
-    fn check_id_token(
+    /// with the key ring, an external provider's through its JWKS when it is one of
+    /// `[[gateway.issuers]]`; otherwise it came straight from the provider's token endpoint
+    /// over TLS, which §3.1.3.7 item 6 accepts in place of the signature. Claims always.
+    async fn check_id_token(
         &self,
         app: &App,
         id_token: &str,
@@ -397,15 +408,20 @@ impl Bff {
         now: UnixTime,
     ) -> Result<Map<String, Value>, GatewayError> {
         let bad = || GatewayError::Downstream(Downstream::BadRequest("the ID token is invalid"));
+        let policy = domain::token::JwtPolicy {
+            issuer: &app.issuer,
+            audiences: std::slice::from_ref(&app.cfg.client_id),
+            leeway: self.leeway,
+            typ: None,
+        };
+        let external = self.external.iter().find(|e| e.config.issuer == app.issuer);
         let claims: Map<String, Value> = if app.cfg.issuer == crate::config::SELF_ISSUER {
             let keys = self.keys.snapshot();
-            let policy = domain::token::JwtPolicy {
-                issuer: &app.issuer,
-                audiences: std::slice::from_ref(&app.cfg.client_id),
-                leeway: self.leeway,
-                typ: None,
-            };
             domain::token::verify_jwt(id_token, |kid| keys.verifier(kid), &policy, now).map_err(|_| bad())?
+        } else if let Some(issuer) = external {
+            let kid = domain::jose::peek_header(id_token).map_err(|_| bad())?.kid.unwrap_or_default();
+            let verifier = issuer.verifier(&kid, now).await.ok_or_else(bad)?;
+            domain::token::verify_jwt(id_token, |_| Some(verifier.as_ref()), &policy, now).map_err(|_| bad())?
         } else {
             use base64::Engine as _;
             let payload = id_token.split('.').nth(1).ok_or_else(bad)?;

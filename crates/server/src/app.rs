@@ -533,14 +533,16 @@ fn build_gateway(
     if !config.bff.is_empty() {
         match master_key::resolve(&runtime.config.keys, &runtime.config.server.data_dir) {
             Ok(master) => {
-                gateway = gateway.with_bff(gateway::bff::Bff::new(
+                let bff = gateway::bff::Bff::new(
                     &config.bff,
                     issuer,
                     runtime.stores.bff_sessions.clone(),
                     Arc::new(domain::bff::BffSealer::new(master)),
                     keys_for_bff,
                     runtime.clock.clone(),
-                ));
+                )
+                .with_external(gateway.authenticator().external_issuers());
+                gateway = gateway.with_bff(bff);
             }
             // Cannot happen after the key ring loaded with the same key; never serve
             // sessions unsealed.

@@ -339,3 +339,164 @@ async fn chromium_spa_signs_in_through_the_bff_and_never_sees_a_token() {
     assert!(text(browser.script(&fetch_js("/bff/user", "GET", false)).await).starts_with("401 "));
     assert!(text(browser.script(&fetch_js("/api/me", "GET", false)).await).starts_with("401 "));
 }
+
+/// The provider is another Portcullis (its own users, keys and issuer): the BFF discovers it,
+/// signs the user in there, and the route verifies the provider's tokens through its JWKS.
+#[tokio::test]
+async fn bff_signs_in_with_an_external_provider() {
+    let upstream = Upstream::start(None).await;
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let provider = Instance::new();
+    let bob = provider.create_user("bob", &["--name", "Bob External"]);
+    let app = provider.create_app(
+        "Partner SPA",
+        &["--first-party", "--redirect-uri", &format!("{origin}/bff/callback"), "--audience", AUD],
+    );
+    let secret = app["client_secret"].as_str().unwrap();
+    crate::harness::remember(secret);
+    let op = provider.serve();
+    let issuer = op.issuer.clone();
+    let instance =
+        Instance::new().with("PORTCULLIS_GATEWAY__LISTEN", &format!("127.0.0.1:{port}")).with_config(&format!(
+            r#"
+[[gateway.issuers]]
+issuer = "{issuer}"
+jwks_uri = "{issuer}/oauth2/jwks"
+algorithms = ["ES256"]
+
+[[gateway.routes]]
+name = "api"
+path_prefix = "/api"
+upstreams = ["{up}"]
+auth = "bff"
+bff_app = "partner"
+issuers = ["{issuer}"]
+audiences = ["{AUD}"]
+
+[[gateway.bff]]
+name = "partner"
+issuer = "{issuer}"
+client_id = "{id}"
+client_secret = "{secret}"
+redirect_uri = "{origin}/bff/callback"
+"#,
+            up = upstream.url(),
+            id = app["client_id"].as_str().unwrap(),
+        ));
+    let server = instance.serve();
+    let browser = Browser::new();
+    let start = browser.get(&server.gw("/bff/login")).await;
+    assert_eq!(start.status, 303);
+    assert!(start.location().starts_with(&op.url("/oauth2/authorize")), "{}", start.location());
+    let page = browser.get(&start.location()).await;
+    let page = browser.login(&op, &page, "bob", PASSWORD).await;
+    assert_eq!(page.status, 303);
+    let landed = browser.get(&page.location()).await;
+    assert_eq!(landed.status, 303, "{}", landed.body);
+    let me = browser.get(&server.gw("/bff/user")).await;
+    assert_eq!(me.status, 200);
+    let claims: Value = serde_json::from_str(&me.body).unwrap();
+    assert_eq!(claims["sub"], bob.as_str());
+    assert_eq!(claims["name"], "Bob External");
+    let resp = browser.get(&server.gw("/api/reports")).await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let seen = upstream.last();
+    assert_eq!(seen.headers.get("x-portcullis-subject"), Some(&bob));
+    assert_eq!(seen.headers.get("x-portcullis-issuer"), Some(&issuer));
+}
+
+/// A provider the test controls: its token endpoint hands out whatever ID token the test
+/// put in `id_token`; its JWKS publishes one key.
+#[derive(Clone, Default)]
+struct FakeProvider {
+    base: std::sync::Arc<std::sync::Mutex<String>>,
+    jwks: std::sync::Arc<std::sync::Mutex<Value>>,
+    id_token: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+async fn fake_provider() -> (FakeProvider, String) {
+    use axum::extract::State;
+    use axum::routing::{get, post};
+    let p = FakeProvider::default();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(|State(p): State<FakeProvider>| async move {
+                let base = p.base.lock().unwrap().clone();
+                axum::Json(serde_json::json!({
+                    "issuer": base, "authorization_endpoint": format!("{base}/authorize"),
+                    "token_endpoint": format!("{base}/token"), "jwks_uri": format!("{base}/jwks"),
+                }))
+            }),
+        )
+        .route("/jwks", get(|State(p): State<FakeProvider>| async move { axum::Json(p.jwks.lock().unwrap().clone()) }))
+        .route(
+            "/token",
+            post(|State(p): State<FakeProvider>| async move {
+                let id_token = p.id_token.lock().unwrap().clone();
+                axum::Json(serde_json::json!({
+                    "access_token": "opaque-access", "token_type": "Bearer", "expires_in": 300, "id_token": id_token,
+                }))
+            }),
+        )
+        .with_state(p.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    *p.base.lock().unwrap() = base.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (p, base)
+}
+
+#[tokio::test]
+async fn an_external_id_token_not_signed_by_the_providers_key_is_refused() {
+    use domain::clock::Clock as _;
+    use domain::jose::{Algorithm, Signer};
+    let (provider, issuer) = fake_provider().await;
+    let (good, _) = Signer::generate(Algorithm::ES256).unwrap();
+    let (forger, _) = Signer::generate(Algorithm::ES256).unwrap();
+    let jwk = good.public_jwk().unwrap();
+    *provider.jwks.lock().unwrap() = serde_json::json!({ "keys": [jwk] });
+    let upstream = Upstream::start(None).await;
+    let port = free_port();
+    let instance =
+        Instance::new().with("PORTCULLIS_GATEWAY__LISTEN", &format!("127.0.0.1:{port}")).with_config(&format!(
+            r#"
+[[gateway.issuers]]
+issuer = "{issuer}"
+jwks_uri = "{issuer}/jwks"
+algorithms = ["ES256"]
+
+[[gateway.routes]]
+path_prefix = "/api"
+upstreams = ["{up}"]
+auth = "bff"
+bff_app = "ext"
+issuers = ["{issuer}"]
+audiences = ["{AUD}"]
+
+[[gateway.bff]]
+name = "ext"
+issuer = "{issuer}"
+client_id = "spa"
+redirect_uri = "http://127.0.0.1:{port}/bff/callback"
+"#,
+            up = upstream.url(),
+        ));
+    let server = instance.serve();
+    let sign = |signer: &Signer, nonce: &str| {
+        let now = domain::clock::SystemClock.now();
+        let claims = serde_json::json!({"iss": issuer, "aud": "spa", "sub": "ext-user", "iat": now, "exp": now + 300, "nonce": nonce});
+        domain::jose::sign(signer, &jwk.kid, "JWT", &claims).unwrap()
+    };
+    for (what, signer, expected) in [("forged", &forger, 400), ("genuine", &good, 303)] {
+        let browser = Browser::new();
+        let start = browser.get(&server.gw("/bff/login")).await;
+        let param = |name: &str| {
+            url::Url::parse(&start.location()).unwrap().query_pairs().find(|(k, _)| k == name).unwrap().1.into_owned()
+        };
+        *provider.id_token.lock().unwrap() = sign(signer, &param("nonce"));
+        let landed = browser.get(&server.gw(&format!("/bff/callback?code=c&state={}", param("state")))).await;
+        assert_eq!(landed.status, expected, "{what}: {}", landed.body);
+    }
+}
