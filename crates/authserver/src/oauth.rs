@@ -23,8 +23,10 @@ pub async fn post_token(
     let client_id = form.credentials.client_id().to_owned();
     let fail = |e| ApiError::new("token", e).client(Some(&client_id));
     let request = TokenRequest::parse(&form.params).map_err(fail)?;
+    // Client authentication first: only a known client's request spends a proof.
+    let client = state.tokens.authenticate(&form.credentials, true).await.map_err(fail)?;
     let proof = crate::dpop::token_proof(&state, &headers).await.map_err(|e| e.client(Some(&client_id)))?;
-    let issued = state.tokens.token(&form.credentials, request, proof.as_ref()).await.map_err(|e| {
+    let issued = state.tokens.token_for(&client, &form.credentials, request, proof.as_ref()).await.map_err(|e| {
         let refused = fail(e);
         // A client that must use DPoP learns the nonce it may need along with the refusal.
         if refused.error.code == domain::ErrorCode::InvalidDpopProof {

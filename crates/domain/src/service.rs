@@ -214,6 +214,22 @@ impl TokenService {
         dpop: Option<&Proof>,
     ) -> Result<IssuedToken, OAuthError> {
         let client = self.authenticate(creds, true).await?;
+        self.token_for(&client, creds, request, dpop).await
+    }
+
+    /// The token endpoint for a client [`Self::authenticate`] already accepted with `creds`
+    /// (the endpoint checks a DPoP proof in between, so anonymous callers cannot spend
+    /// replay-cache entries).
+    ///
+    /// # Errors
+    /// As [`Self::token`], without the authentication failures.
+    pub async fn token_for(
+        &self,
+        client: &Client,
+        creds: &ClientCredentials,
+        request: TokenRequest,
+        dpop: Option<&Proof>,
+    ) -> Result<IssuedToken, OAuthError> {
         if !client.allows_grant(request.grant_type()) {
             return Err(OAuthError::new(
                 ErrorCode::UnauthorizedClient,
@@ -240,7 +256,7 @@ impl TokenService {
         match request {
             TokenRequest::ClientCredentials { scope } => {
                 let scope = Scopes::grant(scope.as_ref(), &client.allowed_scopes, &client.default_scopes)?;
-                let mut claims = self.access_claims(&client.id, &client, scope, None);
+                let mut claims = self.access_claims(&client.id, client, scope, None);
                 claims.cnf = binding.confirmation();
                 let issued = self.sign_access_token(&claims)?;
                 tracing::info!(
@@ -257,10 +273,10 @@ impl TokenService {
                 Ok(issued)
             }
             TokenRequest::AuthorizationCode { code, redirect_uri, verifier } => {
-                self.redeem_code(&client, &code, redirect_uri.as_deref(), &verifier, &binding).await
+                self.redeem_code(client, &code, redirect_uri.as_deref(), &verifier, &binding).await
             }
             TokenRequest::RefreshToken { refresh_token, scope } => {
-                self.refresh(&client, &refresh_token, scope.as_ref(), &binding).await
+                self.refresh(client, &refresh_token, scope.as_ref(), &binding).await
             }
         }
     }

@@ -228,6 +228,14 @@ async fn dpop_client_credentials_through_the_gateway_and_every_tampering_refused
     assert_eq!(resp.status(), 401, "an unbound token under the DPoP scheme");
     assert_eq!(upstream.count(), before);
 
+    // Client authentication comes first: a wrong secret does not spend the proof.
+    let proof = key.proof("POST", &token_url, None);
+    let resp = cc_token(&server, &id, "not-the-secret", Some(proof.clone())).await;
+    assert_eq!(resp.status(), 401);
+    let resp = cc_token(&server, &id, &secret, Some(proof)).await;
+    assert_eq!(resp.status(), 200, "the proof was not spent by the failed request");
+    remember_tokens(&resp.json().await.unwrap());
+
     // Token endpoint: a bad proof is `invalid_dpop_proof` (RFC 9449 §5), and a proof may
     // not be replayed there either.
     let replayed = key.proof("POST", &token_url, None);
