@@ -34,6 +34,8 @@ pub struct AuthorizationRequest {
     pub prompt: Prompt,
     pub max_age: Option<i64>,
     pub login_hint: Option<String>,
+    /// RFC 9449 §10: the thumbprint of the DPoP key the code is bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -190,6 +192,14 @@ pub fn parse(
         ),
     };
     let login_hint = p("login_hint")?.filter(|h| h.len() <= 256).map(str::to_owned);
+    // An RFC 7638 SHA-256 thumbprint: 43 base64url characters.
+    let dpop_jkt = p("dpop_jkt")?.map(str::to_owned);
+    if dpop_jkt
+        .as_ref()
+        .is_some_and(|j| j.len() != 43 || !j.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    {
+        return Err(fail(OAuthError::invalid_request("dpop_jkt must be a JWK SHA-256 thumbprint")));
+    }
     Ok(AuthorizationRequest {
         client,
         redirect_uri,
@@ -201,6 +211,7 @@ pub fn parse(
         prompt,
         max_age,
         login_hint,
+        dpop_jkt,
     })
 }
 

@@ -62,6 +62,8 @@ pub struct AuthCode {
     pub redirect_uri_given: bool,
     pub challenge: CodeChallenge,
     pub nonce: Option<String>,
+    /// RFC 9449 §10: the DPoP key (thumbprint) the authorization request bound the code to.
+    pub dpop_jkt: Option<String>,
     pub created_at: UnixTime,
     pub expires_at: UnixTime,
 }

@@ -89,6 +89,12 @@ impl TokenService {
         if !code.challenge.verify(verifier) {
             return Err(invalid().with_cause("PKCE verifier does not match the challenge"));
         }
+        // RFC 9449 §10: a code bound to a DPoP key is redeemed only with a proof by that key.
+        if let Some(bound) = &code.dpop_jkt
+            && binding.jkt.as_ref() != Some(bound)
+        {
+            return Err(invalid().with_cause("code bound to another DPoP key (dpop_jkt)"));
+        }
         let family =
             self.live_family(&code.family_id, now).await?.ok_or_else(|| invalid().with_cause("grant revoked"))?;
         let user = self.active_user(&family.user_id).await?.ok_or_else(|| invalid().with_cause("user disabled"))?;

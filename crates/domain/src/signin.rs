@@ -282,6 +282,7 @@ impl SignIn {
                 redirect_uri_given: request.redirect_uri_given,
                 challenge: request.challenge.clone(),
                 nonce: request.nonce.clone(),
+                dpop_jkt: request.dpop_jkt.clone(),
                 created_at: now,
                 expires_at: now + flow.code_ttl,
             })

@@ -396,6 +396,7 @@ pub async fn grants(stores: &Stores) -> Result<(), StoreError> {
         redirect_uri_given: true,
         challenge: CodeChallenge::from_stored("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
         nonce: Some("n-1".into()),
+        dpop_jkt: Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()),
         created_at: NOW,
         expires_at: NOW + 60,
     };

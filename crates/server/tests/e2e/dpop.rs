@@ -16,6 +16,7 @@ use crate::upstream::Upstream;
 
 const AUD: &str = "https://api.example.com";
 const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const PKCE_CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
 /// The test's DPoP client: a key pair and proofs signed by hand (RFC 9449 §4.2).
 pub(crate) struct DpopKey {
@@ -293,10 +294,10 @@ async fn dpop_client_credentials_through_the_gateway_and_every_tampering_refused
 }
 
 /// Signs in `alice` through the login form and returns an authorization code for `client_id`.
-async fn code_for(server: &Server, client_id: &str, challenge: &str) -> String {
+async fn code_for(server: &Server, client_id: &str, challenge: &str, extra: &str) -> String {
     let browser = Browser::new();
     let url = format!(
-        "{}?response_type=code&client_id={client_id}&redirect_uri={}&scope=openid%20profile&state=s&code_challenge={challenge}&code_challenge_method=S256",
+        "{}?response_type=code&client_id={client_id}&redirect_uri={}&scope=openid%20profile&state=s&code_challenge={challenge}&code_challenge_method=S256{extra}",
         server.url("/oauth2/authorize"),
         urlencode(REDIRECT)
     );
@@ -317,8 +318,7 @@ async fn dpop_code_flow_binds_a_public_clients_refresh_token_and_userinfo_checks
     let key = DpopKey::new();
     let token_url = server.url("/oauth2/token");
     let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
-    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-    let code = code_for(&server, &client_id, challenge).await;
+    let code = code_for(&server, &client_id, PKCE_CHALLENGE, "").await;
 
     let redeem = |proof: Option<String>, form: Vec<(&'static str, String)>| {
         let mut req = http().post(&token_url).form(&form);
@@ -398,6 +398,39 @@ async fn dpop_code_flow_binds_a_public_clients_refresh_token_and_userinfo_checks
     .await
     .unwrap();
     assert_eq!(resp.status(), 400, "the successor keeps the binding");
+
+    // RFC 9449 §10: a code bound at the authorization request (dpop_jkt) is redeemed only
+    // with a proof by that key.
+    let code_form = |code: String| {
+        vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("client_id", client_id.clone()),
+            ("code_verifier", verifier.to_owned()),
+        ]
+    };
+    let bound = format!("&dpop_jkt={}", key.jkt());
+    let code = code_for(&server, &client_id, PKCE_CHALLENGE, &bound).await;
+    let resp = redeem(Some(DpopKey::new().proof("POST", &token_url, None)), code_form(code)).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let code = code_for(&server, &client_id, PKCE_CHALLENGE, &bound).await;
+    let resp = redeem(None, code_form(code)).await.unwrap();
+    assert_eq!(resp.status(), 400, "no proof at all");
+    let code = code_for(&server, &client_id, PKCE_CHALLENGE, &bound).await;
+    let resp = redeem(Some(key.proof("POST", &token_url, None)), code_form(code)).await.unwrap();
+    assert_eq!(resp.status(), 200, "the bound key redeems it");
+    remember_tokens(&resp.json().await.unwrap());
+    // A malformed dpop_jkt is refused at the authorization endpoint (reported to the client).
+    let url = format!(
+        "{}?response_type=code&client_id={client_id}&redirect_uri={}&scope=openid&state=s&code_challenge={PKCE_CHALLENGE}&code_challenge_method=S256&dpop_jkt=short",
+        server.url("/oauth2/authorize"),
+        urlencode(REDIRECT)
+    );
+    let page = Browser::new().get(&url).await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.redirect_param("error").as_deref(), Some("invalid_request"));
 }
 
 #[tokio::test]

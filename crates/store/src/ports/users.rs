@@ -296,6 +296,7 @@ fn code_from_row(row: &DbRow) -> Result<AuthCode, StoreError> {
         redirect_uri_given: get(row, "redirect_uri_given")?,
         challenge: CodeChallenge::from_stored(get(row, "challenge")?),
         nonce: get(row, "nonce")?,
+        dpop_jkt: get(row, "dpop_jkt")?,
         created_at: get(row, "created_at")?,
         expires_at: get(row, "expires_at")?,
     })
@@ -371,7 +372,7 @@ impl GrantStore for Store {
     async fn insert_code(&self, c: &AuthCode) -> Result<(), StoreError> {
         sqlx::query(&q(
             "INSERT INTO auth_codes (code_hash, family_id, client_id, redirect_uri, redirect_uri_given, challenge, \
-             nonce, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             nonce, created_at, expires_at, dpop_jkt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         ))
         .bind(&c.code_hash)
         .bind(&c.family_id)
@@ -382,6 +383,7 @@ impl GrantStore for Store {
         .bind(&c.nonce)
         .bind(c.created_at)
         .bind(c.expires_at)
+        .bind(&c.dpop_jkt)
         .execute(&self.writer)
         .await
         .map_err(map_err)?;
