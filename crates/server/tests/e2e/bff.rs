@@ -340,6 +340,34 @@ async fn chromium_spa_signs_in_through_the_bff_and_never_sees_a_token() {
     assert!(text(browser.script(&fetch_js("/api/me", "GET", false)).await).starts_with("401 "));
 }
 
+/// Gateway configuration for BFF app `name` signing in at the external provider `issuer`
+/// (also trusted for its tokens on `/api`, through `jwks_uri`).
+fn external_bff_config(name: &str, issuer: &str, jwks_uri: &str, upstream: &str, client: &str, port: u16) -> String {
+    format!(
+        r#"
+[[gateway.issuers]]
+issuer = "{issuer}"
+jwks_uri = "{jwks_uri}"
+algorithms = ["ES256"]
+
+[[gateway.routes]]
+name = "api"
+path_prefix = "/api"
+upstreams = ["{upstream}"]
+auth = "bff"
+bff_app = "{name}"
+issuers = ["{issuer}"]
+audiences = ["{AUD}"]
+
+[[gateway.bff]]
+name = "{name}"
+issuer = "{issuer}"
+redirect_uri = "http://127.0.0.1:{port}/bff/callback"
+{client}
+"#
+    )
+}
+
 /// The provider is another Portcullis (its own users, keys and issuer): the BFF discovers it,
 /// signs the user in there, and the route verifies the provider's tokens through its JWKS.
 #[tokio::test]
@@ -357,33 +385,11 @@ async fn bff_signs_in_with_an_external_provider() {
     crate::harness::remember(secret);
     let op = provider.serve();
     let issuer = op.issuer.clone();
+    let client = format!("client_id = \"{}\"\nclient_secret = \"{secret}\"", app["client_id"].as_str().unwrap());
+    let config =
+        external_bff_config("partner", &issuer, &format!("{issuer}/oauth2/jwks"), &upstream.url(), &client, port);
     let instance =
-        Instance::new().with("PORTCULLIS_GATEWAY__LISTEN", &format!("127.0.0.1:{port}")).with_config(&format!(
-            r#"
-[[gateway.issuers]]
-issuer = "{issuer}"
-jwks_uri = "{issuer}/oauth2/jwks"
-algorithms = ["ES256"]
-
-[[gateway.routes]]
-name = "api"
-path_prefix = "/api"
-upstreams = ["{up}"]
-auth = "bff"
-bff_app = "partner"
-issuers = ["{issuer}"]
-audiences = ["{AUD}"]
-
-[[gateway.bff]]
-name = "partner"
-issuer = "{issuer}"
-client_id = "{id}"
-client_secret = "{secret}"
-redirect_uri = "{origin}/bff/callback"
-"#,
-            up = upstream.url(),
-            id = app["client_id"].as_str().unwrap(),
-        ));
+        Instance::new().with("PORTCULLIS_GATEWAY__LISTEN", &format!("127.0.0.1:{port}")).with_config(&config);
     let server = instance.serve();
     let browser = Browser::new();
     let start = browser.get(&server.gw("/bff/login")).await;
@@ -459,30 +465,10 @@ async fn an_external_id_token_not_signed_by_the_providers_key_is_refused() {
     *provider.jwks.lock().unwrap() = serde_json::json!({ "keys": [jwk] });
     let upstream = Upstream::start(None).await;
     let port = free_port();
+    let config =
+        external_bff_config("ext", &issuer, &format!("{issuer}/jwks"), &upstream.url(), "client_id = \"spa\"", port);
     let instance =
-        Instance::new().with("PORTCULLIS_GATEWAY__LISTEN", &format!("127.0.0.1:{port}")).with_config(&format!(
-            r#"
-[[gateway.issuers]]
-issuer = "{issuer}"
-jwks_uri = "{issuer}/jwks"
-algorithms = ["ES256"]
-
-[[gateway.routes]]
-path_prefix = "/api"
-upstreams = ["{up}"]
-auth = "bff"
-bff_app = "ext"
-issuers = ["{issuer}"]
-audiences = ["{AUD}"]
-
-[[gateway.bff]]
-name = "ext"
-issuer = "{issuer}"
-client_id = "spa"
-redirect_uri = "http://127.0.0.1:{port}/bff/callback"
-"#,
-            up = upstream.url(),
-        ));
+        Instance::new().with("PORTCULLIS_GATEWAY__LISTEN", &format!("127.0.0.1:{port}")).with_config(&config);
     let server = instance.serve();
     let sign = |signer: &Signer, nonce: &str| {
         let now = domain::clock::SystemClock.now();

@@ -264,24 +264,8 @@ async fn dpop_client_credentials_through_the_gateway_and_every_tampering_refused
     assert_eq!(resp.status(), 400, "two DPoP headers");
 
     // A client registered with --dpop-bound must send a proof.
-    let out = instance.cli(&[
-        "client",
-        "create",
-        "--name",
-        "bound",
-        "--grant",
-        "client_credentials",
-        "--scope",
-        "invoices:read",
-        "--audience",
-        AUD,
-        "--dpop-bound",
-        "--json",
-    ]);
-    assert_eq!(out.status, 0, "{}", out.stderr);
-    let bound: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let bound = instance.create_service("bound", "invoices:read", AUD, &["--dpop-bound"]);
     let (bid, bsecret) = (bound["client_id"].as_str().unwrap(), bound["client_secret"].as_str().unwrap());
-    crate::harness::remember(bsecret);
     let shown = instance.cli(&["client", "show", bid, "--json"]);
     let shown: Value = serde_json::from_str(shown.stdout.trim()).unwrap();
     assert_eq!(shown["dpop_bound_access_tokens"], true);
@@ -481,23 +465,7 @@ async fn certificate_bound_tokens_need_the_same_certificate_at_the_gateway() {
     let upstream = Upstream::start(None).await;
     let (instance, clients, server_ca) = mtls_instance(&config(&upstream.url(), ""));
     let subject = "spiffe://example.org/billing";
-    let out = instance.cli(&[
-        "client",
-        "create",
-        "--name",
-        "billing",
-        "--grant",
-        "client_credentials",
-        "--scope",
-        "invoices:read",
-        "--audience",
-        AUD,
-        "--tls-client-auth-subject",
-        subject,
-        "--json",
-    ]);
-    assert_eq!(out.status, 0, "{}", out.stderr);
-    let client: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let client = instance.create_service("billing", "invoices:read", AUD, &["--tls-client-auth-subject", subject]);
     assert!(client.get("client_secret").is_none(), "tls_client_auth: no secret to leak");
     let id = client["client_id"].as_str().unwrap().to_owned();
     let server = instance.serve();

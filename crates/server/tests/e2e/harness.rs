@@ -227,11 +227,18 @@ impl Instance {
 
     /// Creates a client_credentials client and returns (id, secret).
     pub fn create_client(&self, scope: &str, audience: &str) -> (String, String) {
-        let out = self.cli(&[
+        let v = self.create_service("billing", scope, audience, &[]);
+        (v["client_id"].as_str().unwrap().to_owned(), v["client_secret"].as_str().unwrap().to_owned())
+    }
+
+    /// Registers a client-credentials client with extra `client create` flags; returns the
+    /// `--json` output (its secret, if any, remembered for the log checks).
+    pub fn create_service(&self, name: &str, scope: &str, audience: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec![
             "client",
             "create",
             "--name",
-            "billing",
+            name,
             "--grant",
             "client_credentials",
             "--scope",
@@ -239,10 +246,15 @@ impl Instance {
             "--audience",
             audience,
             "--json",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
         assert_eq!(out.status, 0, "client create failed: {}", out.stderr);
         let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json output");
-        (v["client_id"].as_str().unwrap().to_owned(), v["client_secret"].as_str().unwrap().to_owned())
+        if let Some(secret) = v["client_secret"].as_str() {
+            remember(secret);
+        }
+        v
     }
 
     /// Starts `portcullis serve` and waits for its "listening" line.
