@@ -18,6 +18,8 @@ pub enum ClusterEvent {
     KeysChanged,
     /// A client was created, changed or deleted: drop it from client caches.
     ClientChanged { id: String },
+    /// An API key was revoked or rotated: drop it from the gateways' key caches.
+    ApiKeyChanged { id: String },
 }
 
 /// Publishes [`ClusterEvent`]s to the other instances (Redis pub/sub when configured).

@@ -45,6 +45,20 @@ impl ApiKeyVerifier {
         Self { store, cache: Mutex::new(HashMap::new()), ttl: ttl.max(0), capacity: capacity.max(1) }
     }
 
+    /// Forgets one key (it was revoked or rotated elsewhere): the next use reads the store.
+    pub fn invalidate(&self, id: &str) {
+        if let Ok(mut map) = self.cache.lock() {
+            map.remove(id);
+        }
+    }
+
+    /// Forgets every key (after a gap in the change announcements).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.cache.lock() {
+            map.clear();
+        }
+    }
+
     /// The identity of a presented key.
     ///
     /// # Errors

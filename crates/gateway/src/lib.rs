@@ -116,6 +116,11 @@ impl Gateway {
         &self.auth
     }
 
+    #[must_use]
+    pub fn api_keys(&self) -> &ApiKeyVerifier {
+        &self.api_keys
+    }
+
     /// Routes the request, answers CORS preflights, and adds the route's CORS headers to
     /// whatever the route answers (errors included, so a browser app can read a 401).
     async fn process(&self, req: Request, peer: Option<std::net::IpAddr>) -> Response {

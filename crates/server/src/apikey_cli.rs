@@ -169,6 +169,7 @@ pub(crate) async fn rotate_key(
     let (retiring, successor) = apikey::rotate(&old, overlap, now);
     rt.stores.api_keys.insert_api_key(&successor.stored).await?;
     rt.stores.api_keys.update_api_key(&retiring).await?;
+    rt.announce_api_key_changed(&retiring.id).await;
     tracing::info!(
         target: "portcullis::audit", event = "admin.apikey.rotated",
         key_id = %successor.stored.id, rotated_from = %old.id, "API key rotated"
@@ -182,6 +183,7 @@ pub(crate) async fn revoke_key(rt: &Runtime, id: &str) -> Result<ApiKey, CliErro
     let mut k = find(rt, id).await?;
     k.revoked_at = Some(k.revoked_at.map_or(now, |at| at.min(now)));
     rt.stores.api_keys.update_api_key(&k).await?;
+    rt.announce_api_key_changed(&k.id).await;
     tracing::info!(target: "portcullis::audit", event = "admin.apikey.revoked", key_id = %k.id, "API key revoked");
     Ok(k)
 }

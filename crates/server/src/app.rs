@@ -113,6 +113,11 @@ impl Runtime {
         self.bus.publish(&ClusterEvent::ClientChanged { id: id.to_owned() }).await;
     }
 
+    /// Tells running gateways that an API key was revoked or rotated (their caches drop it).
+    pub async fn announce_api_key_changed(&self, id: &str) {
+        self.bus.publish(&ClusterEvent::ApiKeyChanged { id: id.to_owned() }).await;
+    }
+
     /// Puts access tokens on the blocklist and tells running servers.
     ///
     /// # Errors
@@ -206,6 +211,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         policies: authz.engine.clone(),
     };
     let gw = build_gateway(&runtime, issuer.as_str(), keys.clone(), revoked.clone(), gateway_protection, authz, dpop);
+    let api_keys = gw.clone();
     let gateway = match gw {
         Some(gw) => Some(gateway_listener(&runtime, gw, certs.is_some(), hsts, &mut tasks).await?),
         None => None,
@@ -219,7 +225,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         None => None,
     };
     let admin = admin_listener(&runtime.config.admin, metrics, Arc::new(admin_api), &mut tasks).await?;
-    tasks.extend(crate::background::spawn_revocation_sync(&runtime, revoked, keys));
+    tasks.extend(crate::background::spawn_revocation_sync(&runtime, revoked, keys, api_keys));
     tasks.push(crate::background::spawn_web_origins(&runtime, web_origins));
     tasks.push(crate::background::spawn_store_probe(&runtime));
     if let Some(endpoint) = &runtime.config.log.otlp_endpoint {

@@ -15,10 +15,11 @@ pub(crate) fn spawn_revocation_sync(
     runtime: &Runtime,
     revoked: Arc<domain::revoked::RevokedSet>,
     keys: Arc<KeyRing>,
+    gateway: Option<Arc<gateway::Gateway>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     if let Some(bus) = &runtime.redis_bus {
-        tasks.extend(spawn_cluster_subscriber(runtime, bus.clone(), revoked.clone(), keys.clone()));
+        tasks.extend(spawn_cluster_subscriber(runtime, bus.clone(), revoked.clone(), keys.clone(), gateway));
     }
     let store = runtime.stores.revocations.clone();
     let clock = runtime.clock.clone();
@@ -51,6 +52,7 @@ fn spawn_cluster_subscriber(
     bus: Arc<store::RedisBus>,
     revoked: Arc<domain::revoked::RevokedSet>,
     keys: Arc<KeyRing>,
+    gateway: Option<Arc<gateway::Gateway>>,
 ) -> [tokio::task::JoinHandle<()>; 2] {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let clients = runtime.client_cache.clone();
@@ -70,9 +72,17 @@ fn spawn_cluster_subscriber(
                         cache.invalidate(&id);
                     }
                 }
+                Some(ClusterEvent::ApiKeyChanged { id }) => {
+                    if let Some(gw) = &gateway {
+                        gw.api_keys().invalidate(&id);
+                    }
+                }
                 None => {
                     if let Some(cache) = &clients {
                         cache.clear();
+                    }
+                    if let Some(gw) = &gateway {
+                        gw.api_keys().clear();
                     }
                     let now = clock.now();
                     match store.list_active(now).await {

@@ -34,8 +34,8 @@ pub enum IncidentCommand {
         #[arg(allow_hyphen_values = true)]
         kid: String,
     },
-    /// Revoke every API key of an owner now (running gateways refuse them within
-    /// `gateway.api_key_cache_ttl`, 5 s by default).
+    /// Revoke every API key of an owner now (running gateways refuse them at once with
+    /// `[redis]`, else within `gateway.api_key_cache_ttl`, 5 s by default).
     RevokeApikeys {
         #[arg(long)]
         owner: String,

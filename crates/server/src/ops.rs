@@ -98,6 +98,7 @@ pub async fn revoke_api_keys(rt: &Runtime, owner: &str) -> Result<Vec<String>, C
     for mut k in keys.into_iter().filter(|k| k.owner.as_deref() == Some(owner) && k.revoked_at.is_none()) {
         k.revoked_at = Some(now);
         rt.stores.api_keys.update_api_key(&k).await?;
+        rt.announce_api_key_changed(&k.id).await;
         revoked.push(k.id);
     }
     tracing::warn!(

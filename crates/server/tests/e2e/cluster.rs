@@ -21,12 +21,22 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 fn config(upstream: &str) -> String {
     format!(
         r#"
+[gateway]
+# Long on purpose: a revoked key refused sooner than this was announced, not expired.
+api_key_cache_ttl = "60s"
+
 [[gateway.routes]]
 name = "invoices"
 path_prefix = "/api"
 upstreams = ["{upstream}"]
 auth = "jwt"
 audiences = ["{AUD}"]
+
+[[gateway.routes]]
+name = "keys"
+path_prefix = "/keys"
+upstreams = ["{upstream}"]
+auth = "api_key"
 "#
     )
 }
@@ -244,6 +254,40 @@ async fn three_instances_share_tokens_revocations_codes_and_refresh_families() {
 
 /// Key rotation across instances: a key retired on one (by the CLI, as in an emergency) is
 /// refused by all at once, and the key set they serve is the same.
+#[tokio::test]
+async fn an_api_key_revoked_anywhere_is_refused_everywhere_within_a_second() {
+    let Some(c) = cluster("an_api_key_revoked", &[]).await else { return };
+    let out = c.base.cli(&["apikey", "create", "--name", "ci-bot", "--scopes", "invoices:read", "--json"]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let created: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let (id, key) = (created["id"].as_str().unwrap(), created["api_key"].as_str().unwrap());
+    crate::harness::remember(key);
+    let status = |server: &Server| {
+        let req = http().get(server.gw("/keys/report")).header("x-api-key", key);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    // Every gateway has the key cached (for 60 s).
+    for s in &c.servers {
+        assert_eq!(status(s).await, 200);
+    }
+    let out = c.base.cli(&["apikey", "revoke", id]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let start = Instant::now();
+    loop {
+        let mut refused = 0;
+        for s in &c.servers {
+            if status(s).await == 401 {
+                refused += 1;
+            }
+        }
+        if refused == c.servers.len() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "the revocation did not reach every gateway's cache");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_dpop_proof_spent_on_one_instance_is_refused_by_the_others() {
     // Behind one load balancer every instance checks `htu` against the public URL.
