@@ -388,6 +388,10 @@ impl Bff {
             expires_at: now.saturating_add(absolute),
         };
         self.sessions.insert_bff_session(&session).await.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        // A fresh id on every sign-in (no fixation); a session this browser had ends.
+        if let Some(previous) = cookie(&parts.headers, &app.cookie) {
+            let _ = self.sessions.delete_bff_session(&secret::hash_secret(previous)).await;
+        }
         tracing::info!(target: "portcullis::audit", event = "bff.login", app = %app.cfg.name, subject = %subject, "browser session started");
         let cookies = [
             set_cookie(&app.cookie, &id, app.cfg.same_site, absolute),

@@ -291,6 +291,8 @@ impl Gateway {
         {
             let token = bff.access_token(app, parts).await?;
             let identity = self.auth.verify(&token, route).await.map_err(GatewayError::Downstream)?;
+            // A sender-constrained token is never usable without its key, session or not.
+            check_binding(&identity, parts, None)?;
             return Ok((Some(identity), Some(token)));
         }
         self.authenticate_credential(parts, route, credential).await.map(|id| (id, None))

@@ -230,6 +230,17 @@ async fn bff_callbacks_need_their_own_login_state() {
     let page = browser.login(&server, &page, "alice", PASSWORD).await;
     let landed = browser.get(&page.location()).await;
     assert_eq!(landed.location(), "/app/", "the configured landing, not the foreign URL");
+    // Signing in again gives a new session id and ends the one this browser had.
+    let first = browser.cookies.lock().unwrap()["__Host-portcullis-spa"].clone();
+    let start = browser.get(&server.gw("/bff/login")).await;
+    let page = browser.get(&start.location()).await;
+    assert_eq!(page.status, 303, "SSO session: straight back");
+    browser.get(&page.location()).await;
+    let second = browser.cookies.lock().unwrap()["__Host-portcullis-spa"].clone();
+    assert_ne!(first, second);
+    let http = crate::harness::http();
+    let old = http.get(server.gw("/bff/user")).header("cookie", format!("__Host-portcullis-spa={first}")).send().await;
+    assert_eq!(old.unwrap().status(), 401, "the previous session ended");
     // The incident command ends BFF sessions with the provider's.
     assert_eq!(browser.get(&server.gw("/bff/user")).await.status, 200);
     let out = instance.cli(&["user", "logout-everywhere", "alice"]);
