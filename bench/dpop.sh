@@ -6,7 +6,8 @@
 # its proof). DPoP: DPoP-bound tokens, each request with a fresh proof (signed
 # before the timed run by `portcullis-loadgen dpop-proofs`; the gateway verifies the proof's
 # ES256 signature, its claims, `ath`, the key thumbprint against `cnf.jkt`, and spends its
-# jti in the in-memory replay cache). Needs wrk and nginx (apt-get install -y wrk nginx-light).
+# jti in the in-memory replay cache); dpop-eddsa: the same with Ed25519 client keys. Needs wrk
+# and nginx (apt-get install -y wrk nginx-light).
 #
 #   bench/dpop.sh          # DURATION=10 CONNECTIONS=32 ROUNDS=3 POOL=2000 PROOFS=150000 by default
 set -euo pipefail
@@ -66,14 +67,14 @@ ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["client_id"
 SECRET=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["client_secret"])' "$WORK/client.json")
 token_pool "$PORT" "$ID" "$SECRET" "$POOL" >"$WORK/tokens.txt"
 
-proofs() { # count
+proofs() { # count [alg]
   "$ROOT/target/release/portcullis-loadgen" dpop-proofs --token-url "http://127.0.0.1:$PORT/oauth2/token" \
-    --client-id "$ID" --client-secret "$SECRET" --tokens "$POOL" --count "$1" \
+    --client-id "$ID" --client-secret "$SECRET" --tokens "$POOL" --count "$1" --alg "${2:-ES256}" \
     --url "http://127.0.0.1:$GW/api/items" --out "$WORK/proofs.txt"
 }
 run() { # scenario
   local out
-  if [[ "$1" == dpop ]]; then
+  if [[ "$1" == dpop* ]]; then
     out=$(PROOFS="$WORK/proofs.txt" WRK_THREADS=2 wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" -s "$BENCH_DIR/dpop.lua" \
           "http://127.0.0.1:$GW" | tail -1)
   else
@@ -99,5 +100,7 @@ for ROUND in $(seq "$ROUNDS"); do
   run bearer-nocache
   proofs "$PROOFS"
   run dpop
+  proofs "$PROOFS" EdDSA
+  run dpop-eddsa
 done
 echo "results in $RESULTS" >&2

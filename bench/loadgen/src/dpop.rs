@@ -1,7 +1,8 @@
 //! `portcullis-loadgen dpop-proofs`: DPoP-bound tokens and one fresh proof per request, for
 //! the gateway benchmark (bench/dpop.sh). Gets `--tokens` DPoP tokens from the token
 //! endpoint (client credentials, one key pair per token, each request with its own proof),
-//! then writes `--count` lines `TOKEN PROOF`, round-robin over the tokens: every proof has
+//! then writes `--count` lines `TOKEN PROOF`, round-robin over the tokens (`--alg ES256`,
+//! the default, or `EdDSA` for the keys): every proof has
 //! its own `jti` (the gateway accepts each once), `htm` GET, `htu` = `--url`, and `ath`.
 //! Signing happens here, before the timed run, so wrk only replays lines.
 
@@ -9,25 +10,39 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use sha2::Digest as _;
 
 use crate::Error;
 
+enum Pair {
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+}
+
 struct Key {
-    pair: EcdsaKeyPair,
+    pair: Pair,
     header: String,
 }
 
 impl Key {
-    fn new() -> Result<Self, Error> {
-        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| "key generation")?;
-        let point = pair.public_key().as_ref();
-        let (x, y) = (point.get(1..33).ok_or("point")?, point.get(33..65).ok_or("point")?);
-        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)});
-        let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}).to_string();
+    /// A fresh key pair: `ES256` (P-256) or `EdDSA` (Ed25519).
+    fn new(alg: &str) -> Result<Self, Error> {
+        let (pair, jwk) = if alg == "EdDSA" {
+            let pair = Ed25519KeyPair::generate().map_err(|_| "key generation")?;
+            let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+            (Pair::EdDsa(pair), serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x}))
+        } else {
+            let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| "key generation")?;
+            let point = pair.public_key().as_ref();
+            let (x, y) = (point.get(1..33).ok_or("point")?, point.get(33..65).ok_or("point")?);
+            let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)});
+            (Pair::Es256(pair), jwk)
+        };
+        let alg = if matches!(pair, Pair::EdDsa(_)) { "EdDSA" } else { "ES256" };
+        let header = serde_json::json!({"typ": "dpop+jwt", "alg": alg, "jwk": jwk}).to_string();
         Ok(Self { pair, header: URL_SAFE_NO_PAD.encode(header) })
     }
 
@@ -44,8 +59,11 @@ impl Key {
         }
         let claims = serde_json::Value::Object(claims);
         let input = format!("{}.{}", self.header, URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let sig = self.pair.sign(&SystemRandom::new(), input.as_bytes()).map_err(|_| "signing")?;
-        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
+        let sig = match &self.pair {
+            Pair::Es256(k) => k.sign(&SystemRandom::new(), input.as_bytes()).map_err(|_| "signing")?.as_ref().to_vec(),
+            Pair::EdDsa(k) => k.sign(input.as_bytes()).as_ref().to_vec(),
+        };
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig)))
     }
 }
 
@@ -60,10 +78,11 @@ pub async fn main(args: impl Iterator<Item = String>) -> Result<(), Error> {
     let (token_url, url, out) = (get("token-url")?, get("url")?, get("out")?);
     let basic = STANDARD.encode(format!("{}:{}", get("client-id")?, get("client-secret")?));
     let (tokens, count): (usize, u64) = (get("tokens")?.parse()?, get("count")?.parse()?);
+    let alg = map.get("alg").cloned().unwrap_or_else(|| "ES256".to_owned());
     let http = reqwest::Client::new();
     let mut pool = Vec::with_capacity(tokens);
     for n in 0..tokens {
-        let key = Key::new()?;
+        let key = Key::new(&alg)?;
         let resp = http
             .post(&token_url)
             .header("authorization", format!("Basic {basic}"))
