@@ -205,7 +205,7 @@ impl NonceKey {
         let current = now.div_euclid(lifetime.max(1));
         [current, current - 1].iter().any(|p| {
             let expected = self.tag(*p);
-            bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_slice(), bytes.as_slice()))
+            crate::secret::constant_time_eq(&expected, &bytes)
         })
     }
 }
@@ -308,9 +308,7 @@ pub fn check_confirmation(cnf: Option<&Confirmation>, presented: &Presentation<'
     match (bound_jkt, presented.dpop_jkt) {
         (Some(_), None) => return Err(BindingError::DpopRequired),
         (None, Some(_)) => return Err(BindingError::NotBound),
-        (Some(bound), Some(proved))
-            if !bool::from(subtle::ConstantTimeEq::ct_eq(bound.as_bytes(), proved.as_bytes())) =>
-        {
+        (Some(bound), Some(proved)) if !crate::secret::constant_time_eq(bound.as_bytes(), proved.as_bytes()) => {
             return Err(BindingError::KeyMismatch);
         }
         _ => {}
@@ -431,7 +429,7 @@ pub fn check_proof(
     if let Some(token) = request.access_token {
         let expected = ath(token);
         let given = claim("ath").unwrap_or_default();
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes())) {
+        if !crate::secret::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
             return Err(DpopError::WrongAth);
         }
     }

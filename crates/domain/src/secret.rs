@@ -41,6 +41,13 @@ pub fn verify_secret(presented: &str, stored_hash: &str) -> bool {
     presented.as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
+/// Equality that takes the same time wherever the inputs differ (state, nonces, hashes,
+/// key thumbprints compared against what a client sent).
+#[must_use]
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
 /// A short, non-reversible identifier of a token or secret for logs: the first 12 hex
 /// characters of its SHA-256. Never log the value itself.
 #[must_use]

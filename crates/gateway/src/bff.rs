@@ -33,6 +33,8 @@ use crate::error::{Downstream, GatewayError, Upstream};
 /// The header state-changing requests must carry (a cross-origin page cannot add it
 /// without a CORS preflight, which BFF routes never grant).
 pub const CSRF_HEADER: &str = "x-portcullis-csrf";
+/// How long one back-channel call to the provider may take (discovery, token, userinfo).
+const BACKCHANNEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The claims `/bff/user` may show (never tokens, never internal ids of other parties).
 const PUBLIC_CLAIMS: [&str; 9] = [
     "sub",
@@ -139,11 +141,11 @@ impl BffAppConfig {
         if !is_local_path(&self.post_login_redirect) {
             errors.push(format!("{at}.post_login_redirect must be a path on the app's origin"));
         }
-        if self.issuer != crate::config::SELF_ISSUER
-            && !self.issuer.starts_with("https://")
-            && !self.issuer.starts_with("http://127.0.0.1")
-        {
-            errors.push(format!("{at}.issuer must be \"self\" or an https URL"));
+        let issuer_ok = self.issuer == crate::config::SELF_ISSUER
+            || self.issuer.starts_with("https://")
+            || crate::config::is_loopback_http(&self.issuer);
+        if !issuer_ok {
+            errors.push(format!("{at}.issuer must be \"self\" or an https URL (http only on loopback)"));
         }
         if self.session_idle_ttl.0 == 0 || self.session_absolute_ttl.0 < self.session_idle_ttl.0 {
             errors.push(format!("{at}: session_idle_ttl must be positive and at most session_absolute_ttl"));
@@ -237,12 +239,29 @@ impl Bff {
                 }
             })
             .collect();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
-        Self { apps, sessions, sealer, clock, http, keys, external: Vec::new(), leeway: 30 }
+        Self { apps, sessions, sealer, clock, http: reqwest::Client::new(), keys, external: Vec::new(), leeway: 30 }
+    }
+
+    /// The gateway's HTTP client (the one that fetches JWKS: no redirects followed); each
+    /// call to the provider still has its own timeout.
+    #[must_use]
+    pub fn with_http(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// A POST to the provider with the app's client authentication (RFC 6749 §2.3.1:
+    /// `client_secret_basic`, or `client_id` alone for a public client).
+    fn client_post(&self, app: &App, url: &str, mut form: Vec<(&'static str, String)>) -> reqwest::RequestBuilder {
+        let req = self.http.post(url).timeout(BACKCHANNEL_TIMEOUT);
+        let req = match &app.cfg.client_secret {
+            Some(secret) => req.basic_auth(&app.cfg.client_id, Some(secret)),
+            None => {
+                form.push(("client_id", app.cfg.client_id.clone()));
+                req
+            }
+        };
+        req.form(&form)
     }
 
     /// The external issuers whose JWKS the gateway already follows.
@@ -288,7 +307,16 @@ impl Bff {
         }
         let url = format!("{}/.well-known/openid-configuration", app.issuer.trim_end_matches('/'));
         let down = |e: &dyn std::fmt::Display| GatewayError::Upstream(Upstream::Unreachable(format!("discovery: {e}")));
-        let doc: Value = self.http.get(&url).send().await.map_err(|e| down(&e))?.json().await.map_err(|e| down(&e))?;
+        let doc: Value = self
+            .http
+            .get(&url)
+            .timeout(BACKCHANNEL_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| down(&e))?
+            .json()
+            .await
+            .map_err(|e| down(&e))?;
         let text = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_owned);
         if text("issuer").as_deref() != Some(app.issuer.as_str()) {
             return Err(down(&"the discovery document names another issuer"));
@@ -306,8 +334,9 @@ impl Bff {
 
     async fn login(&self, app: &App, parts: &Parts) -> Result<Response, GatewayError> {
         let endpoints = self.endpoints(app).await?;
+        // Only a same-origin path that fits in a Location header as it is.
         let return_to = query_param(parts.uri.query(), "return_to")
-            .filter(|p| is_local_path(p))
+            .filter(|p| is_local_path(p) && HeaderValue::from_str(p).is_ok())
             .unwrap_or_else(|| app.cfg.post_login_redirect.clone());
         let state = LoginState {
             state: secret::random_token(16),
@@ -345,7 +374,8 @@ impl Bff {
         if query_param(query, "error").is_some() {
             return Err(bad("the provider refused the sign-in"));
         }
-        let state_ok = query_param(query, "state").is_some_and(|s| constant_eq(&s, &login.state));
+        let state_ok =
+            query_param(query, "state").is_some_and(|s| secret::constant_time_eq(s.as_bytes(), login.state.as_bytes()));
         if !state_ok {
             return Err(bad("the sign-in state does not match"));
         }
@@ -439,7 +469,7 @@ impl Bff {
             _ => false,
         };
         let exp_ok = claims.get("exp").and_then(Value::as_i64).is_some_and(|e| e > now - self.leeway);
-        let nonce_ok = text("nonce").is_some_and(|n| constant_eq(n, nonce));
+        let nonce_ok = text("nonce").is_some_and(|n| secret::constant_time_eq(n.as_bytes(), nonce.as_bytes()));
         if text("iss") != Some(app.issuer.as_str()) || !aud_ok || !exp_ok || !nonce_ok || text("sub").is_none() {
             return Err(bad());
         }
@@ -447,7 +477,8 @@ impl Bff {
     }
 
     async fn userinfo(&self, endpoints: &Endpoints, access: &str) -> Option<Map<String, Value>> {
-        let resp = self.http.get(endpoints.userinfo.as_deref()?).bearer_auth(access).send().await.ok()?;
+        let userinfo = endpoints.userinfo.as_deref()?;
+        let resp = self.http.get(userinfo).timeout(BACKCHANNEL_TIMEOUT).bearer_auth(access).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
@@ -459,16 +490,11 @@ impl Bff {
         &self,
         app: &App,
         endpoints: &Endpoints,
-        form: &[(&str, &str)],
+        form: &[(&'static str, &str)],
     ) -> Result<Option<Map<String, Value>>, GatewayError> {
-        let mut req = self.http.post(&endpoints.token);
-        let mut form: Vec<(&str, &str)> = form.to_vec();
-        match &app.cfg.client_secret {
-            Some(secret) => req = req.basic_auth(&app.cfg.client_id, Some(secret)),
-            None => form.push(("client_id", &app.cfg.client_id)),
-        }
-        let resp = req
-            .form(&form)
+        let form = form.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let resp = self
+            .client_post(app, &endpoints.token, form)
             .send()
             .await
             .map_err(|e| GatewayError::Upstream(Upstream::Unreachable(format!("token endpoint: {e}"))))?;
@@ -528,13 +554,8 @@ impl Bff {
             && let Some(revocation) = &e.revocation
         {
             // RFC 7009 for the refresh token revokes its whole grant family.
-            let mut req = self.http.post(revocation);
-            let mut form = vec![("token", refresh.as_str()), ("token_type_hint", "refresh_token")];
-            match &app.cfg.client_secret {
-                Some(secret) => req = req.basic_auth(&app.cfg.client_id, Some(secret)),
-                None => form.push(("client_id", &app.cfg.client_id)),
-            }
-            if let Err(e) = req.form(&form).send().await {
+            let form = vec![("token", refresh.clone()), ("token_type_hint", "refresh_token".to_owned())];
+            if let Err(e) = self.client_post(app, revocation, form).send().await {
                 tracing::warn!(app = %app.cfg.name, cause = %e, "refresh token not revoked at logout");
             }
         }
@@ -645,10 +666,6 @@ fn check_csrf(app: &App, parts: &Parts) -> Result<(), GatewayError> {
         return refused("cross-site request");
     }
     Ok(())
-}
-
-fn constant_eq(a: &str, b: &str) -> bool {
-    bool::from(subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()))
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.

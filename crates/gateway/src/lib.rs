@@ -312,9 +312,12 @@ impl Gateway {
                 check_binding(&identity, parts, None)?;
                 Some(identity)
             }
-            Some(Credential::Dpop(t)) if takes(AuthMethod::Jwt) && self.dpop.is_some() => {
+            Some(Credential::Dpop(t))
+                if takes(AuthMethod::Jwt)
+                    && let Some(check) = &self.dpop =>
+            {
                 let identity = self.auth.verify(&t, route).await.map_err(GatewayError::Downstream)?;
-                let proof = self.dpop_proof(parts, &t).await?;
+                let proof = dpop_proof(check, parts, &t).await?;
                 check_binding(&identity, parts, Some(&proof.jkt))?;
                 Some(identity)
             }
@@ -342,41 +345,36 @@ impl Gateway {
     }
 }
 
-impl Gateway {
-    /// Checks the request's `DPoP` proof for `token` (RFC 9449 §7.1).
-    async fn dpop_proof(
-        &self,
-        parts: &axum::http::request::Parts,
-        token: &str,
-    ) -> Result<domain::dpop::Proof, GatewayError> {
-        use domain::dpop::{self, DpopError};
-        let Some(check) = &self.dpop else {
-            return Err(GatewayError::Downstream(Downstream::InvalidDpopProof("dpop_disabled")));
-        };
-        let refused = |e: DpopError| match e {
-            DpopError::UseNonce => GatewayError::Downstream(Downstream::UseDpopNonce(check.checker.nonce())),
-            DpopError::Unavailable => GatewayError::Unavailable(e.to_string()),
-            other => GatewayError::Downstream(Downstream::InvalidDpopProof(other.code())),
-        };
-        let values = parts.headers.get_all(dpop::DPOP_HEADER).iter().map(axum::http::HeaderValue::as_bytes);
-        let proof = dpop::single_proof(values).map_err(refused)?.ok_or(DpopError::Missing).map_err(refused)?;
-        let url = match &check.public_origin {
-            Some(origin) => format!("{origin}{}", parts.uri.path()),
-            None => {
-                let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok());
-                let host = host.or_else(|| parts.uri.authority().map(axum::http::uri::Authority::as_str));
-                let scheme = if check.https { "https" } else { "http" };
-                format!("{scheme}://{}{}", host.unwrap_or_default(), parts.uri.path())
-            }
-        };
-        let request = dpop::ProofRequest {
-            method: parts.method.as_str(),
-            url: &url,
-            access_token: Some(token),
-            require_nonce: check.require_nonce,
-        };
-        check.checker.verify(proof, &request).await.map_err(refused)
-    }
+/// Checks the request's `DPoP` proof for `token` (RFC 9449 §7.1).
+async fn dpop_proof(
+    check: &DpopCheck,
+    parts: &axum::http::request::Parts,
+    token: &str,
+) -> Result<domain::dpop::Proof, GatewayError> {
+    use domain::dpop::{self, DpopError};
+    let refused = |e: DpopError| match e {
+        DpopError::UseNonce => GatewayError::Downstream(Downstream::UseDpopNonce(check.checker.nonce())),
+        DpopError::Unavailable => GatewayError::Unavailable(e.to_string()),
+        other => GatewayError::Downstream(Downstream::InvalidDpopProof(other.code())),
+    };
+    let values = parts.headers.get_all(dpop::DPOP_HEADER).iter().map(axum::http::HeaderValue::as_bytes);
+    let proof = dpop::single_proof(values).map_err(refused)?.ok_or(DpopError::Missing).map_err(refused)?;
+    let url = match &check.public_origin {
+        Some(origin) => format!("{origin}{}", parts.uri.path()),
+        None => {
+            let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+            let host = host.or_else(|| parts.uri.authority().map(axum::http::uri::Authority::as_str));
+            let scheme = if check.https { "https" } else { "http" };
+            format!("{scheme}://{}{}", host.unwrap_or_default(), parts.uri.path())
+        }
+    };
+    let request = dpop::ProofRequest {
+        method: parts.method.as_str(),
+        url: &url,
+        access_token: Some(token),
+        require_nonce: check.require_nonce,
+    };
+    check.checker.verify(proof, &request).await.map_err(refused)
 }
 
 /// A token's `cnf` against how it came: RFC 9449 §7 for DPoP, RFC 8705 §3 for a client

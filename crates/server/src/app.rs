@@ -184,8 +184,8 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     crate::audit::set_alerting(crate::alerts::Alerting::start(&runtime.config.alerts));
     let (listener, bound) = bind(listen).await?;
     let issuer = runtime.config.issuer(bound)?;
-    let dpop = sender_checker(&runtime)?;
-    let (mut state, revoked) = auth_state(&runtime, keys.clone(), issuer.clone(), dpop.clone())?;
+    let derived = master_derived(&runtime)?;
+    let (mut state, revoked) = auth_state(&runtime, keys.clone(), issuer.clone(), derived.dpop.clone())?;
     let admin_tokens = state.tokens.clone();
     let mut tasks = Vec::new();
     let gateway_protection = protect(&runtime, &mut state, &mut tasks)?;
@@ -210,7 +210,8 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         hasher: runtime.config.passwords.hasher()?,
         policies: authz.engine.clone(),
     };
-    let gw = build_gateway(&runtime, issuer.as_str(), keys.clone(), revoked.clone(), gateway_protection, authz, dpop);
+    let gw =
+        build_gateway(&runtime, issuer.as_str(), keys.clone(), revoked.clone(), gateway_protection, authz, derived);
     let api_keys = gw.clone();
     let gateway = match gw {
         Some(gw) => Some(gateway_listener(&runtime, gw, certs.is_some(), hsts, &mut tasks).await?),
@@ -394,9 +395,16 @@ fn auth_state(
     Ok((state, revoked))
 }
 
-/// The DPoP checker both listeners share (`[dpop]`), its replay cache in Redis when
-/// `[redis]` is set.
-fn sender_checker(runtime: &Runtime) -> Result<domain::dpop::Dpop, StartupError> {
+/// What the listeners derive from the master key besides the key ring, read once.
+struct MasterDerived {
+    /// The DPoP checker both listeners share (`[dpop]`).
+    dpop: domain::dpop::Dpop,
+    /// Seals backend-for-frontend sessions.
+    bff: Arc<domain::bff::BffSealer>,
+}
+
+/// The DPoP checker (its replay cache in Redis when `[redis]` is set) and the BFF sealer.
+fn master_derived(runtime: &Runtime) -> Result<MasterDerived, StartupError> {
     let c = &runtime.config;
     let master = master_key::resolve(&c.keys, &c.server.data_dir)?;
     let redis = c
@@ -404,7 +412,8 @@ fn sender_checker(runtime: &Runtime) -> Result<domain::dpop::Dpop, StartupError>
         .url
         .as_ref()
         .map(|u| (u.0.as_str(), c.redis.key_prefix.as_str(), Duration::from_millis(c.redis.timeout_ms)));
-    c.dpop.build(&master, redis, runtime.clock.clone()).map_err(StartupError::Redis)
+    let dpop = c.dpop.build(&master, redis, runtime.clock.clone()).map_err(StartupError::Redis)?;
+    Ok(MasterDerived { dpop, bff: Arc::new(domain::bff::BffSealer::new(master)) })
 }
 
 /// Certificates for the listeners: one reloader for the authorization server, and for the
@@ -491,7 +500,7 @@ fn build_gateway(
     revoked: Arc<domain::revoked::RevokedSet>,
     protection: Option<gateway::limits::Protection>,
     authz: gateway::authz::Authz,
-    dpop: domain::dpop::Dpop,
+    derived: MasterDerived,
 ) -> Option<Arc<gateway::Gateway>> {
     let config = &runtime.config.gateway;
     if config.routes.is_empty() && config.bff.is_empty() {
@@ -529,7 +538,7 @@ fn build_gateway(
     );
     let table = gateway::routes::RouteTable::new(routes);
     let dpop = gateway::DpopCheck {
-        checker: dpop,
+        checker: derived.dpop,
         require_nonce: runtime.config.dpop.nonce_at_resources,
         public_origin: runtime.config.dpop.gateway_public_origin.clone(),
         https: runtime.config.tls.enabled(),
@@ -537,23 +546,17 @@ fn build_gateway(
     let mut gateway =
         gateway::Gateway::new(table, auth, api_keys, config.headers.clone()).with_authz(authz).with_dpop(dpop);
     if !config.bff.is_empty() {
-        match master_key::resolve(&runtime.config.keys, &runtime.config.server.data_dir) {
-            Ok(master) => {
-                let bff = gateway::bff::Bff::new(
-                    &config.bff,
-                    issuer,
-                    runtime.stores.bff_sessions.clone(),
-                    Arc::new(domain::bff::BffSealer::new(master)),
-                    keys_for_bff,
-                    runtime.clock.clone(),
-                )
-                .with_external(gateway.authenticator().external_issuers());
-                gateway = gateway.with_bff(bff);
-            }
-            // Cannot happen after the key ring loaded with the same key; never serve
-            // sessions unsealed.
-            Err(e) => tracing::error!(cause = %e, "backend-for-frontend apps disabled: no master key"),
-        }
+        let bff = gateway::bff::Bff::new(
+            &config.bff,
+            issuer,
+            runtime.stores.bff_sessions.clone(),
+            derived.bff,
+            keys_for_bff,
+            runtime.clock.clone(),
+        )
+        .with_http(http)
+        .with_external(gateway.authenticator().external_issuers());
+        gateway = gateway.with_bff(bff);
     }
     Some(Arc::new(match protection {
         Some(p) => gateway.with_protection(p),

@@ -16,7 +16,7 @@ use redis::aio::ConnectionManager;
 /// (fail closed: a cache that forgot would accept a replay).
 #[derive(Debug)]
 pub struct MemoryReplayCache {
-    seen: Mutex<HashMap<String, UnixTime>>,
+    seen: Mutex<Seen>,
     max_entries: usize,
     clock: Arc<dyn Clock>,
 }
@@ -24,7 +24,7 @@ pub struct MemoryReplayCache {
 impl MemoryReplayCache {
     #[must_use]
     pub fn new(max_entries: usize, clock: Arc<dyn Clock>) -> Self {
-        Self { seen: Mutex::new(HashMap::new()), max_entries: max_entries.max(1), clock }
+        Self { seen: Mutex::new(Seen::default()), max_entries: max_entries.max(1), clock }
     }
 }
 
@@ -33,18 +33,31 @@ impl ReplayCache for MemoryReplayCache {
     async fn first_use(&self, key: &str, until: UnixTime) -> Result<bool, StoreError> {
         let now = self.clock.now();
         let mut seen = self.seen.lock().map_err(|_| StoreError::Unavailable("replay cache lock poisoned".into()))?;
-        if seen.get(key).is_some_and(|t| *t >= now) {
+        if seen.until.get(key).is_some_and(|t| *t >= now) {
             return Ok(false);
         }
-        if seen.len() >= self.max_entries {
-            seen.retain(|_, t| *t >= now);
-            if seen.len() >= self.max_entries {
+        if seen.until.len() >= self.max_entries {
+            // A full sweep at most once a second: when the cache is full of live proofs,
+            // refusing must not cost a scan of a million entries per request.
+            if now > seen.swept_at {
+                seen.until.retain(|_, t| *t >= now);
+                seen.swept_at = now;
+            }
+            if seen.until.len() >= self.max_entries {
                 return Err(StoreError::Unavailable("replay cache full".into()));
             }
         }
-        seen.insert(key.to_owned(), until);
+        seen.until.insert(key.to_owned(), until);
         Ok(true)
     }
+}
+
+/// Proofs seen, each until its proof could no longer be accepted, and when expired entries
+/// were last swept out.
+#[derive(Debug, Default)]
+struct Seen {
+    until: HashMap<String, UnixTime>,
+    swept_at: UnixTime,
 }
 
 /// The replay cache every instance shares through Redis.
@@ -102,6 +115,7 @@ mod tests {
         // Full of live entries: refuse rather than forget one.
         assert!(cache.first_use("c", 1_060).await.is_err());
         clock.set(1_011);
+        // One sweep a second at most; this one (a new second) frees "b".
         // "b" expired and makes room; "a" is still remembered.
         assert!(cache.first_use("c", 1_060).await.unwrap());
         assert!(!cache.first_use("a", 1_060).await.unwrap());

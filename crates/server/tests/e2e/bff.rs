@@ -224,6 +224,16 @@ async fn bff_callbacks_need_their_own_login_state() {
     let page = browser.get(&server.gw("/bff/callback?code=x&state=not-the-state")).await;
     assert_eq!(page.status, 400);
     assert!(page.headers.get("set-cookie").is_none(), "no session");
+    // The provider's refusal (RFC 6749 §4.1.2.1) is no session either, whatever the state.
+    let start = browser.get(&server.gw("/bff/login")).await;
+    let state =
+        url::Url::parse(&start.location()).unwrap().query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let page = browser.get(&server.gw(&format!("/bff/callback?error=access_denied&state={state}"))).await;
+    assert_eq!(page.status, 400);
+    assert!(page.headers.get("set-cookie").is_none(), "no session");
+    // A return path that cannot be a Location header falls back to the configured landing.
+    let start = browser.get(&server.gw("/bff/login?return_to=/caf%C3%A9")).await;
+    assert_eq!(start.status, 303, "a non-ASCII return path is not an error");
     // An open redirect through return_to is not followed.
     let start = browser.get(&server.gw("/bff/login?return_to=//evil.example/x")).await;
     let page = browser.get(&start.location()).await;
