@@ -17,7 +17,7 @@ use crate::ports::Stores;
 use crate::request::FormParams;
 use crate::secret;
 use crate::service::TokenService;
-use crate::throttle::{Gate, LoginThrottle, ThrottleKey};
+use crate::throttle::{Gate, Throttle, ThrottleKey};
 use crate::user::{User, normalize_username};
 
 /// Only write `last_seen_at` when it moved at least this much (one write per minute).
@@ -78,12 +78,12 @@ pub struct SignIn {
     tokens: TokenService,
     stores: Stores,
     hasher: PasswordHasher,
-    throttle: Arc<LoginThrottle>,
+    throttle: Arc<dyn Throttle>,
 }
 
 impl SignIn {
     #[must_use]
-    pub fn new(tokens: TokenService, stores: &Stores, hasher: PasswordHasher, throttle: Arc<LoginThrottle>) -> Self {
+    pub fn new(tokens: TokenService, stores: &Stores, hasher: PasswordHasher, throttle: Arc<dyn Throttle>) -> Self {
         Self { tokens, stores: stores.clone(), hasher, throttle }
     }
 
@@ -316,7 +316,7 @@ impl SignIn {
         // Throttle by the name as typed (normalised when it can be) so unknown names count too.
         let name = normalize_username(username).unwrap_or_else(|_| username.trim().chars().take(64).collect());
         for key in [ThrottleKey::Account(&name), ThrottleKey::Ip(ip)] {
-            match self.throttle.check(key, now) {
+            match self.throttle.check(key, now).await {
                 Gate::Locked { retry_after } => {
                     tracing::warn!(
                         target: "portcullis::audit",
@@ -345,11 +345,11 @@ impl SignIn {
         let user = match user {
             Some(u) if verified.ok && !u.disabled => u,
             other => {
-                self.failed_login(&name, other.as_ref(), ip, now);
+                self.failed_login(&name, other.as_ref(), ip, now).await;
                 return Ok(LoginOutcome::Failed);
             }
         };
-        self.throttle.succeed(&name);
+        self.throttle.succeed(&name).await;
         if verified.needs_rehash {
             self.upgrade_hash(&user, password).await;
         }
@@ -372,14 +372,14 @@ impl SignIn {
         Ok(LoginOutcome::Ok { cookie, signed_in: Box::new(SignedIn { session, user }) })
     }
 
-    fn failed_login(&self, name: &str, user: Option<&User>, ip: &str, now: UnixTime) {
+    async fn failed_login(&self, name: &str, user: Option<&User>, ip: &str, now: UnixTime) {
         let reason = match user {
             None => "unknown_user",
             Some(u) if u.disabled => "disabled",
             Some(_) => "wrong_password",
         };
-        let account = self.throttle.fail(ThrottleKey::Account(name), now);
-        let by_ip = self.throttle.fail(ThrottleKey::Ip(ip), now);
+        let account = self.throttle.fail(ThrottleKey::Account(name), now).await;
+        let by_ip = self.throttle.fail(ThrottleKey::Ip(ip), now).await;
         tracing::warn!(
             target: "portcullis::audit",
             event = "login.failed",

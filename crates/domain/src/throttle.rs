@@ -2,10 +2,14 @@
 //! counted per account name and per source IP; past a free allowance each further failure
 //! locks the key for an exponentially growing time, capped. Keys are counted whether or not
 //! the account exists, so a lockout never tells an attacker which accounts are real.
-//! In memory and bounded; the rate-limit issue moves it to Redis for many instances.
+//! The counters live behind the [`Throttle`] port: in this process ([`LoginThrottle`],
+//! bounded) or in Redis (`store::RedisThrottle`), so that several instances count one
+//! attacker's failures together instead of each granting its own allowance.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use async_trait::async_trait;
 
 use crate::clock::UnixTime;
 
@@ -54,7 +58,9 @@ pub enum ThrottleKey<'a> {
 }
 
 impl ThrottleKey<'_> {
-    fn render(self) -> String {
+    /// The counter's name: `a:<account>` or `i:<address>`.
+    #[must_use]
+    pub fn render(self) -> String {
         match self {
             Self::Account(a) => format!("a:{a}"),
             Self::Ip(ip) => format!("i:{ip}"),
@@ -82,7 +88,39 @@ pub struct Failure {
     pub locked_for: Option<i64>,
 }
 
-/// The counters.
+/// Where the failure counters live. Each call is one atomic step of the same state
+/// machine ([`LoginThrottle`] is its reference); a backend that cannot answer falls back to
+/// counting locally rather than refusing every login.
+#[async_trait]
+pub trait Throttle: Send + Sync + std::fmt::Debug {
+    /// Whether an attempt on `key` may proceed now.
+    async fn check(&self, key: ThrottleKey<'_>, now: UnixTime) -> Gate;
+    /// Counts a failure on `key`.
+    async fn fail(&self, key: ThrottleKey<'_>, now: UnixTime) -> Failure;
+    /// A successful login clears the account's counter; whether it had failures.
+    async fn succeed(&self, account: &str) -> bool;
+}
+
+/// The length of the lock the `failures`-th failure starts, if any: the `free`-th failure
+/// starts the first lock (`base_lock`), each further one doubles it, up to `max_lock`.
+#[must_use]
+pub fn lock_for(policy: &ThrottlePolicy, free: u32, failures: u32) -> Option<i64> {
+    let over = failures.saturating_add(1).saturating_sub(free);
+    (over > 0).then(|| policy.base_lock.saturating_mul(1_i64 << (over - 1).min(30)).min(policy.max_lock))
+}
+
+impl ThrottlePolicy {
+    /// The failures a key of this kind gets for free.
+    #[must_use]
+    pub const fn free_failures(&self, key: ThrottleKey<'_>) -> u32 {
+        match key {
+            ThrottleKey::Account(_) => self.account_free_failures,
+            ThrottleKey::Ip(_) => self.ip_free_failures,
+        }
+    }
+}
+
+/// The counters, in this process.
 #[derive(Debug)]
 pub struct LoginThrottle {
     policy: ThrottlePolicy,
@@ -116,10 +154,7 @@ impl LoginThrottle {
 
     /// Counts a failure on `key`.
     pub fn fail(&self, key: ThrottleKey<'_>, now: UnixTime) -> Failure {
-        let free = match key {
-            ThrottleKey::Account(_) => self.policy.account_free_failures,
-            ThrottleKey::Ip(_) => self.policy.ip_free_failures,
-        };
+        let free = self.policy.free_failures(key);
         let Ok(mut entries) = self.entries.lock() else { return Failure { failures: 0, locked_for: None } };
         if entries.len() >= self.policy.capacity {
             let window = self.policy.window;
@@ -140,13 +175,10 @@ impl LoginThrottle {
         }
         entry.failures = entry.failures.saturating_add(1);
         entry.last_failure = now;
-        // The `free`-th failure starts the first lock.
-        let over = (entry.failures + 1).saturating_sub(free);
-        let locked_for = (over > 0).then(|| {
-            let lock = self.policy.base_lock.saturating_mul(1_i64 << (over - 1).min(30)).min(self.policy.max_lock);
+        let locked_for = lock_for(&self.policy, free, entry.failures);
+        if let Some(lock) = locked_for {
             entry.locked_until = now + lock;
-            lock
-        });
+        }
         Failure { failures: entry.failures, locked_for }
     }
 
@@ -159,6 +191,19 @@ impl LoginThrottle {
     /// Forgets an account's failures (operator unlock).
     pub fn clear(&self, key: ThrottleKey<'_>) -> bool {
         self.entries.lock().is_ok_and(|mut e| e.remove(&key.render()).is_some())
+    }
+}
+
+#[async_trait]
+impl Throttle for LoginThrottle {
+    async fn check(&self, key: ThrottleKey<'_>, now: UnixTime) -> Gate {
+        Self::check(self, key, now)
+    }
+    async fn fail(&self, key: ThrottleKey<'_>, now: UnixTime) -> Failure {
+        Self::fail(self, key, now)
+    }
+    async fn succeed(&self, account: &str) -> bool {
+        Self::succeed(self, account)
     }
 }
 

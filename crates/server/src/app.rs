@@ -382,7 +382,14 @@ fn auth_state(
     let tokens =
         TokenService::new(settings, &runtime.stores, keys, runtime.clock.clone()).with_bus(runtime.bus.clone());
     let revoked = tokens.revoked_set().clone();
-    let throttle = Arc::new(domain::throttle::LoginThrottle::new(c.signin.throttle()));
+    // Failed logins counted across instances when they share a Redis.
+    let policy = c.signin.throttle();
+    let throttle: Arc<dyn domain::throttle::Throttle> = match redis_of(c) {
+        Some((url, prefix, timeout)) => {
+            Arc::new(store::RedisThrottle::new(url, prefix, timeout, policy).map_err(StartupError::Redis)?)
+        }
+        None => Arc::new(domain::throttle::LoginThrottle::new(policy)),
+    };
     let signin = SignIn::new(tokens, &runtime.stores, c.passwords.hasher()?, throttle);
     let sender = authserver::SenderConstraints {
         checker: dpop,
@@ -407,13 +414,13 @@ struct MasterDerived {
 fn master_derived(runtime: &Runtime) -> Result<MasterDerived, StartupError> {
     let c = &runtime.config;
     let master = master_key::resolve(&c.keys, &c.server.data_dir)?;
-    let redis = c
-        .redis
-        .url
-        .as_ref()
-        .map(|u| (u.0.as_str(), c.redis.key_prefix.as_str(), Duration::from_millis(c.redis.timeout_ms)));
-    let dpop = c.dpop.build(&master, redis, runtime.clock.clone()).map_err(StartupError::Redis)?;
+    let dpop = c.dpop.build(&master, redis_of(c), runtime.clock.clone()).map_err(StartupError::Redis)?;
     Ok(MasterDerived { dpop, bff: Arc::new(domain::bff::BffSealer::new(master)) })
+}
+
+/// `[redis]`: URL, key prefix and timeout, when set.
+fn redis_of(c: &Config) -> Option<(&str, &str, Duration)> {
+    c.redis.url.as_ref().map(|u| (u.0.as_str(), c.redis.key_prefix.as_str(), Duration::from_millis(c.redis.timeout_ms)))
 }
 
 /// Certificates for the listeners: one reloader for the authorization server, and for the

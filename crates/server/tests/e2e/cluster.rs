@@ -542,3 +542,40 @@ where
     .await;
     out.into_iter().map(|v| v.unwrap()).collect()
 }
+
+/// Failed logins count across instances (the throttle's counters live in Redis): one wrong
+/// password on each of the three locks the account everywhere, even for the right password.
+#[tokio::test]
+async fn failed_logins_on_any_instance_lock_the_account() {
+    let Some(c) = cluster(
+        "failed_logins_on_any_instance_lock_the_account",
+        &[("PORTCULLIS_SIGNIN__LOCKOUT_ACCOUNT_FAILURES", "3")],
+    )
+    .await
+    else {
+        return;
+    };
+    c.base.create_user("erin", &[]);
+    let app = c.base.create_app("Web", &["--public", "--first-party", "--redirect-uri", REDIRECT]);
+    let id = app["client_id"].as_str().unwrap();
+    let attempt = async |server: &Server, password: &str| {
+        let url = format!(
+            "{}?response_type=code&client_id={id}&redirect_uri={}&scope=openid&state=s\
+             &code_challenge={CHALLENGE}&code_challenge_method=S256",
+            server.url("/oauth2/authorize"),
+            urlencode(REDIRECT)
+        );
+        let browser = Browser::new();
+        let page = browser.get(&url).await;
+        browser.login(server, &page, "erin", password).await
+    };
+    for server in &c.servers {
+        let page = attempt(server, "wrong password!!").await;
+        assert_eq!(page.status, 403, "{}", page.body);
+    }
+    for server in &c.servers {
+        let page = attempt(server, PASSWORD).await;
+        assert_eq!(page.status, 429, "locked on every instance: {}", page.body);
+        assert!(page.headers.get("retry-after").is_some());
+    }
+}

@@ -12,7 +12,7 @@ use portcullis_store::{FailMode, MemoryLimiter, RedisLimiter, limiter_conformanc
 
 /// The Redis URL, or `None` (printing that the test skipped) when it is not configured.
 #[expect(clippy::disallowed_methods, reason = "the test's own service switch, as in the e2e harness")]
-fn redis_url(test: &str) -> Option<String> {
+pub(crate) fn redis_url(test: &str) -> Option<String> {
     match std::env::var("PORTCULLIS_TEST_REDIS_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
@@ -26,7 +26,7 @@ fn redis_url(test: &str) -> Option<String> {
     }
 }
 
-fn prefix() -> String {
+pub(crate) fn prefix() -> String {
     format!("portcullis-test:{}:", random_token(8))
 }
 

@@ -8,3 +8,4 @@ mod abuse;
 mod limiter;
 mod postgres;
 mod sqlite;
+mod throttle;
