@@ -34,6 +34,10 @@ const SUBJECT_FIELDS: [&str; 9] =
 
 /// Entries per append (one transaction).
 const BATCH: usize = 256;
+/// How long the writer gathers events after the first of a batch: under load one
+/// transaction per this interval (or per [`BATCH`] events) instead of one per handful of
+/// events; it also bounds how late a quiet period's event reaches the store.
+const LINGER: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -90,29 +94,48 @@ pub fn layer(queue: usize, actor: Option<String>) -> AuditLayer {
     AuditLayer { tx, dropped, actor }
 }
 
-/// Span fields, kept in the span's extensions for the events inside it.
-struct SpanFields(Map<String, Value>);
+/// Span fields, kept in the span's extensions for the events inside it. A list keyed by
+/// the fields' static names: every request opens a span, few of them hold an audit event,
+/// so the map (and its key strings) is built only when an event needs it.
+struct SpanFields(Vec<(&'static str, Value)>);
 
-struct JsonVisitor<'a>(&'a mut Map<String, Value>);
+/// Where a visitor puts what it is shown.
+trait FieldSink {
+    fn put(&mut self, name: &'static str, value: Value);
+}
 
-impl Visit for JsonVisitor<'_> {
+impl FieldSink for Map<String, Value> {
+    fn put(&mut self, name: &'static str, value: Value) {
+        self.insert(name.to_owned(), value);
+    }
+}
+
+impl FieldSink for Vec<(&'static str, Value)> {
+    fn put(&mut self, name: &'static str, value: Value) {
+        self.push((name, value));
+    }
+}
+
+struct JsonVisitor<'a, S: FieldSink>(&'a mut S);
+
+impl<S: FieldSink> Visit for JsonVisitor<'_, S> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.0.put(field.name(), Value::from(value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.0.put(field.name(), Value::from(value));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.0.put(field.name(), Value::from(value));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.0.put(field.name(), Value::from(value));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_owned(), Value::from(value));
+        self.0.put(field.name(), Value::from(value));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+        self.0.put(field.name(), Value::from(format!("{value:?}")));
     }
 }
 
@@ -122,7 +145,7 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = Map::new();
+        let mut fields = Vec::new();
         attrs.record(&mut JsonVisitor(&mut fields));
         span.extensions_mut().insert(SpanFields(fields));
     }
@@ -135,7 +158,7 @@ where
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(SpanFields(f)) = span.extensions().get::<SpanFields>() {
-                    fields.extend(f.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    fields.extend(f.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
                 }
             }
         }
@@ -222,7 +245,7 @@ impl Writer {
         let mut reported_drops = 0;
         loop {
             let stopping = tokio::select! {
-                n = rx.recv_many(&mut batch, BATCH) => n == 0,
+                n = rx.recv_many(&mut batch, BATCH) => n == 0 || gather(&mut rx, &mut batch, &mut stop).await,
                 _ = stop.changed() => true,
             };
             if stopping {
@@ -283,6 +306,21 @@ impl Writer {
             tracing::warn!(path = %path.display(), error = %e, "audit file not written");
         }
     }
+}
+
+/// Adds what arrives within [`LINGER`] to `batch` (up to [`BATCH`]); whether to stop.
+async fn gather(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>, stop: &mut watch::Receiver<bool>) -> bool {
+    let deadline = tokio::time::sleep(LINGER);
+    tokio::pin!(deadline);
+    while batch.len() < BATCH {
+        let room = BATCH - batch.len();
+        tokio::select! {
+            n = rx.recv_many(batch, room) => if n == 0 { return true },
+            _ = stop.changed() => return true,
+            () = &mut deadline => return false,
+        }
+    }
+    false
 }
 
 async fn append_lines(path: &std::path::Path, batch: &[AuditEntry]) -> std::io::Result<()> {
