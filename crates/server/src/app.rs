@@ -186,7 +186,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
     let issuer = runtime.config.issuer(bound)?;
     let derived = master_derived(&runtime)?;
     let (mut state, revoked) = auth_state(&runtime, keys.clone(), issuer.clone(), derived.dpop.clone())?;
-    let admin_tokens = state.tokens.clone();
+    let admin_tokens = TokenService::clone(&state.tokens);
     let mut tasks = Vec::new();
     let gateway_protection = protect(&runtime, &mut state, &mut tasks)?;
     let proxies = Arc::new(
