@@ -7,10 +7,12 @@
 //! per key, expiring once its lock and window have passed. Keys hold a SHA-256 of the
 //! account name or address, never the name itself. The time is the caller's, as for the
 //! limiter. When Redis cannot answer, the instance counts in its own memory until Redis is
-//! back (a Redis outage must not stop every login), with one alert when Redis goes away.
+//! back (a Redis outage must not stop every login), with one alert when Redis goes away;
+//! a dead Redis is left alone for a second between tries, so logins do not each wait for
+//! its timeouts.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use domain::clock::UnixTime;
@@ -69,8 +71,12 @@ pub struct RedisThrottle {
     policy: ThrottlePolicy,
     /// Counts while Redis cannot answer.
     fallback: LoginThrottle,
-    down: AtomicBool,
+    /// `Some(t)` while Redis is considered down: not asked again before `t`.
+    down_until: Mutex<Option<Instant>>,
 }
+
+/// How long a Redis that did not answer is left alone.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 impl RedisThrottle {
     /// Connects lazily, like the limiter.
@@ -88,7 +94,7 @@ impl RedisThrottle {
             prefix: format!("{prefix}login:"),
             policy,
             fallback: LoginThrottle::new(policy),
-            down: AtomicBool::new(false),
+            down_until: Mutex::new(None),
         })
     }
 
@@ -96,11 +102,20 @@ impl RedisThrottle {
         format!("{}{}", self.prefix, domain::secret::hash_secret(&key.render()))
     }
 
+    /// Whether Redis is worth asking now (not within a second of it failing to answer).
+    fn reachable(&self) -> bool {
+        self.down_until.lock().map_or(true, |d| d.is_none_or(|until| Instant::now() >= until))
+    }
+
     /// Records how Redis answered; logs when it goes away and when it is back.
     fn answered<T>(&self, op: &'static str, result: redis::RedisResult<T>) -> Option<T> {
+        let was_down = self.down_until.lock().ok().and_then(|mut d| match &result {
+            Ok(_) => d.take(),
+            Err(_) => d.replace(Instant::now() + RETRY_INTERVAL),
+        });
         match result {
             Ok(v) => {
-                if self.down.swap(false, Ordering::Relaxed) {
+                if was_down.is_some() {
                     tracing::warn!(
                         target: "portcullis::audit", event = "throttle.backend_recovered",
                         "redis answers again; login failures are counted across instances"
@@ -110,7 +125,7 @@ impl RedisThrottle {
             }
             Err(e) => {
                 metrics::counter!("portcullis_redis_errors_total", "op" => op).increment(1);
-                if !self.down.swap(true, Ordering::Relaxed) {
+                if was_down.is_none() {
                     tracing::error!(
                         target: "portcullis::audit", event = "throttle.backend_down", alert = true, error = %e,
                         "redis is unreachable; login failures are counted per instance until it is back"
@@ -125,6 +140,9 @@ impl RedisThrottle {
 #[async_trait]
 impl Throttle for RedisThrottle {
     async fn check(&self, key: ThrottleKey<'_>, now: UnixTime) -> Gate {
+        if !self.reachable() {
+            return self.fallback.check(key, now);
+        }
         let mut conn = self.manager.clone();
         let asked: redis::RedisResult<i64> = self.check.key(self.key(key)).arg(now).invoke_async(&mut conn).await;
         match self.answered("login_throttle", asked) {
@@ -136,6 +154,9 @@ impl Throttle for RedisThrottle {
     }
 
     async fn fail(&self, key: ThrottleKey<'_>, now: UnixTime) -> Failure {
+        if !self.reachable() {
+            return self.fallback.fail(key, now);
+        }
         let mut conn = self.manager.clone();
         let asked: redis::RedisResult<(u32, i64)> = self
             .fail
@@ -155,6 +176,9 @@ impl Throttle for RedisThrottle {
 
     async fn succeed(&self, account: &str) -> bool {
         let local = self.fallback.succeed(account);
+        if !self.reachable() {
+            return local;
+        }
         let mut conn = self.manager.clone();
         let deleted: redis::RedisResult<i64> =
             redis::cmd("DEL").arg(self.key(ThrottleKey::Account(account))).query_async(&mut conn).await;

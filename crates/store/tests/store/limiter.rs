@@ -101,14 +101,14 @@ async fn redis_down_then_back() {
 }
 
 /// A TCP proxy to Redis whose connections can be cut (and new ones refused).
-struct Toggle {
+pub(crate) struct Toggle {
     addr: std::net::SocketAddr,
     cut: Arc<std::sync::atomic::AtomicBool>,
     generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Toggle {
-    async fn start(redis_url: &str) -> Self {
+    pub(crate) async fn start(redis_url: &str) -> Self {
         let target = redis_url.trim_start_matches("redis://").trim_end_matches('/').to_owned();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -135,11 +135,11 @@ impl Toggle {
         Self { addr, cut, generation }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }
 
-    fn cut(&self, cut: bool) {
+    pub(crate) fn cut(&self, cut: bool) {
         self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
         if cut {
             self.generation.send_modify(|g| *g += 1);

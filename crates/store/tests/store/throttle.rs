@@ -7,7 +7,7 @@ use std::time::Duration;
 use domain::throttle::{Gate, LoginThrottle, Throttle, ThrottleKey, ThrottlePolicy};
 use portcullis_store::RedisThrottle;
 
-use crate::limiter::{prefix, redis_url};
+use crate::limiter::{Toggle, prefix, redis_url};
 
 fn policy() -> ThrottlePolicy {
     ThrottlePolicy {
@@ -86,4 +86,21 @@ async fn instances_sharing_redis_count_together() {
 async fn dead_redis_counts_locally() {
     let dead = RedisThrottle::new("redis://127.0.0.1:1", &prefix(), Duration::from_millis(200), policy()).unwrap();
     scenario(&dead).await;
+}
+
+/// Redis goes away in the middle: failures are counted locally meanwhile (a second between
+/// tries), and once it is back the shared counters are used again.
+#[tokio::test]
+async fn redis_outage_and_recovery() {
+    let Some(url) = redis_url("redis_outage_and_recovery") else { return };
+    let proxy = Toggle::start(&url).await;
+    let throttle = RedisThrottle::new(&proxy.url(), &prefix(), Duration::from_millis(300), policy()).unwrap();
+    let key = ThrottleKey::Account("frank");
+    assert_eq!(throttle.fail(key, 100).await.failures, 1, "counted in Redis");
+    proxy.cut(true);
+    assert_eq!(throttle.fail(key, 100).await.failures, 1, "Redis gone: the local count starts");
+    assert_eq!(throttle.fail(key, 100).await.failures, 2);
+    proxy.cut(false);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    assert_eq!(throttle.fail(key, 100).await.failures, 2, "back on the shared count, which Redis kept");
 }
