@@ -99,7 +99,8 @@ impl ApiKeyVerifier {
             not_before: None,
             issued_at: None,
             kid: None,
-            attributes: std::collections::BTreeMap::new(),
+            // The key's owner is a verified fact about it: policies see `principal.owner`.
+            attributes: key.owner.iter().map(|o| ("owner".to_owned(), serde_json::Value::from(o.as_str()))).collect(),
             mfa: false,
             cnf: None,
         })

@@ -56,6 +56,13 @@ auth = "jwt"
 audiences = ["{AUD}"]
 
 [[gateway.routes]]
+name = "team-reports"
+path_prefix = "/teams"
+path_pattern = "/teams/{{team}}/reports"
+upstreams = ["{upstream}"]
+auth = "api_key"
+
+[[gateway.routes]]
 name = "status"
 path_prefix = "/status"
 upstreams = ["{upstream}"]
@@ -143,6 +150,27 @@ async fn policies_decide_from_verified_facts_and_denials_never_reach_the_upstrea
     assert_eq!(call(&server, get.clone(), "/profiles/bob", Some(&alice)).await.status(), 403);
     assert_eq!(call(&server, reqwest::Method::DELETE, "/profiles/alice", Some(&alice)).await.status(), 403);
 
+    // API keys: the key's owner (recorded at creation, verified with the key) against the
+    // path; a header naming another owner changes nothing.
+    let key = |owner: Option<&str>| {
+        let mut args = vec!["apikey", "create", "--json", "--name", "reports"];
+        args.extend(owner.map(|o| ["--owner", o]).iter().flatten());
+        let out = instance.cli(&args);
+        assert_eq!(out.status, 0, "{}", out.stderr);
+        let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        v["api_key"].as_str().unwrap().to_owned()
+    };
+    let (payments, ownerless) = (key(Some("payments")), key(None));
+    let reports = async |path: &str, key: &str| {
+        let req = http().get(server.gw(path)).header("x-api-key", key).header("x-portcullis-owner", "search");
+        req.send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(reports("/teams/payments/reports", &payments).await, 200);
+    let before = upstream.count();
+    assert_eq!(reports("/teams/search/reports", &payments).await, 403);
+    assert_eq!(reports("/teams/payments/reports", &ownerless).await, 403);
+    assert_eq!(upstream.count(), before, "denied key requests never reach the upstream");
+
     // A route exempted from policies, and one under them with no permit (default deny).
     assert_eq!(call(&server, get.clone(), "/status", None).await.status(), 200);
     assert_eq!(call(&server, get, "/open", None).await.status(), 403);
@@ -213,12 +241,12 @@ fn policy_commands_validate_and_test() {
     let d = dir.to_str().unwrap();
     let ok = instance.cli(&["policy", "validate", d]);
     assert_eq!(ok.status, 0, "{}", ok.stderr);
-    assert!(ok.stdout.contains("8 policies valid"), "{}", ok.stdout);
+    assert!(ok.stdout.contains("9 policies valid"), "{}", ok.stdout);
 
     let cases = shipped().join("tests.toml");
     let table = instance.cli(&["policy", "test", "--dir", d, "--file", cases.to_str().unwrap()]);
     assert_eq!(table.status, 0, "{}{}", table.stdout, table.stderr);
-    assert!(table.stdout.contains("23 of 23 cases passed"), "{}", table.stdout);
+    assert!(table.stdout.contains("27 of 27 cases passed"), "{}", table.stdout);
 
     let one = instance.cli(&[
         "policy",
