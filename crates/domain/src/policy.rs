@@ -262,6 +262,35 @@ pub struct Verdict {
     pub errors: Vec<String>,
 }
 
+impl Verdict {
+    /// The decision log (issue 5): every deny, and every allow when `log_allows`, as an
+    /// audit event naming principal, action, resource, path and the deciding policies
+    /// (`default-deny` when none permitted). Never the policy text.
+    pub fn log(&self, query: &Query, log_allows: bool) {
+        if self.allowed && !log_allows {
+            return;
+        }
+        let kind = query.principal.kind.unwrap_or(PrincipalKind::Anonymous);
+        let principal = format!("{kind:?}::{}", query.principal.id);
+        let policies = if self.policies.is_empty() { "default-deny".to_owned() } else { self.policies.join(",") };
+        let (action, resource, path) = (&query.action, &query.resource.route, &query.resource.path);
+        if self.allowed {
+            tracing::info!(
+                target: "portcullis::audit", event = "authz.allowed", principal = %principal,
+                action = %action, resource = %resource, path = %path, policies = %policies, "policy allowed"
+            );
+            return;
+        }
+        tracing::warn!(
+            target: "portcullis::audit", event = "authz.denied", principal = %principal, action = %action,
+            resource = %resource, path = %path, policies = %policies, errors = self.errors.len(), "policy denied"
+        );
+        for error in &self.errors {
+            tracing::debug!(event = "authz.policy_error", error = %error, "a policy could not be evaluated");
+        }
+    }
+}
+
 /// The live policy set, swapped atomically on reload.
 #[derive(Debug)]
 pub struct PolicyEngine {

@@ -45,26 +45,9 @@ impl Authz {
         let mut query = query(route, identity, facts);
         query.principal.permissions = self.permissions_of(&query.principal.roles);
         let verdict = engine.decide(&query);
-        if verdict.allowed && !self.log_allows {
-            return Ok(());
-        }
-        let kind = query.principal.kind.unwrap_or(PrincipalKind::Anonymous);
-        let principal = format!("{kind:?}::{}", query.principal.id);
-        let policies = if verdict.policies.is_empty() { "default-deny".to_owned() } else { verdict.policies.join(",") };
+        verdict.log(&query, self.log_allows);
         if verdict.allowed {
-            tracing::info!(
-                target: "portcullis::audit", event = "authz.allowed", principal = %principal,
-                action = %query.action, resource = %query.resource.route, policies = %policies, "policy allowed"
-            );
             return Ok(());
-        }
-        tracing::warn!(
-            target: "portcullis::audit", event = "authz.denied", principal = %principal, action = %query.action,
-            resource = %query.resource.route, path = %facts.path, policies = %policies,
-            errors = verdict.errors.len(), "policy denied"
-        );
-        for error in &verdict.errors {
-            tracing::debug!(event = "authz.policy_error", error = %error, "a policy could not be evaluated");
         }
         Err(GatewayError::Downstream(Downstream::PolicyDenied))
     }

@@ -25,6 +25,11 @@ pub struct AdminConfig {
     pub scope: String,
     /// … or this one (GET only).
     pub read_scope: String,
+    /// Let the Cedar policies of `authorization.policies_dir` decide every admin call
+    /// instead of the two scopes: principal the token's subject (roles, scopes, groups),
+    /// action the HTTP method, resource `Route::"portcullis-admin"` with the call's path
+    /// and its parameters (`id`, `username`, `kid`, `ip`, `client_id`). Default deny.
+    pub policies: bool,
     /// With this CA file the admin listener speaks TLS (the `[tls]` certificate) and
     /// requires a client certificate issued by this CA, besides the token.
     pub client_ca_file: Option<std::path::PathBuf>,
@@ -38,6 +43,7 @@ impl Default for AdminConfig {
             audience: "portcullis-admin".into(),
             scope: "portcullis:admin".into(),
             read_scope: "portcullis:admin:read".into(),
+            policies: false,
             client_ca_file: None,
         }
     }
@@ -46,8 +52,11 @@ impl Default for AdminConfig {
 impl AdminConfig {
     /// Problems `config check` reports.
     #[must_use]
-    pub fn problems(&self, tls: bool) -> Vec<String> {
+    pub fn problems(&self, tls: bool, policies_dir: bool) -> Vec<String> {
         let mut problems = Vec::new();
+        if self.policies && !policies_dir {
+            problems.push("admin.policies needs authorization.policies_dir (the policies that decide)".to_owned());
+        }
         if self.client_ca_file.is_some() && !tls {
             problems.push("admin.client_ca_file needs TLS ([tls] cert_file and key_file)".to_owned());
         }
@@ -84,4 +93,17 @@ pub fn spawn_upkeep(handle: PrometheusHandle) -> tokio::task::JoinHandle<()> {
             handle.run_upkeep();
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_policies_need_a_policy_directory() {
+        let config = AdminConfig { policies: true, ..AdminConfig::default() };
+        assert!(config.problems(false, false).iter().any(|p| p.contains("authorization.policies_dir")));
+        assert!(config.problems(false, true).is_empty());
+        assert!(AdminConfig::default().problems(false, false).is_empty());
+    }
 }

@@ -4,7 +4,8 @@
 //!
 //! Every call needs `Authorization: Bearer <access token issued by this Portcullis>` whose
 //! `aud` holds `[admin] audience` and whose scope holds `[admin] scope` (everything) or
-//! `[admin] read_scope` (GET only). Tokens are verified like introspection does (signature,
+//! `[admin] read_scope` (GET only) — or, with `[admin] policies = true`, that the Cedar
+//! policies allow the call ([`admin_query`]). Tokens are verified like introspection does (signature,
 //! expiry, revocation and incident cut-offs). RFC 6750 §3 errors: 401 `invalid_token`,
 //! 403 `insufficient_scope`; other errors are `application/problem+json` (RFC 9457).
 //! Every call runs in a span carrying `actor = token:<sub>`, so the audit events of the
@@ -20,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use domain::keyring::KeyRing;
+use domain::policy::Query;
 use domain::service::TokenService;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -129,6 +131,8 @@ pub enum ApiError {
     InvalidToken,
     /// RFC 6750 §3: a valid token without the scope.
     InsufficientScope,
+    /// `[admin] policies`: the Cedar policies denied the call.
+    PolicyDenied,
     Failed(CliError),
 }
 
@@ -160,6 +164,14 @@ impl IntoResponse for ApiError {
             }
             Self::InsufficientScope => {
                 return (StatusCode::FORBIDDEN, [(header::WWW_AUTHENTICATE, challenge("insufficient_scope"))])
+                    .into_response();
+            }
+            Self::PolicyDenied => {
+                let body = json!({
+                    "type": "about:blank", "title": "Forbidden", "status": 403,
+                    "detail": "the authorization policies do not allow this call", "reason": "policy_denied",
+                });
+                return (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string())
                     .into_response();
             }
             Self::Failed(CliError::NotFound(m)) => (StatusCode::NOT_FOUND, m),
@@ -216,21 +228,35 @@ async fn authenticate(State(api): Api, req: Request, next: Next) -> Response {
         }
     };
     let config = &api.runtime.config.admin;
-    let scopes: Vec<&str> = claims.scope.as_deref().unwrap_or_default().split(' ').collect();
-    let read_only = req.method() == Method::GET;
-    let allowed =
-        scopes.contains(&config.scope.as_str()) || (read_only && scopes.contains(&config.read_scope.as_str()));
     if !claims.aud.contains(&config.audience) {
         tracing::warn!(target: "portcullis::audit", event = "admin.refused", reason = "wrong_audience", subject = %claims.sub, "admin API token refused");
         return ApiError::InvalidToken.into_response();
     }
-    if !allowed {
-        tracing::warn!(target: "portcullis::audit", event = "admin.refused", reason = "insufficient_scope", subject = %claims.sub, "admin API token refused");
-        return ApiError::InsufficientScope.into_response();
-    }
     // From where: the client address the transport resolved (behind trusted proxies, the
     // forwarded one).
-    let remote = req.extensions().get::<domain::netaddr::ClientIp>().map(|c| c.0.to_string()).unwrap_or_default();
+    let ip = req.extensions().get::<domain::netaddr::ClientIp>().map(|c| c.0);
+    if config.policies {
+        // `config check` refuses admin.policies without a policy directory; were the engine
+        // missing anyway, nothing is allowed (default deny).
+        let query = admin_query(&api, &claims, &req, ip);
+        let verdict = api.policies.as_ref().map(|engine| engine.decide(&query));
+        if let Some(v) = &verdict {
+            v.log(&query, api.runtime.config.authorization.log_allows);
+        }
+        if !verdict.is_some_and(|v| v.allowed) {
+            return ApiError::PolicyDenied.into_response();
+        }
+    } else {
+        let scopes: Vec<&str> = claims.scope.as_deref().unwrap_or_default().split(' ').collect();
+        let read_only = req.method() == Method::GET;
+        let allowed =
+            scopes.contains(&config.scope.as_str()) || (read_only && scopes.contains(&config.read_scope.as_str()));
+        if !allowed {
+            tracing::warn!(target: "portcullis::audit", event = "admin.refused", reason = "insufficient_scope", subject = %claims.sub, "admin API token refused");
+            return ApiError::InsufficientScope.into_response();
+        }
+    }
+    let remote = ip.map(|i| i.to_string()).unwrap_or_default();
     let span = tracing::info_span!(
         "admin",
         actor = %format!("token:{}", claims.sub),
@@ -239,6 +265,48 @@ async fn authenticate(State(api): Api, req: Request, next: Next) -> Response {
         remote_addr = %remote,
     );
     next.run(req).instrument(span).await
+}
+
+/// The resource the policies see for admin calls.
+pub const ADMIN_RESOURCE: &str = "portcullis-admin";
+
+/// The Cedar query of an admin call: the token's subject (a client when `sub` is its
+/// `client_id`) with its roles, RBAC permissions, scopes and groups; the HTTP method; the
+/// admin resource with the call's path and the parameters of its route.
+fn admin_query(api: &AdminApi, claims: &domain::token::AccessTokenClaims, req: &Request, ip: Option<IpAddr>) -> Query {
+    use domain::policy::{Circumstances, Principal, PrincipalKind, Resource};
+    let kind = if claims.sub == claims.client_id { PrincipalKind::Client } else { PrincipalKind::User };
+    let roles_map: std::collections::HashMap<String, Vec<String>> =
+        api.runtime.config.authorization.roles.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut attributes = std::collections::BTreeMap::new();
+    if !claims.groups.is_empty() {
+        attributes.insert("groups".to_owned(), Value::from(claims.groups.clone()));
+    }
+    let path = req.uri().path();
+    let params = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .and_then(|pattern| domain::policy::path_params(pattern.as_str(), path))
+        .unwrap_or_default();
+    Query {
+        principal: Principal {
+            kind: Some(kind),
+            id: claims.sub.clone(),
+            roles: claims.roles.clone(),
+            permissions: domain::policy::permissions_of(&roles_map, &claims.roles),
+            scopes: claims.scopes().iter().map(ToString::to_string).collect(),
+            client_id: Some(claims.client_id.clone()),
+            attributes,
+        },
+        action: req.method().as_str().to_owned(),
+        resource: Resource { route: ADMIN_RESOURCE.to_owned(), path: path.to_owned(), params },
+        context: Circumstances {
+            ip,
+            time: api.tokens.clock().now(),
+            mfa: false,
+            method: req.method().as_str().to_owned(),
+        },
+    }
 }
 
 pub(crate) type Reply = Result<Json<Value>, ApiError>;

@@ -707,7 +707,7 @@ fn validate(config: &Config) -> Vec<String> {
     errors.extend(config.alerts.problems());
     errors.extend(config.dpop.problems());
     errors.extend(config.log.problems());
-    errors.extend(config.admin.problems(config.tls.enabled()));
+    errors.extend(config.admin.problems(config.tls.enabled(), config.authorization.policies_dir.is_some()));
     errors.extend(validate_scale_out(config));
     errors.extend(config.rate_limit.validate());
     errors.extend(config.authorization.validate());

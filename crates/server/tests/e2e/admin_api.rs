@@ -294,3 +294,63 @@ async fn admin_api_validates_and_tests_the_policy_directory() {
     let bad = call(&server, "POST", "/admin/policies/test", Some(&t), Some(serde_json::json!({ "cases": 1 }))).await;
     assert_eq!(bad.status(), 400, "not a cases document");
 }
+
+/// `[admin] policies = true`: the shipped Cedar policies decide every admin call (roles,
+/// not the admin scope), a denial is a 403 problem with `policy_denied` and an
+/// `authz.denied` record naming the admin resource; nothing denied takes effect.
+#[tokio::test]
+async fn admin_api_decided_by_cedar_policies() {
+    use crate::gateway::{forge, now};
+    let instance = Instance::new();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    let instance = instance
+        .with_config(&format!("[authorization]\npolicies_dir = \"{}\"\n[admin]\npolicies = true\n", shipped.display()));
+    instance.create_user("carol", &[]);
+    let server = instance.serve();
+    let as_role = async |sub: &str, roles: &[&str], scope: &str| {
+        let claims = serde_json::json!({
+            "iss": server.issuer, "sub": sub, "aud": "portcullis-admin", "client_id": "console", "scope": scope,
+            "roles": roles, "exp": now() + 600, "iat": now(), "nbf": now(), "jti": domain::secret::random_token(8),
+        });
+        forge(&instance, &claims).await
+    };
+    let operator = as_role("olga", &["portcullis-operator"], "").await;
+    let auditor = as_role("aude", &["auditor"], "").await;
+    let helpdesk = as_role("hal", &["helpdesk"], "").await;
+    let scoped = as_role("sam", &[], "portcullis:admin").await;
+
+    assert_eq!(call(&server, "GET", "/admin/clients", Some(&auditor), None).await.status(), 200);
+    let denied = call(&server, "POST", "/admin/keys/rotate", Some(&auditor), None).await;
+    assert_eq!(denied.status(), 403);
+    assert_eq!(denied.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = denied.json().await.unwrap();
+    assert_eq!(body["reason"], "policy_denied");
+    assert!(!body.to_string().contains("permit"), "never the policy text");
+    let keys: serde_json::Value =
+        call(&server, "GET", "/admin/keys", Some(&operator), None).await.json().await.unwrap();
+    let count = keys.as_array().unwrap().len();
+    assert_eq!(call(&server, "POST", "/admin/keys/rotate", Some(&operator), None).await.status(), 200);
+    let keys: serde_json::Value =
+        call(&server, "GET", "/admin/keys", Some(&operator), None).await.json().await.unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), count + 1, "the operator's rotation happened");
+
+    assert_eq!(call(&server, "POST", "/admin/users/carol/disable", Some(&helpdesk), None).await.status(), 200);
+    let roles = serde_json::json!({ "roles": ["admin"] });
+    let escalate = call(&server, "PUT", "/admin/users/carol/roles", Some(&helpdesk), Some(roles)).await;
+    assert_eq!(escalate.status(), 403, "the help desk changes no roles");
+    let carol: serde_json::Value =
+        call(&server, "GET", "/admin/users/carol", Some(&operator), None).await.json().await.unwrap();
+    assert_eq!(carol["status"], "disabled");
+    assert_eq!(carol["roles"], serde_json::json!([]), "the denied change did not happen");
+    assert_eq!(call(&server, "GET", "/admin/clients", Some(&helpdesk), None).await.status(), 403);
+    assert_eq!(
+        call(&server, "GET", "/admin/clients", Some(&scoped), None).await.status(),
+        403,
+        "scopes decide nothing"
+    );
+
+    let logs = server.logs_once("authz.denied");
+    let denied: Vec<&String> = logs.iter().filter(|l| l.contains("\"event\":\"authz.denied\"")).collect();
+    assert!(denied.iter().any(|l| l.contains("User::hal") && l.contains("portcullis-admin") && l.contains("/roles")));
+    assert!(denied.iter().any(|l| l.contains("User::sam") && l.contains("default-deny")));
+}

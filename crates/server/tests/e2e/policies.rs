@@ -241,12 +241,12 @@ fn policy_commands_validate_and_test() {
     let d = dir.to_str().unwrap();
     let ok = instance.cli(&["policy", "validate", d]);
     assert_eq!(ok.status, 0, "{}", ok.stderr);
-    assert!(ok.stdout.contains("9 policies valid"), "{}", ok.stdout);
+    assert!(ok.stdout.contains("12 policies valid"), "{}", ok.stdout);
 
     let cases = shipped().join("tests.toml");
     let table = instance.cli(&["policy", "test", "--dir", d, "--file", cases.to_str().unwrap()]);
     assert_eq!(table.status, 0, "{}{}", table.stdout, table.stderr);
-    assert!(table.stdout.contains("27 of 27 cases passed"), "{}", table.stdout);
+    assert!(table.stdout.contains("34 of 34 cases passed"), "{}", table.stdout);
 
     let one = instance.cli(&[
         "policy",
