@@ -23,6 +23,7 @@ fn claims() -> AccessTokenClaims {
         roles: vec![],
         groups: vec![],
         cnf: None,
+        attributes: std::collections::BTreeMap::new(),
     }
 }
 

@@ -306,6 +306,7 @@ impl TokenService {
             roles: user.map(|(u, _)| u.roles.clone()).unwrap_or_default(),
             groups: user.map(|(u, _)| u.groups.clone()).unwrap_or_default(),
             cnf: None,
+            attributes: user.map(|(u, _)| crate::token::attribute_claims(&u.attributes)).unwrap_or_default(),
         }
     }
 

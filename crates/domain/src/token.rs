@@ -1,6 +1,8 @@
 //! JWT access tokens (RFC 9068): the claims we issue and the checks every verifier applies
 //! (RFC 9068 §4, RFC 8725).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
@@ -62,6 +64,52 @@ pub struct AccessTokenClaims {
     /// RFC 7800 confirmation: the key the token is bound to (RFC 9449 §6, RFC 8705 §3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// A user's attributes (`user create --attributes '{"tenant":"acme"}'`) as claims of
+    /// their own, for policies (`[authorization.claims]` maps them). Issued only; never
+    /// read back from a token (deserialising stays a plain struct, with no catch-all).
+    #[serde(flatten, skip_deserializing)]
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// Claim names a user attribute can never take: registered JWT and OIDC claims and every
+/// claim Portcullis sets itself (a duplicate would make two readings of one token).
+const RESERVED_CLAIMS: [&str; 24] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "auth_time",
+    "roles",
+    "groups",
+    "entitlements",
+    "cnf",
+    "act",
+    "may_act",
+    "azp",
+    "amr",
+    "acr",
+    "sid",
+    "nonce",
+    "typ",
+    "at_hash",
+    "c_hash",
+];
+
+/// The attributes of a user that become access-token claims: all but reserved names.
+#[must_use]
+pub fn attribute_claims(
+    attributes: &serde_json::Map<String, serde_json::Value>,
+) -> BTreeMap<String, serde_json::Value> {
+    attributes
+        .iter()
+        .filter(|(name, _)| !RESERVED_CLAIMS.contains(&name.as_str()) && !name.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The `cnf` claim of a sender-constrained token.
@@ -242,6 +290,19 @@ pub fn verify_access_token(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn user_attributes_become_claims_but_never_reserved_ones() {
+        let attributes = serde_json::json!({"tenant": "acme", "sub": "mallory", "scope": "admin", "cnf": {}, "": 1});
+        let claims = AccessTokenClaims { attributes: attribute_claims(attributes.as_object().unwrap()), ..claims() };
+        assert_eq!(claims.attributes.keys().collect::<Vec<_>>(), ["tenant"]);
+        let json = serde_json::to_value(&claims).unwrap();
+        assert_eq!(json["tenant"], "acme");
+        let back: AccessTokenClaims = serde_json::from_value(json).unwrap();
+        assert!(back.attributes.is_empty(), "never read back from a token");
+        assert_eq!(back.sub, claims.sub);
+    }
+
     use base64::Engine as _;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -274,6 +335,7 @@ mod tests {
             roles: vec![],
             groups: vec![],
             cnf: None,
+            attributes: BTreeMap::new(),
         }
     }
 

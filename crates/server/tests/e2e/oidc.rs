@@ -27,7 +27,17 @@ async fn openid_connect_code_flow_refresh_reuse_and_logout() {
     let instance = Instance::new().with("PORTCULLIS_SIGNIN__REFRESH_GRACE", "0");
     let user_id = instance.create_user(
         "alice",
-        &["--email", "alice@example.com", "--email-verified", "--name", "Alice", "--role", "editor"],
+        &[
+            "--email",
+            "alice@example.com",
+            "--email-verified",
+            "--name",
+            "Alice",
+            "--role",
+            "editor",
+            "--attributes",
+            r#"{"tenant":"acme","department":"r&d","sub":"mallory","roles":["admin"]}"#,
+        ],
     );
     let app = instance
         .create_app("Web App", &["--public", "--redirect-uri", REDIRECT, "--post-logout-redirect-uri", LOGGED_OUT]);
@@ -105,6 +115,15 @@ async fn openid_connect_code_flow_refresh_reuse_and_logout() {
     assert_eq!(at["sub"], user_id.as_str());
     assert_eq!(at["client_id"], client_id.as_str());
     assert_eq!(at["roles"], serde_json::json!(["editor"]));
+    // The user record's attributes, for policies; never over a claim of ours.
+    assert_eq!((at["tenant"].as_str(), at["department"].as_str()), (Some("acme"), Some("r&d")));
+    let raw = tokens.access_token().secret().split('.').nth(1).unwrap().to_owned();
+    let raw = {
+        use base64::Engine as _;
+        String::from_utf8(base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw).unwrap()).unwrap()
+    };
+    assert_eq!(raw.matches("\"sub\"").count(), 1, "one sub claim: {raw}");
+    assert!(!raw.contains("mallory") && !raw.contains("admin"), "attributes cannot set sub or roles: {raw}");
 
     // Userinfo, by the library.
     let info: CoreUserInfoClaims =
