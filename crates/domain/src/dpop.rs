@@ -340,7 +340,8 @@ pub fn ath(access_token: &str) -> String {
 }
 
 /// RFC 9449 §4.3 check 9: `htu` is compared without query and fragment, after RFC 3986
-/// §6.2.2/§6.2.3 normalization (case of scheme and host, default port, dot segments).
+/// §6.2.2/§6.2.3 normalization (case of scheme and host, default port, dot segments, and
+/// percent-encoding: unreserved characters decoded, other escapes in upper case).
 #[must_use]
 pub fn normalize_htu(htu: &str) -> Option<String> {
     let mut url = url::Url::parse(htu).ok()?;
@@ -352,7 +353,39 @@ pub fn normalize_htu(htu: &str) -> Option<String> {
     }
     url.set_query(None);
     url.set_fragment(None);
+    let path = normalize_percent_encoding(url.path());
+    url.set_path(&path);
     Some(url.into())
+}
+
+/// RFC 3986 §6.2.2.1–2: `%7E` → `~`, `%61` → `a`; `%2f` → `%2F` (a reserved character
+/// stays encoded: decoding it would change the path's meaning).
+fn normalize_percent_encoding(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(at) = rest.find('%') {
+        let (before, escape) = rest.split_at(at);
+        out.push_str(before);
+        let hex = escape.get(1..3).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok().map(|b| (h, b))) {
+            Some((_, b)) if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') => {
+                out.push(char::from(b));
+            }
+            Some((h, _)) => {
+                out.push('%');
+                out.push_str(&h.to_ascii_uppercase());
+            }
+            None => {
+                // Not an escape: a lone '%' (the URL parser leaves it as it is).
+                out.push('%');
+                rest = escape.get(1..).unwrap_or_default();
+                continue;
+            }
+        }
+        rest = escape.get(3..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Every check of RFC 9449 §4.3 but replay, at time `now`.
@@ -546,6 +579,21 @@ pub(crate) mod tests {
         let public = signer.public_jwk().unwrap();
         let value = serde_json::to_value(&public).unwrap();
         assert_eq!(thumbprint(value.as_object().unwrap()).unwrap(), public.thumbprint());
+    }
+
+    #[test]
+    fn htu_normalizes_percent_encoding() {
+        let n = |u: &str| normalize_htu(u).unwrap();
+        assert_eq!(n("https://a.example/v1/%7Ealice/%74hings"), "https://a.example/v1/~alice/things");
+        assert_eq!(n("https://a.example/v1/a%2fb"), n("https://a.example/v1/a%2Fb"), "escape case does not matter");
+        assert_ne!(
+            n("https://a.example/v1/a%2Fb"),
+            n("https://a.example/v1/a/b"),
+            "a reserved escape keeps its meaning"
+        );
+        assert_eq!(n("https://a.example/v1/%e2%82%ac"), "https://a.example/v1/%E2%82%AC");
+        assert_eq!(n("https://a.example/100%"), "https://a.example/100%");
+        assert_eq!(n("https://a.example/%zz/%4"), "https://a.example/%zz/%4");
     }
 
     #[test]
