@@ -14,7 +14,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{FromRequestParts as _, Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -206,7 +206,7 @@ impl IntoResponse for ApiError {
 
 /// Verifies the bearer token and its audience and scope, then runs the call in a span that
 /// names the actor.
-async fn authenticate(State(api): Api, req: Request, next: Next) -> Response {
+async fn authenticate(State(api): Api, mut req: Request, next: Next) -> Response {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -238,7 +238,15 @@ async fn authenticate(State(api): Api, req: Request, next: Next) -> Response {
     if config.policies {
         // `config check` refuses admin.policies without a policy directory; were the engine
         // missing anyway, nothing is allowed (default deny).
-        let query = admin_query(&api, &claims, &req, ip);
+        // The route's parameters as its handler will see them (percent-decoded by axum).
+        let (mut parts, body) = req.into_parts();
+        let params =
+            axum::extract::Path::<std::collections::BTreeMap<String, String>>::from_request_parts(&mut parts, &())
+                .await
+                .map(|axum::extract::Path(p)| p)
+                .unwrap_or_default();
+        req = Request::from_parts(parts, body);
+        let query = admin_query(&api, &claims, &req, ip, params);
         let verdict = api.policies.as_ref().map(|engine| engine.decide(&query));
         if let Some(v) = &verdict {
             v.log(&query, api.runtime.config.authorization.log_allows);
@@ -272,8 +280,14 @@ pub const ADMIN_RESOURCE: &str = "portcullis-admin";
 
 /// The Cedar query of an admin call: the token's subject (a client when `sub` is its
 /// `client_id`) with its roles, RBAC permissions, scopes and groups; the HTTP method; the
-/// admin resource with the call's path and the parameters of its route.
-fn admin_query(api: &AdminApi, claims: &domain::token::AccessTokenClaims, req: &Request, ip: Option<IpAddr>) -> Query {
+/// admin resource with the call's path and `params`, the parameters of its route.
+fn admin_query(
+    api: &AdminApi,
+    claims: &domain::token::AccessTokenClaims,
+    req: &Request,
+    ip: Option<IpAddr>,
+    params: std::collections::BTreeMap<String, String>,
+) -> Query {
     use domain::policy::{Circumstances, Principal, PrincipalKind, Resource};
     let kind = if claims.sub == claims.client_id { PrincipalKind::Client } else { PrincipalKind::User };
     let roles_map: std::collections::HashMap<String, Vec<String>> =
@@ -283,11 +297,6 @@ fn admin_query(api: &AdminApi, claims: &domain::token::AccessTokenClaims, req: &
         attributes.insert("groups".to_owned(), Value::from(claims.groups.clone()));
     }
     let path = req.uri().path();
-    let params = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .and_then(|pattern| domain::policy::path_params(pattern.as_str(), path))
-        .unwrap_or_default();
     Query {
         principal: Principal {
             kind: Some(kind),

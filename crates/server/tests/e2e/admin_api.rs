@@ -302,9 +302,22 @@ async fn admin_api_validates_and_tests_the_policy_directory() {
 async fn admin_api_decided_by_cedar_policies() {
     use crate::gateway::{forge, now};
     let instance = Instance::new();
+    // The shipped policies, plus one that reads a parameter (decoded as the handler sees it).
+    let dir = instance.data_dir().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
+    for entry in std::fs::read_dir(shipped).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        dir.join("keeper.cedar"),
+        "permit (principal in Role::\"keeper\", action == Action::\"GET\", resource == Route::\"portcullis-admin\")\n\
+         when { resource has username && resource.username == \"carol x\" };\n",
+    )
+    .unwrap();
     let instance = instance
-        .with_config(&format!("[authorization]\npolicies_dir = \"{}\"\n[admin]\npolicies = true\n", shipped.display()));
+        .with_config(&format!("[authorization]\npolicies_dir = \"{}\"\n[admin]\npolicies = true\n", dir.display()));
     instance.create_user("carol", &[]);
     let server = instance.serve();
     let as_role = async |sub: &str, roles: &[&str], scope: &str| {
@@ -348,6 +361,11 @@ async fn admin_api_decided_by_cedar_policies() {
         403,
         "scopes decide nothing"
     );
+    let keeper = as_role("kim", &["keeper"], "").await;
+    let decoded = call(&server, "GET", "/admin/users/carol%20x", Some(&keeper), None).await;
+    // Allowed (not 403): the policy saw `carol x`, decoded; the handler then refuses the name.
+    assert_eq!(decoded.status(), 400);
+    assert_eq!(call(&server, "GET", "/admin/users/carol", Some(&keeper), None).await.status(), 403);
 
     let logs = server.logs_once("authz.denied");
     let denied: Vec<&String> = logs.iter().filter(|l| l.contains("\"event\":\"authz.denied\"")).collect();
