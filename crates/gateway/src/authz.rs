@@ -19,7 +19,7 @@ use crate::error::{Downstream, GatewayError};
 use crate::routes::Route;
 
 /// Role-based permissions and the Cedar engine.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Authz {
     /// Role → permissions (`[authorization.roles]`).
     pub permissions: HashMap<String, Vec<String>>,

@@ -38,8 +38,9 @@ pub struct AdminApi {
     pub keys: Arc<KeyRing>,
     pub tokens: TokenService,
     pub hasher: domain::password::PasswordHasher,
-    /// The gateway's policy engine, when `authorization.policies_dir` is set.
-    pub policies: Option<Arc<domain::policy::PolicyEngine>>,
+    /// The gateway's role permissions and policy engine (when `authorization.policies_dir`
+    /// is set), for `[admin] policies` and the policy endpoints.
+    pub authz: gateway::authz::Authz,
 }
 
 pub(crate) type Api = State<Arc<AdminApi>>;
@@ -247,9 +248,9 @@ async fn authenticate(State(api): Api, mut req: Request, next: Next) -> Response
                 .unwrap_or_default();
         req = Request::from_parts(parts, body);
         let query = admin_query(&api, &claims, &req, ip, params);
-        let verdict = api.policies.as_ref().map(|engine| engine.decide(&query));
+        let verdict = api.authz.engine.as_ref().map(|engine| engine.decide(&query));
         if let Some(v) = &verdict {
-            v.log(&query, api.runtime.config.authorization.log_allows);
+            v.log(&query, api.authz.log_allows);
         }
         if !verdict.is_some_and(|v| v.allowed) {
             return ApiError::PolicyDenied.into_response();
@@ -290,8 +291,6 @@ fn admin_query(
 ) -> Query {
     use domain::policy::{Circumstances, Principal, PrincipalKind, Resource};
     let kind = if claims.sub == claims.client_id { PrincipalKind::Client } else { PrincipalKind::User };
-    let roles_map: std::collections::HashMap<String, Vec<String>> =
-        api.runtime.config.authorization.roles.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut attributes = std::collections::BTreeMap::new();
     if !claims.groups.is_empty() {
         attributes.insert("groups".to_owned(), Value::from(claims.groups.clone()));
@@ -302,7 +301,7 @@ fn admin_query(
             kind: Some(kind),
             id: claims.sub.clone(),
             roles: claims.roles.clone(),
-            permissions: domain::policy::permissions_of(&roles_map, &claims.roles),
+            permissions: api.authz.permissions_of(&claims.roles),
             scopes: claims.scopes().iter().map(ToString::to_string).collect(),
             client_id: Some(claims.client_id.clone()),
             attributes,

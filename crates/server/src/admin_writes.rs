@@ -160,7 +160,7 @@ pub(crate) async fn validate_policies(State(api): Api) -> Reply {
 /// Runs a table of expected decisions (the `policy test --file` format, as JSON) against
 /// the loaded policies.
 pub(crate) async fn test_policies(State(api): Api, Body(cases): Body<Value>) -> Reply {
-    let Some(engine) = &api.policies else {
+    let Some(engine) = &api.authz.engine else {
         return Err(CliError::Usage("no policies are loaded (authorization.policies_dir is not set)".into()).into());
     };
     let permissions = api.runtime.config.authorization.permissions();

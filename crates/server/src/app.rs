@@ -208,7 +208,7 @@ pub async fn serve(config: Config) -> Result<(), StartupError> {
         keys: keys.clone(),
         tokens: admin_tokens,
         hasher: runtime.config.passwords.hasher()?,
-        policies: authz.engine.clone(),
+        authz: authz.clone(),
     };
     let gw =
         build_gateway(&runtime, issuer.as_str(), keys.clone(), revoked.clone(), gateway_protection, authz, derived);

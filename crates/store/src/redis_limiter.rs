@@ -75,9 +75,52 @@ pub struct RedisLimiter {
     prefix: String,
     fail: FailMode,
     fallback: MemoryLimiter,
-    retry_interval: Duration,
+    outage: Outage,
+}
+
+/// A Redis that stopped answering, shared by the limiter and the login throttle: while it is
+/// down it is asked at most once per `retry` (requests must not each wait for a timeout),
+/// and each way of the change is reported once.
+#[derive(Debug)]
+pub(crate) struct Outage {
     /// `Some(t)` while Redis is considered down: not asked again before `t`.
     down_until: Mutex<Option<Instant>>,
+    retry: Duration,
+}
+
+/// What an answer (or its absence) changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    Same,
+    WentDown,
+    CameBack,
+}
+
+impl Outage {
+    pub(crate) fn new(retry: Duration) -> Self {
+        Self { down_until: Mutex::new(None), retry }
+    }
+
+    /// Whether Redis is worth asking now.
+    pub(crate) fn worth_asking(&self) -> bool {
+        self.down_until.lock().map_or(true, |d| d.is_none_or(|until| Instant::now() >= until))
+    }
+
+    /// Records whether Redis answered.
+    pub(crate) fn record(&self, answered: bool) -> Change {
+        let Ok(mut d) = self.down_until.lock() else { return Change::Same };
+        match (answered, d.is_some()) {
+            (true, true) => {
+                *d = None;
+                Change::CameBack
+            }
+            (false, was_down) => {
+                *d = Some(Instant::now() + self.retry);
+                if was_down { Change::Same } else { Change::WentDown }
+            }
+            (true, false) => Change::Same,
+        }
+    }
 }
 
 impl RedisLimiter {
@@ -103,15 +146,14 @@ impl RedisLimiter {
             prefix: prefix.to_owned(),
             fail,
             fallback: MemoryLimiter::new(fallback_max_keys),
-            retry_interval: Duration::from_secs(1),
-            down_until: Mutex::new(None),
+            outage: Outage::new(Duration::from_secs(1)),
         })
     }
 
     /// Sets how long a dead Redis is left alone before it is asked again (tests shorten it).
     #[must_use]
     pub fn with_retry_interval(mut self, interval: Duration) -> Self {
-        self.retry_interval = interval;
+        self.outage = Outage::new(interval);
         self
     }
 
@@ -166,8 +208,7 @@ impl RateLimiter for RedisLimiter {
         if counters.is_empty() {
             return Ok(Decision::unlimited());
         }
-        let was_down = self.down_until.lock().map_or(None, |d| *d);
-        if was_down.is_some_and(|until| Instant::now() < until) {
+        if !self.outage.worth_asking() {
             return self.degraded(now, counters);
         }
         let started = Instant::now();
@@ -175,12 +216,10 @@ impl RateLimiter for RedisLimiter {
         let outcome = if asked.is_ok() { "ok" } else { "error" };
         metrics::histogram!("portcullis_redis_duration_seconds", "op" => "ratelimit", "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
+        let change = self.outage.record(asked.is_ok());
         match asked {
             Ok(decision) => {
-                if was_down.is_some() {
-                    if let Ok(mut d) = self.down_until.lock() {
-                        *d = None;
-                    }
+                if change == Change::CameBack {
                     tracing::warn!(
                         target: "portcullis::audit", event = "ratelimit.backend_recovered",
                         "redis answers again; shared rate limits are back"
@@ -190,10 +229,7 @@ impl RateLimiter for RedisLimiter {
             }
             Err(e) => {
                 metrics::counter!("portcullis_redis_errors_total", "op" => "ratelimit").increment(1);
-                if let Ok(mut d) = self.down_until.lock() {
-                    *d = Some(Instant::now() + self.retry_interval);
-                }
-                if was_down.is_none() {
+                if change == Change::WentDown {
                     tracing::error!(
                         target: "portcullis::audit", event = "ratelimit.backend_down", alert = true,
                         error = %e, fail_mode = ?self.fail,

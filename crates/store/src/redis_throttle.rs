@@ -11,13 +11,14 @@
 //! a dead Redis is left alone for a second between tries, so logins do not each wait for
 //! its timeouts.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use domain::clock::UnixTime;
 use domain::throttle::{Failure, Gate, LoginThrottle, Throttle, ThrottleKey, ThrottlePolicy};
 use redis::aio::ConnectionManager;
+
+use crate::redis_limiter::{Change, Outage};
 
 /// ARGV = now. Returns the seconds left of a lock, -1 when a lock has just run out
 /// (reported once), 0 when open.
@@ -71,12 +72,8 @@ pub struct RedisThrottle {
     policy: ThrottlePolicy,
     /// Counts while Redis cannot answer.
     fallback: LoginThrottle,
-    /// `Some(t)` while Redis is considered down: not asked again before `t`.
-    down_until: Mutex<Option<Instant>>,
+    outage: Outage,
 }
-
-/// How long a Redis that did not answer is left alone.
-const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 impl RedisThrottle {
     /// Connects lazily, like the limiter.
@@ -94,7 +91,7 @@ impl RedisThrottle {
             prefix: format!("{prefix}login:"),
             policy,
             fallback: LoginThrottle::new(policy),
-            down_until: Mutex::new(None),
+            outage: Outage::new(Duration::from_secs(1)),
         })
     }
 
@@ -102,20 +99,12 @@ impl RedisThrottle {
         format!("{}{}", self.prefix, domain::secret::hash_secret(&key.render()))
     }
 
-    /// Whether Redis is worth asking now (not within a second of it failing to answer).
-    fn reachable(&self) -> bool {
-        self.down_until.lock().map_or(true, |d| d.is_none_or(|until| Instant::now() >= until))
-    }
-
     /// Records how Redis answered; logs when it goes away and when it is back.
     fn answered<T>(&self, op: &'static str, result: redis::RedisResult<T>) -> Option<T> {
-        let was_down = self.down_until.lock().ok().and_then(|mut d| match &result {
-            Ok(_) => d.take(),
-            Err(_) => d.replace(Instant::now() + RETRY_INTERVAL),
-        });
+        let change = self.outage.record(result.is_ok());
         match result {
             Ok(v) => {
-                if was_down.is_some() {
+                if change == Change::CameBack {
                     tracing::warn!(
                         target: "portcullis::audit", event = "throttle.backend_recovered",
                         "redis answers again; login failures are counted across instances"
@@ -125,7 +114,7 @@ impl RedisThrottle {
             }
             Err(e) => {
                 metrics::counter!("portcullis_redis_errors_total", "op" => op).increment(1);
-                if was_down.is_none() {
+                if change == Change::WentDown {
                     tracing::error!(
                         target: "portcullis::audit", event = "throttle.backend_down", alert = true, error = %e,
                         "redis is unreachable; login failures are counted per instance until it is back"
@@ -140,7 +129,7 @@ impl RedisThrottle {
 #[async_trait]
 impl Throttle for RedisThrottle {
     async fn check(&self, key: ThrottleKey<'_>, now: UnixTime) -> Gate {
-        if !self.reachable() {
+        if !self.outage.worth_asking() {
             return self.fallback.check(key, now);
         }
         let mut conn = self.manager.clone();
@@ -154,7 +143,7 @@ impl Throttle for RedisThrottle {
     }
 
     async fn fail(&self, key: ThrottleKey<'_>, now: UnixTime) -> Failure {
-        if !self.reachable() {
+        if !self.outage.worth_asking() {
             return self.fallback.fail(key, now);
         }
         let mut conn = self.manager.clone();
@@ -176,7 +165,7 @@ impl Throttle for RedisThrottle {
 
     async fn succeed(&self, account: &str) -> bool {
         let local = self.fallback.succeed(account);
-        if !self.reachable() {
+        if !self.outage.worth_asking() {
             return local;
         }
         let mut conn = self.manager.clone();
