@@ -27,6 +27,11 @@ fn q(sql: &str) -> Cow<'_, str> {
     Cow::Owned(numbered_placeholders(sql))
 }
 
+/// Starts a write transaction (PostgreSQL's row locks and conflicts need nothing more).
+async fn begin_write(pool: &sqlx::Pool<Db>) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+    pool.begin().await.map_err(map_err)
+}
+
 #[expect(
     clippy::duplicate_mod,
     reason = "the shared port code, compiled a second time for PostgreSQL (see crate::sql)"

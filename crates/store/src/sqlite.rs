@@ -26,6 +26,15 @@ fn q(sql: &str) -> Cow<'_, str> {
     Cow::Borrowed(sql)
 }
 
+/// Starts a write transaction holding SQLite's write lock from its first statement
+/// (`BEGIN IMMEDIATE`, waiting in the busy handler). A deferred transaction that reads and
+/// then writes fails at once with "database is locked" when another process (the CLI next
+/// to a running server, another server on the same file) committed in between, because
+/// SQLite cannot upgrade a stale read snapshot and does not wait for it.
+async fn begin_write(pool: &sqlx::Pool<Db>) -> Result<sqlx::Transaction<'static, Db>, StoreError> {
+    pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)
+}
+
 #[path = "ports/audit.rs"]
 mod audit;
 #[path = "ports/bans.rs"]

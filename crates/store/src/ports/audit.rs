@@ -9,7 +9,7 @@ use domain::StoreError;
 use domain::audit::{AuditChain, AuditEntry, AuditHead, AuditQuery, AuditRecord, AuditStore};
 use sqlx::Row as _;
 
-use super::{Db, DbRow, q};
+use super::{Db, DbRow, begin_write, q};
 use crate::sql::{SqlStore, map_err};
 
 type Store = SqlStore<Db>;
@@ -50,7 +50,7 @@ impl AuditStore for Store {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let mut tx = begin_write(&self.writer).await?;
         sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1").execute(&mut *tx).await.map_err(map_err)?;
         let head =
             sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await.map_err(map_err)?;

@@ -15,7 +15,7 @@ use domain::scope::Scopes;
 use domain::user::User;
 use sqlx::{Row as _, Transaction};
 
-use super::{Db, DbRow, q};
+use super::{Db, DbRow, begin_write, q};
 use crate::sql::{SqlStore, corrupt, map_err, to_json};
 
 type Store = SqlStore<Db>;
@@ -309,7 +309,7 @@ const FAMILY_COLUMNS: &str = "f.id AS f_id, f.client_id AS f_client_id, f.user_i
 /// Revokes the families a `WHERE` clause selects and returns their live access tokens, in
 /// one transaction.
 async fn revoke_where(store: &Store, filter: &str, arg: &str, now: UnixTime) -> Result<Vec<FamilyToken>, StoreError> {
-    let mut tx: Transaction<'_, Db> = store.writer.begin().await.map_err(map_err)?;
+    let mut tx: Transaction<'_, Db> = begin_write(&store.writer).await?;
     let ids: Vec<String> = sqlx::query_scalar(&q(&format!("SELECT id FROM grant_families WHERE {filter}")))
         .bind(arg)
         .fetch_all(&mut *tx)
@@ -457,7 +457,7 @@ impl GrantStore for Store {
         sealed_successor: &[u8],
         successor: &RefreshToken,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let mut tx = begin_write(&self.writer).await?;
         let claimed = sqlx::query(&q(
             "UPDATE refresh_tokens SET used_at = ?, successor = ? WHERE token_hash = ? AND used_at IS NULL",
         ))
@@ -491,7 +491,7 @@ impl GrantStore for Store {
     }
 
     async fn record_access_token(&self, family_id: &str, token: &FamilyToken) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(map_err)?;
+        let mut tx = begin_write(&self.writer).await?;
         // A no-op write that takes the family's row lock (PostgreSQL) and checks it is live:
         // a revocation that updated the row first makes this wait, then match nothing; one
         // that comes later waits for this transaction and then sees the token.
