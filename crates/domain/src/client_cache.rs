@@ -1,10 +1,14 @@
-//! A read-through cache in front of the [`ClientStore`] for several instances on one
-//! database: the token endpoint looks its client up on every request, and on PostgreSQL that
-//! lookup was a third of the CPU a token costs (`docs/benchmarks.md`). Entries live `ttl`
-//! seconds; every change made anywhere is announced on the cluster bus
-//! (`ClusterEvent::ClientChanged`) and drops the entry at once, so the TTL only bounds a
-//! lost message. Unknown ids are cached too (a flood of made-up ids does not reach the
-//! database), within a bounded number of entries.
+//! A read-through cache in front of the [`ClientStore`]: the token endpoint looks its client
+//! up on every request, and that lookup was the largest single cost of a token (a hand-off
+//! to the database's worker thread; a third of the CPU on PostgreSQL, `docs/benchmarks.md`).
+//!
+//! Staleness is bounded three ways. Changes made through this cache drop their entry at
+//! once. Changes made elsewhere — another instance, the CLI in another process, SQL — move
+//! the store's [`ClientStore::clients_version`], which the server polls every 2 s
+//! ([`CachedClients::refresh_if_changed`]) and, with Redis, are also announced on the
+//! cluster bus (`ClusterEvent::ClientChanged`). And no entry lives longer than `ttl`
+//! seconds whatever happens ([`CachedClients::max_staleness`]). Unknown ids are cached too
+//! (a flood of made-up ids does not reach the database), within a bounded number of entries.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,6 +37,8 @@ struct State {
     /// Bumped by every invalidation: a lookup that started before one does not store what
     /// it read (it may be the old value).
     generation: u64,
+    /// The store's clients' version the entries were read under (`None`: not polled yet).
+    version: Option<i64>,
 }
 
 impl CachedClients {
@@ -77,6 +83,29 @@ impl CachedClients {
             s.generation += 1;
         }
     }
+
+    /// The longest a cached entry may lag the store, in seconds, whatever else fails.
+    #[must_use]
+    pub fn max_staleness(&self) -> i64 {
+        self.ttl
+    }
+
+    /// Polls the store's clients' version and forgets everything when it moved since the
+    /// last poll (some client changed somewhere); returns whether it did.
+    ///
+    /// # Errors
+    /// The store could not be read; the entries stay (their TTL still bounds them).
+    pub async fn refresh_if_changed(&self) -> Result<bool, StoreError> {
+        let version = self.inner.clients_version().await?;
+        let Ok(mut s) = self.state.lock() else { return Ok(false) };
+        let changed = s.version.is_some_and(|seen| seen != version);
+        if changed {
+            s.entries.clear();
+            s.generation += 1;
+        }
+        s.version = Some(version);
+        Ok(changed)
+    }
 }
 
 #[async_trait]
@@ -113,6 +142,10 @@ impl ClientStore for CachedClients {
         self.invalidate(id);
         done
     }
+
+    async fn clients_version(&self) -> Result<i64, StoreError> {
+        self.inner.clients_version().await
+    }
 }
 
 #[cfg(test)]
@@ -125,12 +158,14 @@ mod tests {
     struct Counting {
         client: Mutex<Option<Client>>,
         reads: AtomicUsize,
+        version: std::sync::atomic::AtomicI64,
     }
 
     #[async_trait]
     impl ClientStore for Counting {
         async fn insert_client(&self, c: &Client) -> Result<(), StoreError> {
             *self.client.lock().unwrap() = Some(c.clone());
+            self.version.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
         async fn get_client(&self, _id: &str) -> Result<Option<Client>, StoreError> {
@@ -145,7 +180,11 @@ mod tests {
         }
         async fn delete_client(&self, _id: &str) -> Result<(), StoreError> {
             *self.client.lock().unwrap() = None;
+            self.version.fetch_add(1, Ordering::SeqCst);
             Ok(())
+        }
+        async fn clients_version(&self) -> Result<i64, StoreError> {
+            Ok(self.version.load(Ordering::SeqCst))
         }
     }
 
@@ -188,5 +227,26 @@ mod tests {
         inner.insert_client(&client(false)).await.unwrap();
         clock.advance(5);
         assert_eq!(cache.get_client("c1").await.unwrap(), Some(client(false)), "the TTL bounds a lost message");
+    }
+
+    #[tokio::test]
+    async fn a_change_made_elsewhere_is_seen_at_the_next_poll() {
+        let inner = Arc::new(Counting::default());
+        let cache = CachedClients::new(inner.clone(), Arc::new(FixedClock::new(1000)), 3600);
+        assert!(!cache.refresh_if_changed().await.unwrap(), "the first poll only notes the version");
+        inner.insert_client(&client(false)).await.unwrap();
+        assert!(cache.refresh_if_changed().await.unwrap());
+        assert_eq!(cache.get_client("c1").await.unwrap(), Some(client(false)));
+        assert!(!cache.refresh_if_changed().await.unwrap(), "no change, entries kept");
+        assert_eq!(cache.get_client("c1").await.unwrap(), Some(client(false)));
+        assert_eq!(inner.reads.load(Ordering::SeqCst), 1, "kept entries are hits");
+        // Another process disables the client: stale until the poll, never after it.
+        inner.insert_client(&client(true)).await.unwrap();
+        assert_eq!(cache.get_client("c1").await.unwrap(), Some(client(false)));
+        assert!(cache.refresh_if_changed().await.unwrap());
+        assert_eq!(cache.get_client("c1").await.unwrap(), Some(client(true)));
+        inner.delete_client("c1").await.unwrap();
+        assert!(cache.refresh_if_changed().await.unwrap());
+        assert_eq!(cache.get_client("c1").await.unwrap(), None, "a deletion elsewhere is seen too");
     }
 }

@@ -28,6 +28,10 @@ pub trait ClientStore: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// `NotFound` when there is no such client.
     async fn delete_client(&self, id: &str) -> Result<(), StoreError>;
+    /// A number that changes whenever any client is inserted, updated or deleted — by this
+    /// process or any other writing to the same store — and otherwise stays the same: what a
+    /// cache polls to know its entries may be stale (`crate::client_cache`).
+    async fn clients_version(&self) -> Result<i64, StoreError>;
 }
 
 /// Signing keys.

@@ -63,11 +63,13 @@ pub struct Runtime {
     pub bus: Arc<dyn ClusterBus>,
     /// The same bus, to subscribe to, when Redis is configured.
     pub redis_bus: Option<Arc<store::RedisBus>>,
-    /// With the bus, client lookups are cached (changes announced on the bus drop them).
-    pub client_cache: Option<Arc<domain::client_cache::CachedClients>>,
+    /// Client lookups are cached; the store's clients' version (polled) and the bus drop
+    /// changed entries (`domain::client_cache`).
+    pub client_cache: Arc<domain::client_cache::CachedClients>,
 }
 
-/// How long a cached client may be stale if its change announcement is lost.
+/// The longest a cached client may lag a change made by another process, in seconds (the
+/// 2 s version poll normally sees it first).
 const CLIENT_CACHE_TTL: i64 = 5;
 
 impl Runtime {
@@ -99,12 +101,9 @@ impl Runtime {
         let mut stores = db.stores();
         let master = master_key::resolve(&config.keys, &config.server.data_dir)?;
         crate::audit::start(&config.audit, stores.audit.clone(), master.audit_chain());
-        let client_cache = redis_bus.as_ref().map(|_| {
-            Arc::new(domain::client_cache::CachedClients::new(stores.clients.clone(), clock.clone(), CLIENT_CACHE_TTL))
-        });
-        if let Some(cache) = &client_cache {
-            stores.clients = cache.clone();
-        }
+        let client_cache =
+            Arc::new(domain::client_cache::CachedClients::new(stores.clients.clone(), clock.clone(), CLIENT_CACHE_TTL));
+        stores.clients = client_cache.clone();
         Ok(Self { config, stores, clock, bus, redis_bus, client_cache })
     }
 
@@ -132,13 +131,21 @@ impl Runtime {
 
     /// Revokes every access token of a user or client issued up to now (an incident
     /// cut-off, see `domain::revoked::Cutoff`), kept until the last such token expires.
+    /// A client's cut-off reaches the cache's staleness bound into the future: an instance
+    /// whose cached copy does not yet show the client disabled may still issue tokens until
+    /// then, and those must fall under the cut-off too.
     ///
     /// # Errors
     /// The store failed.
     pub async fn cut_off(&self, kind: domain::revoked::CutoffKind, id: &str) -> Result<(), domain::StoreError> {
         let now = self.clock.now();
-        let key = domain::revoked::Cutoff { kind, id: id.to_owned(), issued_before: now }.key();
-        let until = now + self.config.tokens.max_access_token_ttl.as_i64() + self.config.tokens.leeway.as_i64();
+        let issued_before = match kind {
+            domain::revoked::CutoffKind::Client => now + self.client_cache.max_staleness(),
+            domain::revoked::CutoffKind::Subject => now,
+        };
+        let key = domain::revoked::Cutoff { kind, id: id.to_owned(), issued_before }.key();
+        let until =
+            issued_before + self.config.tokens.max_access_token_ttl.as_i64() + self.config.tokens.leeway.as_i64();
         self.blocklist(vec![domain::grant::FamilyToken { jti: key, expires_at: until }]).await
     }
 

@@ -1,5 +1,5 @@
-//! The server's background tasks: the revocation mirror's sync (store poll and Redis
-//! bus), the ban list's sync, the CORS origins, and the scheduled key lifecycle and purges.
+//! The server's background tasks: the revocation mirror's and the client cache's sync
+//! (store poll and Redis bus), the ban list's sync, the CORS origins, and the scheduled key lifecycle and purges.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +9,9 @@ use domain::keyring::KeyRing;
 
 use crate::app::Runtime;
 
-/// Keeps the in-memory revocation mirror in step with the store (other instances, CLI):
-/// pushed through Redis when configured, and polled every 2 s either way.
+/// Keeps the in-memory revocation mirror, the key ring and the client cache in step with
+/// the store (other instances, CLI): pushed through Redis when configured, and polled every
+/// 2 s either way.
 pub(crate) fn spawn_revocation_sync(
     runtime: &Runtime,
     revoked: Arc<domain::revoked::RevokedSet>,
@@ -24,11 +25,18 @@ pub(crate) fn spawn_revocation_sync(
     let store = runtime.stores.revocations.clone();
     let clock = runtime.clock.clone();
     let ring = keys.clone();
+    let clients = runtime.client_cache.clone();
     tasks.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            // Clients first: once a revocation shows, so does the client change made with it.
+            match clients.refresh_if_changed().await {
+                Ok(true) => tracing::debug!("clients changed in the store; cached clients dropped"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(cause = %e, "client version check failed; cached clients expire by age"),
+            }
             let now = clock.now();
             match store.list_active(now).await {
                 Ok(active) => revoked.sync(active, now),
@@ -67,20 +75,14 @@ fn spawn_cluster_subscriber(
                     tracing::debug!(taken, announced = tokens.len(), "revocations from another instance applied");
                 }
                 Some(ClusterEvent::KeysChanged) => reload_keys(&keys).await,
-                Some(ClusterEvent::ClientChanged { id }) => {
-                    if let Some(cache) = &clients {
-                        cache.invalidate(&id);
-                    }
-                }
+                Some(ClusterEvent::ClientChanged { id }) => clients.invalidate(&id),
                 Some(ClusterEvent::ApiKeyChanged { id }) => {
                     if let Some(gw) = &gateway {
                         gw.api_keys().invalidate(&id);
                     }
                 }
                 None => {
-                    if let Some(cache) = &clients {
-                        cache.clear();
-                    }
+                    clients.clear();
                     if let Some(gw) = &gateway {
                         gw.api_keys().clear();
                     }

@@ -14,7 +14,7 @@ use domain::grant::{AuthCode, CodeRedemption, Consent, FamilyToken, GrantFamily,
 use domain::jose::Algorithm;
 use domain::keys::{KeyState, MasterKey};
 use domain::pkce::CodeChallenge;
-use domain::ports::Stores;
+use domain::ports::{ClientStore, Stores};
 use domain::scope::Scopes;
 use domain::secret::random_token;
 use domain::user::User;
@@ -68,8 +68,11 @@ pub async fn clients(stores: &Stores) -> Result<(), StoreError> {
     let s = &stores.clients;
     let id = format!("c-{}", random_token(9));
     let c = client(&id);
+    let mut version = s.clients_version().await?;
     s.insert_client(&c).await?;
     assert_eq!(s.get_client(&id).await?.as_ref(), Some(&c), "client round trip");
+    version = moved(s.as_ref(), version, "insert").await?;
+    assert_eq!(s.clients_version().await?, version, "reads leave the version alone");
     assert!(matches!(s.insert_client(&c).await, Err(StoreError::Conflict(_))), "duplicate id is a conflict");
     assert_eq!(s.get_client("missing-client").await?, None);
 
@@ -93,15 +96,25 @@ pub async fn clients(stores: &Stores) -> Result<(), StoreError> {
     changed.name = "renamed".into();
     changed.secret_hash = Some("cd".repeat(32));
     changed.updated_at = NOW + 5;
+    version = s.clients_version().await?;
     s.update_client(&changed).await?;
     assert_eq!(s.get_client(&id).await?.as_ref(), Some(&changed), "update round trip");
+    version = moved(s.as_ref(), version, "update").await?;
     assert!(matches!(s.update_client(&client("missing-client")).await, Err(StoreError::NotFound)));
 
     s.delete_client(&id).await?;
+    moved(s.as_ref(), version, "delete").await?;
     s.delete_client(&public.id).await?;
     assert_eq!(s.get_client(&id).await?, None);
     assert!(matches!(s.delete_client(&id).await, Err(StoreError::NotFound)));
     Ok(())
+}
+
+/// Asserts that the clients' version moved past `before` (after a change); returns it.
+async fn moved(s: &dyn ClientStore, before: i64, change: &str) -> Result<i64, StoreError> {
+    let now = s.clients_version().await?;
+    assert_ne!(now, before, "a client {change} changes the clients' version");
+    Ok(now)
 }
 
 /// The signing-key port.

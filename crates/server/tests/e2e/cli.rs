@@ -1,5 +1,7 @@
 //! Client management and configuration checks through the CLI, observed over HTTP.
 
+use std::time::{Duration, Instant};
+
 use crate::harness::{Instance, post_form, token};
 
 #[tokio::test]
@@ -35,12 +37,29 @@ async fn client_lifecycle() {
     let t = token(&server, short["client_id"].as_str().unwrap(), short["client_secret"].as_str().unwrap(), None).await;
     assert_eq!(t["expires_in"], 60, "per-client lifetime");
 
+    // The server caches clients; a change the CLI makes from another process reaches it at
+    // its next poll of the store (every 2 s), as CLI revocations do.
+    let settles_to = |want: u16| {
+        let (url, id, secret) = (url.clone(), id.clone(), secret.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let status = post_form(&url, &id, &secret, &cc).await.status().as_u16();
+                if status == want {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "still {status}, not {want}, 5 s after the CLI change");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(post_form(&url, &id, &secret, &cc).await.status(), 200, "now cached as enabled");
     assert_eq!(instance.cli(&["client", "disable", &id]).status, 0);
-    assert_eq!(post_form(&url, &id, &secret, &cc).await.status(), 401);
+    settles_to(401).await;
     assert_eq!(instance.cli(&["client", "enable", &id]).status, 0);
-    assert_eq!(post_form(&url, &id, &secret, &cc).await.status(), 200);
+    settles_to(200).await;
     assert_eq!(instance.cli(&["client", "delete", &id]).status, 0);
-    assert_eq!(post_form(&url, &id, &secret, &cc).await.status(), 401);
+    settles_to(401).await;
     assert_eq!(instance.cli(&["client", "delete", &id]).status, 2, "unknown id is a usage error");
     assert_eq!(instance.cli(&["client", "show", "nope"]).status, 2);
     let bad = instance.cli(&["client", "create", "--name", "x", "--grant", "password", "--audience", "a"]);

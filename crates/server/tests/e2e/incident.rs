@@ -58,7 +58,9 @@ async fn revoking_a_client_refuses_every_token_it_holds() {
     assert_eq!(gw_status(&server, &stolen).await, 200, "cached as verified by the gateway");
     assert_eq!(introspect(&server, &other, &other_secret, &stolen).await["active"], true);
 
+    let incident_started = crate::gateway::now();
     let out = incident(&instance, &["revoke-client", &victim]);
+    let incident_ended = crate::gateway::now();
     assert!(out.contains("revoked everything of client"), "{out}");
     eventually("the gateway refusing the client's token", || async { gw_status(&server, &stolen).await == 401 }).await;
     let before = upstream.count();
@@ -70,12 +72,34 @@ async fn revoking_a_client_refuses_every_token_it_holds() {
     assert_eq!(again.status(), 401, "the client is disabled: no new tokens");
     assert_eq!(gw_status(&server, &fine).await, 200, "another client's token still works");
 
-    // Re-enabled after the incident, the client gets tokens that work again.
+    // Re-enabled after the incident, the client gets tokens again as soon as the server's
+    // client cache sees the change (the 2 s poll). The cut-off reaches the cache's staleness
+    // bound (5 s) past the incident — an instance with a stale copy may have issued tokens
+    // until then — so tokens issued within it are refused and those issued after it work.
     assert_eq!(instance.cli(&["client", "enable", &victim]).status, 0);
-    tokio::time::sleep(Duration::from_millis(1100)).await; // a new `iat` second, past the cut-off
-    let fresh = token(&server, &victim, &victim_secret, None).await["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(gw_status(&server, &fresh).await, 200, "tokens issued after the cut-off are valid");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let resp =
+            post_form(&server.url("/oauth2/token"), &victim, &victim_secret, &[("grant_type", "client_credentials")])
+                .await;
+        if resp.status() == 200 {
+            let fresh = resp.json::<serde_json::Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+            let iat = crate::dpop::payload(&fresh)["iat"].as_i64().unwrap();
+            let status = gw_status(&server, &fresh).await;
+            if iat <= incident_started + STALENESS {
+                assert_eq!(status, 401, "issued within the cut-off window (iat {iat}, incident {incident_started})");
+            } else if iat > incident_ended + STALENESS {
+                assert_eq!(status, 200, "tokens issued after the cut-off are valid");
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the re-enabled client never got a working token");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
+
+/// How far past an incident a client's cut-off reaches (the client cache's bound).
+const STALENESS: i64 = 5;
 
 #[tokio::test]
 async fn revoking_a_user_ends_sessions_refresh_and_access_tokens() {

@@ -136,6 +136,15 @@ impl ClientStore for Store {
             .map_err(map_err)?;
         if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
     }
+
+    async fn clients_version(&self) -> Result<i64, StoreError> {
+        // Bumped by triggers on `clients` (migration 0011), so every writer counts.
+        let row = sqlx::query(&q("SELECT version FROM change_counters WHERE name = 'clients'"))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.try_get("version").map_err(map_err)
+    }
 }
 
 fn key_from_row(row: &DbRow) -> Result<StoredKey, StoreError> {
