@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use cedar_policy::{
@@ -47,6 +47,9 @@ pub struct Policies {
     /// rest of the context together (Cedar parses the extension's name each time), so it
     /// is left out when no policy can read it.
     uses_ip: bool,
+    /// Which request-varying context values the policies can read (what a remembered
+    /// decision must be keyed by).
+    reads: Reads,
     /// Policy id → the file it came from, for messages.
     pub sources: BTreeMap<String, String>,
 }
@@ -115,10 +118,8 @@ impl Policies {
             return Err(errors);
         }
         let (general, by_route) = index(&set).map_err(|e| vec![e])?;
-        let uses_ip = files
-            .iter()
-            .any(|(_, text)| text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|token| token == "ip"));
-        Ok(Self { general, by_route, actions, sources, uses_ip })
+        let reads = Reads::of(files.iter().map(|(_, text)| text.as_str()));
+        Ok(Self { general, by_route, actions, sources, uses_ip: reads.ip, reads })
     }
 
     /// The policies that can apply to a request for `route`.
@@ -164,6 +165,57 @@ fn index(set: &PolicySet) -> Result<(PolicySet, HashMap<String, PolicySet>), Str
         by_route.insert(route, s);
     }
     Ok((general, by_route))
+}
+
+/// Which of the context values that vary between otherwise equal requests (the clock, the
+/// address) a policy set can read, found by the words of its text: conservative, since a
+/// word in a comment or string counts too, and a policy that uses `context` other than
+/// through one attribute (`context.x`, `context["x"]`, `context has x`) counts as reading
+/// them all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Reads {
+    ip: bool,
+    time: bool,
+    hour: bool,
+    weekday: bool,
+}
+
+impl Reads {
+    fn of<'a>(texts: impl Iterator<Item = &'a str>) -> Self {
+        let mut r = Self::default();
+        for text in texts {
+            let mut rest = text;
+            while let Some((word, after)) = next_word(rest) {
+                match word {
+                    "ip" => r.ip = true,
+                    "time" => r.time = true,
+                    "hour" => r.hour = true,
+                    "weekday" => r.weekday = true,
+                    "context" => {
+                        let next = after.trim_start();
+                        let one_attribute = next.starts_with('.')
+                            || next.starts_with('[')
+                            || next.strip_prefix("has").is_some_and(|h| h.starts_with(char::is_whitespace));
+                        if !one_attribute {
+                            return Self { ip: true, time: true, hour: true, weekday: true };
+                        }
+                    }
+                    _ => {}
+                }
+                rest = after;
+            }
+        }
+        r
+    }
+}
+
+/// The next identifier-like word of `text` and what follows it.
+fn next_word(text: &str) -> Option<(&str, &str)> {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let start = text.find(is_word)?;
+    let rest = text.get(start..)?;
+    let end = rest.find(|c: char| !is_word(c)).unwrap_or(rest.len());
+    Some((rest.get(..end)?, rest.get(end..)?))
 }
 
 fn has_parents(e: &Entity) -> bool {
@@ -291,37 +343,89 @@ impl Verdict {
     }
 }
 
-/// The live policy set, swapped atomically on reload.
+/// The live policy set, swapped atomically on reload, with the decisions it has made.
 #[derive(Debug)]
 pub struct PolicyEngine {
-    current: ArcSwap<Policies>,
+    current: ArcSwap<Loaded>,
     authorizer: Authorizer,
 }
+
+/// A policy set and its remembered decisions (dropped with it on reload).
+#[derive(Debug)]
+struct Loaded {
+    policies: Policies,
+    decided: Mutex<HashMap<Vec<u8>, Verdict>>,
+}
+
+/// The most decisions remembered; past it an arbitrary tenth is forgotten.
+const MAX_REMEMBERED: usize = 20_000;
 
 impl PolicyEngine {
     #[must_use]
     pub fn new(policies: Policies) -> Self {
-        Self { current: ArcSwap::from_pointee(policies), authorizer: Authorizer::new() }
+        Self { current: ArcSwap::from_pointee(Loaded::new(policies)), authorizer: Authorizer::new() }
     }
 
     /// Puts a new policy set in place; requests in flight finish with the old one.
     pub fn replace(&self, policies: Policies) {
-        self.current.store(Arc::new(policies));
+        self.current.store(Arc::new(Loaded::new(policies)));
     }
 
     /// Only builds the Cedar request and entities of `query` (for the benchmark's
     /// breakdown of where a decision's time goes).
     #[doc(hidden)]
     pub fn prepare_only(&self, query: &Query) -> bool {
-        let policies = self.current.load();
-        build(query, &policies.actions, policies.uses_ip).is_ok()
+        let loaded = self.current.load();
+        build(query, &loaded.policies.actions, loaded.policies.uses_ip).is_ok()
     }
 
     /// Decides `query`. Anything that cannot be expressed (an id Cedar cannot hold, a bad
     /// attribute) denies, with the reason in `errors`.
+    ///
+    /// A decision is a pure function of the query and the policy set, so it is remembered
+    /// under an exact encoding of everything Cedar sees ([`memo_key`]: the principal and
+    /// its attributes, action, resource, and the context values the policies can read)
+    /// and answered from memory when the same question comes again — typically every
+    /// request after the first of a caller on a route. The clock's values are part of the
+    /// key only when a policy reads them (`hour` for office hours, and so on).
     #[must_use]
     pub fn decide(&self, query: &Query) -> Verdict {
-        let policies = self.current.load();
+        let loaded = self.current.load();
+        let Some(key) = memo_key(query, loaded.policies.reads) else {
+            return self.evaluate_with(&loaded.policies, query);
+        };
+        if let Ok(decided) = loaded.decided.lock()
+            && let Some(verdict) = decided.get(&key)
+        {
+            return verdict.clone();
+        }
+        let verdict = self.evaluate_with(&loaded.policies, query);
+        if let Ok(mut decided) = loaded.decided.lock() {
+            if decided.len() >= MAX_REMEMBERED {
+                let evict: Vec<Vec<u8>> = decided.keys().take(MAX_REMEMBERED / 10).cloned().collect();
+                for k in evict {
+                    decided.remove(&k);
+                }
+            }
+            decided.insert(key, verdict.clone());
+        }
+        verdict
+    }
+
+    /// How many decisions are remembered.
+    #[must_use]
+    pub fn remembered(&self) -> usize {
+        self.current.load().decided.lock().map_or(0, |d| d.len())
+    }
+
+    /// Decides `query` with Cedar, never from memory (what [`Self::decide`] remembers; the
+    /// benchmark of one decision).
+    #[must_use]
+    pub fn evaluate(&self, query: &Query) -> Verdict {
+        self.evaluate_with(&self.current.load().policies, query)
+    }
+
+    fn evaluate_with(&self, policies: &Policies, query: &Query) -> Verdict {
         match build(query, &policies.actions, policies.uses_ip) {
             Ok((request, entities)) => {
                 let set = policies.for_route(&query.resource.route);
@@ -336,6 +440,58 @@ impl PolicyEngine {
             Err(e) => deny(e),
         }
     }
+}
+
+impl Loaded {
+    fn new(policies: Policies) -> Self {
+        Self { policies, decided: Mutex::new(HashMap::new()) }
+    }
+}
+
+/// An exact, unambiguous encoding (every part length-prefixed) of everything [`build`]
+/// gives Cedar for `q`, leaving out only the clock and address values no policy reads:
+/// equal keys mean equal Cedar requests and entities, so equal decisions.
+fn memo_key(q: &Query, reads: Reads) -> Option<Vec<u8>> {
+    let mut key = Vec::with_capacity(256);
+    let mut put = |bytes: &[u8]| {
+        key.extend_from_slice(&bytes.len().to_le_bytes());
+        key.extend_from_slice(bytes);
+    };
+    let p = &q.principal;
+    put(p.kind.map_or("", PrincipalKind::type_name).as_bytes());
+    put(p.id.as_bytes());
+    for list in [&p.roles, &p.permissions, &p.scopes] {
+        put(&list.len().to_le_bytes());
+        list.iter().for_each(|item| put(item.as_bytes()));
+    }
+    put(p.client_id.as_deref().map_or(&[0][..], |c| c.as_bytes()));
+    put(&[u8::from(p.client_id.is_some())]);
+    // serde_json's output names a value exactly (distinct values, distinct text).
+    put(serde_json::to_string(&p.attributes).ok()?.as_bytes());
+    put(q.action.as_bytes());
+    put(q.resource.route.as_bytes());
+    put(q.resource.path.as_bytes());
+    put(&q.resource.params.len().to_le_bytes());
+    for (k, v) in &q.resource.params {
+        put(k.as_bytes());
+        put(v.as_bytes());
+    }
+    let c = &q.context;
+    put(c.method.as_bytes());
+    put(&[u8::from(c.mfa)]);
+    if reads.ip {
+        put(c.ip.map(|ip| ip.to_string()).unwrap_or_default().as_bytes());
+    }
+    if reads.time {
+        put(&c.time.to_le_bytes());
+    }
+    if reads.hour {
+        put(&(c.time.rem_euclid(86_400) / 3600).to_le_bytes());
+    }
+    if reads.weekday {
+        put(&(c.time.div_euclid(86_400) + 3).rem_euclid(7).to_le_bytes());
+    }
+    Some(key)
 }
 
 /// The Cedar request and entities of `q` (the schema's `actions` included).
@@ -535,6 +691,92 @@ mod tests {
         let p = Policies::load(&[("p.cedar".into(), principal_only.into())], SCHEMA)
             .unwrap_or_else(|e| unreachable!("{e:?}"));
         assert!(!p.uses_ip, "\"principal\" is not \"ip\"");
+    }
+
+    fn engine(text: &str) -> PolicyEngine {
+        PolicyEngine::new(
+            Policies::load(&[("t.cedar".into(), text.into())], SCHEMA).unwrap_or_else(|e| unreachable!("{e:?}")),
+        )
+    }
+
+    fn user(id: &str, time: i64) -> Query {
+        Query {
+            principal: Principal { kind: Some(PrincipalKind::User), id: id.into(), ..Principal::default() },
+            action: "GET".into(),
+            resource: Resource { route: "r".into(), path: "/".into(), ..Resource::default() },
+            context: Circumstances { time, ..Circumstances::default() },
+        }
+    }
+
+    #[test]
+    fn what_policies_read_of_the_context() {
+        let reads = |text: &str| Reads::of([text].into_iter());
+        assert_eq!(reads("permit(principal, action, resource);"), Reads::default());
+        let hours = reads("permit(principal, action, resource) when { context.hour >= 9 && context has mfa };");
+        assert_eq!(hours, Reads { hour: true, ..Reads::default() });
+        assert!(reads(r#"forbid(principal, action, resource) when { context["weekday"] > 4 };"#).weekday);
+        assert!(reads("permit(principal, action, resource) when { principal.datetime == 1 };") == Reads::default());
+        let all = Reads { ip: true, time: true, hour: true, weekday: true };
+        assert_eq!(reads("permit(principal, action, resource) when { context == {} };"), all, "the whole record");
+        assert_eq!(reads("permit(principal, action, resource) when { principal.context == \"x\" };"), all);
+    }
+
+    #[test]
+    fn remembered_decisions_follow_everything_the_policies_read() {
+        // 2026-12-02 10:30 UTC and 20:30 UTC.
+        let (morning, evening) = (1_796_207_400, 1_796_207_400 + 10 * 3600);
+        let e = engine(
+            r#"@id("office") permit(principal, action, resource) when { context.hour >= 9 && context.hour < 17 };
+               @id("alice") forbid(principal is User, action, resource) when { principal.id == "alice" };"#,
+        );
+        assert!(e.decide(&user("bob", morning)).allowed);
+        assert!(e.decide(&user("bob", morning + 59)).allowed);
+        assert_eq!(e.remembered(), 1, "the same hour is the same question: time itself is not read");
+        let late = e.decide(&user("bob", evening));
+        assert!(!late.allowed, "another hour is another question");
+        assert_eq!(late, e.evaluate(&user("bob", evening)));
+        let alice = e.decide(&user("alice", morning));
+        assert!(!alice.allowed && alice.policies == vec!["alice".to_owned()], "{alice:?}");
+        let mut tenant = user("bob", morning);
+        tenant.principal.attributes.insert("tenant".into(), serde_json::json!("acme"));
+        tenant.resource.path = "/other".into();
+        assert!(e.decide(&tenant).allowed);
+        assert_eq!(e.remembered(), 4);
+
+        // A reload forgets every decision the old set made.
+        e.replace(
+            Policies::load(&[("d.cedar".into(), "@id(\"none\") forbid(principal, action, resource);".into())], SCHEMA)
+                .unwrap_or_else(|e| unreachable!("{e:?}")),
+        );
+        assert_eq!(e.remembered(), 0);
+        assert!(!e.decide(&user("bob", morning)).allowed);
+    }
+
+    #[test]
+    fn remembered_decisions_follow_the_address_when_read() {
+        let e = engine(r#"permit(principal, action, resource) when { context.ip.isInRange(ip("10.0.0.0/8")) };"#);
+        let mut q = user("a", 0);
+        q.context.ip = Some([10, 1, 2, 3].into());
+        assert!(e.decide(&q).allowed);
+        q.context.ip = Some([192, 0, 2, 1].into());
+        assert!(!e.decide(&q).allowed);
+        q.context.ip = Some([10, 1, 2, 3].into());
+        assert!(e.decide(&q).allowed);
+        assert_eq!(e.remembered(), 2);
+    }
+
+    #[test]
+    fn keys_are_unambiguous() {
+        let mut a = user("ab", 0);
+        a.principal.roles = vec!["c".into()];
+        let mut b = user("a", 0);
+        b.principal.roles = vec!["bc".into()];
+        assert_ne!(memo_key(&a, Reads::default()), memo_key(&b, Reads::default()));
+        let mut c = user("a", 0);
+        c.principal.roles = vec!["x".into()];
+        let mut d = user("a", 0);
+        d.principal.permissions = vec!["x".into()];
+        assert_ne!(memo_key(&c, Reads::default()), memo_key(&d, Reads::default()));
     }
 
     #[test]
