@@ -91,7 +91,8 @@ impl CachedClients {
     }
 
     /// Polls the store's clients' version and forgets everything when it moved since the
-    /// last poll (some client changed somewhere); returns whether it did.
+    /// last poll (some client changed somewhere), or on the first poll; returns whether it
+    /// moved.
     ///
     /// # Errors
     /// The store could not be read; the entries stay (their TTL still bounds them).
@@ -99,7 +100,8 @@ impl CachedClients {
         let version = self.inner.clients_version().await?;
         let Ok(mut s) = self.state.lock() else { return Ok(false) };
         let changed = s.version.is_some_and(|seen| seen != version);
-        if changed {
+        if s.version != Some(version) {
+            // The first poll clears too: entries read before it carry no known version.
             s.entries.clear();
             s.generation += 1;
         }
