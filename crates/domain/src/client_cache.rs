@@ -41,6 +41,14 @@ struct State {
     version: Option<i64>,
 }
 
+impl State {
+    /// Drops every entry; lookups in flight do not store what they read.
+    fn forget_all(&mut self) {
+        self.entries.clear();
+        self.generation += 1;
+    }
+}
+
 impl CachedClients {
     #[must_use]
     pub fn new(inner: Arc<dyn ClientStore>, clock: Arc<dyn Clock>, ttl: i64) -> Self {
@@ -79,8 +87,7 @@ impl CachedClients {
     /// Forgets everything (the bus reconnected: changes may have been missed).
     pub fn clear(&self) {
         if let Ok(mut s) = self.state.lock() {
-            s.entries.clear();
-            s.generation += 1;
+            s.forget_all();
         }
     }
 
@@ -102,8 +109,7 @@ impl CachedClients {
         let changed = s.version.is_some_and(|seen| seen != version);
         if s.version != Some(version) {
             // The first poll clears too: entries read before it carry no known version.
-            s.entries.clear();
-            s.generation += 1;
+            s.forget_all();
         }
         s.version = Some(version);
         Ok(changed)

@@ -8,6 +8,7 @@ pub mod apikey;
 pub mod audit;
 pub mod authorize;
 pub mod bff;
+pub mod bounded;
 pub mod client;
 pub mod client_cache;
 pub mod clock;

@@ -43,12 +43,9 @@ pub struct Policies {
     by_route: HashMap<String, PolicySet>,
     /// The schema's action entities (for `action in [group]`).
     actions: Vec<Entity>,
-    /// Whether any policy mentions `ip`: building the `ipaddr` value costs more than the
-    /// rest of the context together (Cedar parses the extension's name each time), so it
-    /// is left out when no policy can read it.
-    uses_ip: bool,
-    /// Which request-varying context values the policies can read (what a remembered
-    /// decision must be keyed by).
+    /// Which request-varying context values the policies can read: what a remembered
+    /// decision is keyed by, and whether to build the `ipaddr` value at all (it costs more
+    /// than the rest of the context together: Cedar parses the extension's name each time).
     reads: Reads,
     /// Policy id → the file it came from, for messages.
     pub sources: BTreeMap<String, String>,
@@ -119,7 +116,7 @@ impl Policies {
         }
         let (general, by_route) = index(&set).map_err(|e| vec![e])?;
         let reads = Reads::of(files.iter().map(|(_, text)| text.as_str()));
-        Ok(Self { general, by_route, actions, sources, uses_ip: reads.ip, reads })
+        Ok(Self { general, by_route, actions, sources, reads })
     }
 
     /// The policies that can apply to a request for `route`.
@@ -376,7 +373,7 @@ impl PolicyEngine {
     #[doc(hidden)]
     pub fn prepare_only(&self, query: &Query) -> bool {
         let loaded = self.current.load();
-        build(query, &loaded.policies.actions, loaded.policies.uses_ip).is_ok()
+        build(query, &loaded.policies.actions, loaded.policies.reads.ip).is_ok()
     }
 
     /// Decides `query`. Anything that cannot be expressed (an id Cedar cannot hold, a bad
@@ -401,12 +398,7 @@ impl PolicyEngine {
         }
         let verdict = self.evaluate_with(&loaded.policies, query);
         if let Ok(mut decided) = loaded.decided.lock() {
-            if decided.len() >= MAX_REMEMBERED {
-                let evict: Vec<Vec<u8>> = decided.keys().take(MAX_REMEMBERED / 10).cloned().collect();
-                for k in evict {
-                    decided.remove(&k);
-                }
-            }
+            crate::bounded::make_room(&mut decided, MAX_REMEMBERED, |_| false);
             decided.insert(key, verdict.clone());
         }
         verdict
@@ -426,7 +418,7 @@ impl PolicyEngine {
     }
 
     fn evaluate_with(&self, policies: &Policies, query: &Query) -> Verdict {
-        match build(query, &policies.actions, policies.uses_ip) {
+        match build(query, &policies.actions, policies.reads.ip) {
             Ok((request, entities)) => {
                 let set = policies.for_route(&query.resource.route);
                 let response = self.authorizer.is_authorized(&request, set, &entities);
@@ -676,7 +668,7 @@ mod tests {
             "@id(\"office\") permit(principal, action, resource) when { context.ip.isInRange(ip(\"10.0.0.0/8\")) };";
         let policies =
             Policies::load(&[("o.cedar".into(), text.into())], SCHEMA).unwrap_or_else(|e| unreachable!("{e:?}"));
-        assert!(policies.uses_ip);
+        assert!(policies.reads.ip);
         let engine = PolicyEngine::new(policies);
         let mut q = Query {
             principal: Principal { kind: Some(PrincipalKind::User), id: "a".into(), ..Principal::default() },
@@ -690,7 +682,7 @@ mod tests {
         let principal_only = "permit(principal is User, action, resource) when { principal.id == \"a\" };";
         let p = Policies::load(&[("p.cedar".into(), principal_only.into())], SCHEMA)
             .unwrap_or_else(|e| unreachable!("{e:?}"));
-        assert!(!p.uses_ip, "\"principal\" is not \"ip\"");
+        assert!(!p.reads.ip, "\"principal\" is not \"ip\"");
     }
 
     fn engine(text: &str) -> PolicyEngine {

@@ -14,8 +14,8 @@ use domain::clock::UnixTime;
 use domain::ports::ApiKeyStore;
 
 use crate::auth::Identity;
-use crate::cache::make_room;
 use crate::error::{Downstream, GatewayError};
+use domain::bounded::make_room;
 
 /// The issuer recorded in identities established by an API key.
 pub const API_KEY_ISSUER: &str = "portcullis:api_key";

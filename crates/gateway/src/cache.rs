@@ -5,9 +5,9 @@
 //! distinct tokens.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
+use domain::bounded::make_room;
 use domain::clock::UnixTime;
 use sha2::{Digest as _, Sha256};
 
@@ -18,22 +18,6 @@ pub type TokenHash = [u8; 32];
 #[must_use]
 pub fn hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
-}
-
-/// Makes room for one more entry in a map bounded to `capacity`: stale entries go first,
-/// then an arbitrary tenth, so a flood of distinct keys can neither grow the map nor
-/// flush it entirely.
-pub(crate) fn make_room<K: Eq + Hash + Clone, V>(map: &mut HashMap<K, V>, capacity: usize, stale: impl Fn(&V) -> bool) {
-    if map.len() < capacity {
-        return;
-    }
-    map.retain(|_, v| !stale(v));
-    if map.len() >= capacity {
-        let evict: Vec<K> = map.keys().take(capacity / 10 + 1).cloned().collect();
-        for k in evict {
-            map.remove(&k);
-        }
-    }
 }
 
 #[derive(Debug)]

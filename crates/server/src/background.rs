@@ -1,5 +1,6 @@
 //! The server's background tasks: the revocation mirror's and the client cache's sync
-//! (store poll and Redis bus), the ban list's sync, the CORS origins, and the scheduled key lifecycle and purges.
+//! (store poll and Redis bus), the ban list's sync, the CORS origins, and the scheduled
+//! key lifecycle and purges.
 
 use std::sync::Arc;
 use std::time::Duration;
