@@ -264,10 +264,17 @@ pub fn web_origins(clients: &[Client]) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// A client id: 128 random bits, base64url. Not a secret, but not guessable either.
+/// A client id: 128 random bits, base64url. Not a secret, but not guessable either. Never
+/// starting with `-` (one in 64 would), which a command line would take for an option
+/// (`portcullis client show -Rx…`, `audit search --subject -Rx…`).
 #[must_use]
 pub fn new_client_id() -> String {
-    secret::random_token(16)
+    loop {
+        let id = secret::random_token(16);
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 /// A client secret: 256 random bits, base64url (43 characters).
@@ -321,6 +328,16 @@ impl ClientCredentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_ids_never_look_like_options() {
+        // One in 64 raw tokens starts with `-`; 2,000 ids all but surely meet some.
+        for _ in 0..2_000 {
+            let id = new_client_id();
+            assert!(!id.starts_with('-'), "{id}");
+            assert_eq!(id.len(), 22);
+        }
+    }
 
     fn registration() -> ClientRegistration {
         ClientRegistration {
