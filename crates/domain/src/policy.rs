@@ -351,7 +351,7 @@ pub struct PolicyEngine {
 #[derive(Debug)]
 struct Loaded {
     policies: Policies,
-    decided: Mutex<HashMap<Vec<u8>, Verdict>>,
+    decided: Mutex<HashMap<Vec<u8>, Arc<Verdict>>>,
 }
 
 /// The most decisions remembered; past it an arbitrary tenth is forgotten.
@@ -386,20 +386,20 @@ impl PolicyEngine {
     /// request after the first of a caller on a route. The clock's values are part of the
     /// key only when a policy reads them (`hour` for office hours, and so on).
     #[must_use]
-    pub fn decide(&self, query: &Query) -> Verdict {
+    pub fn decide(&self, query: &Query) -> Arc<Verdict> {
         let loaded = self.current.load();
         let Some(key) = memo_key(query, loaded.policies.reads) else {
-            return self.evaluate_with(&loaded.policies, query);
+            return Arc::new(self.evaluate_with(&loaded.policies, query));
         };
         if let Ok(decided) = loaded.decided.lock()
             && let Some(verdict) = decided.get(&key)
         {
-            return verdict.clone();
+            return Arc::clone(verdict);
         }
-        let verdict = self.evaluate_with(&loaded.policies, query);
+        let verdict = Arc::new(self.evaluate_with(&loaded.policies, query));
         if let Ok(mut decided) = loaded.decided.lock() {
             crate::bounded::make_room(&mut decided, MAX_REMEMBERED, |_| false);
-            decided.insert(key, verdict.clone());
+            decided.insert(key, Arc::clone(&verdict));
         }
         verdict
     }
@@ -458,8 +458,13 @@ fn memo_key(q: &Query, reads: Reads) -> Option<Vec<u8>> {
     }
     put(p.client_id.as_deref().map_or(&[0][..], |c| c.as_bytes()));
     put(&[u8::from(p.client_id.is_some())]);
-    // serde_json's output names a value exactly (distinct values, distinct text).
-    put(serde_json::to_string(&p.attributes).ok()?.as_bytes());
+    // serde_json's output names a value exactly (distinct values, distinct text); no
+    // attributes (the common case for clients) is the text `{}` without serialising.
+    if p.attributes.is_empty() {
+        put(b"{}");
+    } else {
+        put(serde_json::to_string(&p.attributes).ok()?.as_bytes());
+    }
     put(q.action.as_bytes());
     put(q.resource.route.as_bytes());
     put(q.resource.path.as_bytes());
@@ -726,7 +731,7 @@ mod tests {
         assert_eq!(e.remembered(), 1, "the same hour is the same question: time itself is not read");
         let late = e.decide(&user("bob", evening));
         assert!(!late.allowed, "another hour is another question");
-        assert_eq!(late, e.evaluate(&user("bob", evening)));
+        assert_eq!(*late, e.evaluate(&user("bob", evening)));
         let alice = e.decide(&user("alice", morning));
         assert!(!alice.allowed && alice.policies == vec!["alice".to_owned()], "{alice:?}");
         let mut tenant = user("bob", morning);
@@ -769,6 +774,14 @@ mod tests {
         let mut d = user("a", 0);
         d.principal.permissions = vec!["x".into()];
         assert_ne!(memo_key(&c, Reads::default()), memo_key(&d, Reads::default()));
+        // No attributes is keyed as their serialisation would be, and differs from any.
+        let mut e = user("a", 0);
+        let plain = memo_key(&e, Reads::default());
+        e.principal.attributes.insert("tenant".into(), serde_json::json!("t1"));
+        assert_ne!(plain, memo_key(&e, Reads::default()));
+        e.principal.attributes.clear();
+        assert_eq!(serde_json::to_string(&e.principal.attributes).ok().as_deref(), Some("{}"));
+        assert_eq!(plain, memo_key(&e, Reads::default()));
     }
 
     #[test]
