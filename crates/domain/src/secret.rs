@@ -20,6 +20,19 @@ pub fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(&*buf)
 }
 
+/// An identifier people type on command lines (client and user ids): `bytes` random bytes,
+/// base64url, never starting with `-` — one in 64 would, and a command line takes it for an
+/// option (`portcullis client show -Rx…`, `audit search --subject -Rx…`).
+#[must_use]
+pub fn random_id(bytes: usize) -> String {
+    loop {
+        let id = random_token(bytes);
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
 /// `bytes` random bytes from the OS CSPRNG, lowercase hex (public identifiers).
 #[must_use]
 pub fn random_hex(bytes: usize) -> String {
@@ -78,6 +91,16 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_never_look_like_options() {
+        // One in 64 raw tokens starts with `-`; 2,000 ids all but surely meet some.
+        for _ in 0..2_000 {
+            let id = random_id(16);
+            assert!(!id.starts_with('-'), "{id}");
+            assert_eq!(id.len(), 22);
+        }
+    }
 
     #[test]
     fn random_tokens_are_256_bit_and_distinct() {

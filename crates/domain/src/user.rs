@@ -105,10 +105,11 @@ impl User {
     }
 }
 
-/// A user id: 128 random bits, base64url.
+/// A user id: 128 random bits, base64url ([`crate::secret::random_id`]: never starting
+/// with `-`, so `user`/`incident` commands take it as a value).
 #[must_use]
 pub fn new_user_id() -> String {
-    crate::secret::random_token(16)
+    crate::secret::random_id(16)
 }
 
 #[cfg(test)]
