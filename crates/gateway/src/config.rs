@@ -288,6 +288,18 @@ impl GatewayConfig {
     #[must_use]
     pub fn validate(&self) -> Vec<String> {
         let mut errors = Vec::new();
+        let h = &self.headers;
+        for (key, name) in [
+            ("subject", &h.subject),
+            ("client_id", &h.client_id),
+            ("scopes", &h.scopes),
+            ("roles", &h.roles),
+            ("issuer", &h.issuer),
+        ] {
+            if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                errors.push(format!("gateway.headers.{key} = {name:?} is not a valid HTTP header name"));
+            }
+        }
         for (i, issuer) in self.issuers.iter().enumerate() {
             let at = format!("gateway.issuers[{i}]");
             if issuer.issuer.is_empty() || issuer.issuer == SELF_ISSUER {

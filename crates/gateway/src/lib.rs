@@ -13,6 +13,7 @@ pub mod cors;
 pub mod error;
 pub mod jwks;
 pub mod limits;
+pub mod meters;
 pub mod path;
 pub mod proxy;
 pub mod routes;
@@ -141,9 +142,9 @@ impl Gateway {
         tracing::Span::current().record("route", route.name.as_str());
         let started = std::time::Instant::now();
         let response = self.process_route(parts, body, route, &path, peer, preflight).await;
-        metrics::histogram!("portcullis_gateway_request_duration_seconds", "route" => route.name.clone())
-            .record(started.elapsed().as_secs_f64());
-        count(&route.name, response)
+        route.meters.request_took(started.elapsed().as_secs_f64());
+        route.meters.count(response.status());
+        response
     }
 
     async fn process_route(
@@ -258,7 +259,7 @@ impl Gateway {
             .map(|q| q.split('&').filter(|p| !p.starts_with("access_token=")).collect::<Vec<_>>().join("&"));
         let forward = proxy::Forward {
             traceparent: parts.extensions.get::<TraceParent>().map(|t| t.0.as_str()),
-            route: &route.name,
+            meters: &route.meters,
             path,
             query,
             identity: identity.as_deref(),
@@ -415,20 +416,25 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, GatewayErro
     }
 }
 
-/// Counts a response by route (empty: no route matched) and status.
+/// Counts a response that no route's meters count: by `route` (empty: no route matched)
+/// and status.
 fn count(route: &str, response: Response) -> Response {
-    metrics::counter!(
-        "portcullis_gateway_requests_total",
-        "route" => route.to_owned(),
-        "status" => response.status().as_str().to_owned()
-    )
-    .increment(1);
+    meters::requests(route, response.status()).increment(1);
     response
 }
 
 /// The gateway's router: every request goes through [`Gateway::process`].
 pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new().fallback(handle).with_state(gateway)
+}
+
+/// A request's client address in its span, formatted only when the span is recorded.
+struct Peer(Option<std::net::IpAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.map_or(Ok(()), |ip| ip.fmt(f))
+    }
 }
 
 /// The `traceparent` the upstream gets: this request's span as its parent.
@@ -450,7 +456,7 @@ async fn handle(State(gateway): State<Arc<Gateway>>, mut req: Request) -> Respon
         "gateway",
         method = %req.method(),
         path = %req.uri().path(),
-        remote_addr = %peer.map(|p| p.to_string()).unwrap_or_default(),
+        remote_addr = %Peer(peer),
         route = tracing::field::Empty,
         trace_id = %trace.trace_id,
         span_id = %trace.span_id,

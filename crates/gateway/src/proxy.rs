@@ -21,6 +21,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{RouteConfig, UpstreamProtocol};
+use crate::meters::Outcome;
 
 use crate::auth::Identity;
 use crate::config::IdentityHeaders;
@@ -80,8 +81,8 @@ pub struct Forward<'a> {
     /// W3C `traceparent` for the upstream (replaces the client's: the gateway's span is the
     /// upstream's parent).
     pub traceparent: Option<&'a str>,
-    /// The route's name, for metrics.
-    pub route: &'a str,
+    /// The route's metrics.
+    pub meters: &'a crate::meters::RouteMeters,
     pub path: &'a str,
     pub query: Option<String>,
     pub identity: Option<&'a Identity>,
@@ -160,13 +161,12 @@ impl RouteProxy {
         let started = std::time::Instant::now();
         let sent = tokio::time::timeout(self.request_timeout, self.client.request(request)).await;
         let outcome = match &sent {
-            Err(_) => "timeout",
-            Ok(Err(_)) => "unreachable",
-            Ok(Ok(r)) if r.status().is_server_error() => "5xx",
-            Ok(Ok(_)) => "ok",
+            Err(_) => Outcome::Timeout,
+            Ok(Err(_)) => Outcome::Unreachable,
+            Ok(Ok(r)) if r.status().is_server_error() => Outcome::ServerError,
+            Ok(Ok(_)) => Outcome::Ok,
         };
-        metrics::histogram!("portcullis_upstream_duration_seconds", "route" => f.route.to_owned(), "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
+        f.meters.upstream_took(outcome, started.elapsed().as_secs_f64());
         if let Ok(Ok(r)) = &sent
             && r.status().is_server_error()
         {
@@ -203,15 +203,19 @@ const HOP_BY_HOP: [&str; 9] = [
 /// Headers a client could use to lie about where it comes from.
 const FORWARDING: [&str; 5] = ["forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"];
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
+/// The header names `Connection` lists (RFC 9110 §7.6.1: hop-by-hop for this message).
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
+        .collect()
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in connection_listed(headers) {
         headers.remove(name);
     }
     for name in HOP_BY_HOP {
@@ -222,33 +226,41 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Whether a header name is one of ours: never accepted from a client.
 #[must_use]
 pub fn is_identity_header(name: &str, names: &IdentityHeaders) -> bool {
-    let lower = name.to_ascii_lowercase();
-    lower.starts_with("x-portcullis-")
+    const PREFIX: &str = "x-portcullis-";
+    name.get(..PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
         || [&names.subject, &names.client_id, &names.scopes, &names.roles, &names.issuer]
             .iter()
-            .any(|n| n.eq_ignore_ascii_case(&lower))
+            .any(|n| n.eq_ignore_ascii_case(name))
 }
 
+/// The upstream's headers: the client's, minus everything hop-by-hop, spoofable or (per
+/// route) the credential, plus the verified identity and fresh forwarding headers. One pass
+/// over the client's headers into a new map (cloning the map and removing names one by one
+/// costs a hash lookup per name removed, on every request).
 fn upstream_headers(incoming: &HeaderMap, f: &Forward<'_>) -> HeaderMap {
-    let mut headers = incoming.clone();
-    strip_hop_by_hop(&mut headers);
-    let original_host = headers.get(header::HOST).cloned();
-    headers.remove(header::HOST);
-    headers.remove(header::CONTENT_LENGTH);
-    for name in FORWARDING {
-        headers.remove(name);
+    let listed = connection_listed(incoming);
+    let credential = |name: &HeaderName| {
+        name == header::AUTHORIZATION
+            || name.as_str() == crate::auth::API_KEY_HEADER
+            || name.as_str() == domain::dpop::DPOP_HEADER
+    };
+    let dropped = |name: &HeaderName| {
+        name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || HOP_BY_HOP.contains(&name.as_str())
+            || FORWARDING.contains(&name.as_str())
+            || listed.contains(name)
+            || is_identity_header(name.as_str(), f.header_names)
+            // A DPoP proof goes with the token: it names the gateway's URL and is spent here.
+            || (!f.forward_authorization && credential(name))
+    };
+    let mut headers = HeaderMap::with_capacity(incoming.keys_len() + 9);
+    for (name, value) in incoming {
+        if !dropped(name) {
+            headers.append(name.clone(), value.clone());
+        }
     }
-    let spoofable: Vec<HeaderName> =
-        headers.keys().filter(|n| is_identity_header(n.as_str(), f.header_names)).cloned().collect();
-    for name in spoofable {
-        headers.remove(name);
-    }
-    if !f.forward_authorization {
-        headers.remove(header::AUTHORIZATION);
-        headers.remove(crate::auth::API_KEY_HEADER);
-        // A DPoP proof goes with the token: it names the gateway's URL and is spent here.
-        headers.remove(domain::dpop::DPOP_HEADER);
-    }
+    let original_host = incoming.get(header::HOST);
     if !f.strip_cookies.is_empty() {
         let kept: Vec<String> = headers
             .get_all(header::COOKIE)
@@ -269,14 +281,20 @@ fn upstream_headers(incoming: &HeaderMap, f: &Forward<'_>) -> HeaderMap {
     {
         headers.insert(header::AUTHORIZATION, v);
     }
-    let mut set = |name: &str, value: &str| {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            headers.insert(n, v);
+    let mut put = |name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
         }
     };
     if let Some(tp) = f.traceparent {
-        set("traceparent", tp);
+        put(HeaderName::from_static("traceparent"), tp);
     }
+    // Configured names (checked at start-up, so parsing cannot fail here).
+    let mut set = |name: &str, value: &str| {
+        if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+            put(n, value);
+        }
+    };
     if let Some(id) = f.identity {
         set(&f.header_names.subject, &id.subject);
         if let Some(client) = &id.client_id {
@@ -286,21 +304,33 @@ fn upstream_headers(incoming: &HeaderMap, f: &Forward<'_>) -> HeaderMap {
         set(&f.header_names.roles, &id.roles.join(" "));
         set(&f.header_names.issuer, &id.issuer);
     }
-    let host = original_host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-    if let Some(ip) = f.peer {
-        set("x-forwarded-for", &ip.to_string());
-        let node = match ip {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        };
-        let host_part = if host.is_empty() { String::new() } else { format!(";host=\"{host}\"") };
-        set("forwarded", &format!("for={node};proto=http{host_part}"));
-    }
-    set("x-forwarded-proto", "http");
-    if !host.is_empty() {
-        set("x-forwarded-host", host);
-    }
+    let host = original_host.and_then(|h| h.to_str().ok()).unwrap_or("");
+    forwarding(&mut headers, host, f.peer);
     headers
+}
+
+/// `Forwarded`, `X-Forwarded-For/Proto/Host` as this hop saw the request.
+fn forwarding(headers: &mut HeaderMap, host: &str, peer: Option<IpAddr>) {
+    let mut put = |name: HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    if let Some(ip) = peer {
+        let ip_text = ip.to_string();
+        let forwarded = match (ip, host.is_empty()) {
+            (IpAddr::V4(_), true) => format!("for={ip_text};proto=http"),
+            (IpAddr::V4(_), false) => format!("for={ip_text};proto=http;host=\"{host}\""),
+            (IpAddr::V6(_), true) => format!("for=\"[{ip_text}]\";proto=http"),
+            (IpAddr::V6(_), false) => format!("for=\"[{ip_text}]\";proto=http;host=\"{host}\""),
+        };
+        put(HeaderName::from_static("forwarded"), &forwarded);
+        put(HeaderName::from_static("x-forwarded-for"), &ip_text);
+    }
+    put(HeaderName::from_static("x-forwarded-proto"), "http");
+    if !host.is_empty() {
+        put(HeaderName::from_static("x-forwarded-host"), host);
+    }
 }
 
 #[cfg(test)]
@@ -339,7 +369,7 @@ mod tests {
         let id = Identity { subject: "alice".into(), scopes: vec!["a".into()], ..Identity::default() };
         let f = Forward {
             traceparent: None,
-            route: "test",
+            meters: &crate::meters::RouteMeters::new("test"),
             path: "/",
             query: None,
             identity: Some(&id),

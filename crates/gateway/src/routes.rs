@@ -21,6 +21,7 @@ pub struct Route {
     pub schema: Option<crate::schema::BodySchema>,
     /// The route's own rate limits; `None` means the gateway's defaults.
     pub limits: Option<Vec<domain::ratelimit::CompiledRule>>,
+    pub meters: crate::meters::RouteMeters,
 }
 
 impl Route {
@@ -34,8 +35,10 @@ impl Route {
             .collect::<Result<Vec<_>, _>>()?;
         let auth = c.auth.as_ref().map(crate::config::AuthSpec::methods).ok_or("auth is required")?;
         let prefix = c.path_prefix.trim_end_matches('/').to_ascii_lowercase();
+        let name = if c.name.is_empty() { c.path_prefix.clone() } else { c.name.clone() };
         Ok(Self {
-            name: if c.name.is_empty() { c.path_prefix.clone() } else { c.name.clone() },
+            meters: crate::meters::RouteMeters::new(&name),
+            name,
             prefix,
             host: c.host.as_ref().map(|h| h.to_ascii_lowercase()),
             methods: c

@@ -911,7 +911,8 @@ mod tests {
             &path,
             "[[gateway.routes]]\npath_prefix = \"api\"\nupstreams = [\"https://x/y\"]\nauth = \"jwt\"\nissuers = [\"https://nope\"]\n\
              [[gateway.routes]]\npath_prefix = \"/b\"\nupstreams = [\"http://127.0.0.1:1\"]\nscopes_all = [\"a\"]\nauth = \"none\"\n\
-             [[gateway.routes]]\npath_prefix = \"/c\"\nupstreams = [\"http://127.0.0.1:1\"]\nauth = \"basic\"\nupstream = 1\n",
+             [[gateway.routes]]\npath_prefix = \"/c\"\nupstreams = [\"http://127.0.0.1:1\"]\nauth = \"basic\"\nupstream = 1\n\
+             [gateway.headers]\nsubject = \"X Subject\"\n",
         )
         .unwrap();
         let all = load(Some(&path), env(&[])).unwrap_err().to_string();
@@ -921,6 +922,7 @@ mod tests {
             "need audiences",
             "not configured",
             "cannot allow auth",
+            "gateway.headers.subject = \"X Subject\" is not a valid HTTP header name",
             "gateway",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
