@@ -1,6 +1,8 @@
 //! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the store answers
 //! and a signing key is loaded).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +14,7 @@ pub async fn get_healthz() -> Response {
     (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
 }
 
-pub async fn get_readyz(State(state): State<AppState>) -> Response {
+pub async fn get_readyz(State(state): State<Arc<AppState>>) -> Response {
     if let Err(err) = state.health.ping().await {
         tracing::warn!(event = "readiness.failed", cause = %err, "store is not reachable");
         return problem(StatusCode::SERVICE_UNAVAILABLE, "Not ready", "the store is not reachable");

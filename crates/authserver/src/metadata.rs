@@ -1,6 +1,8 @@
 //! Authorization server metadata (RFC 8414 §2, OpenID Connect Discovery 1.0 §3) and the
 //! JWK Set (RFC 7517 §5). The metadata lists only what this server actually implements.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -57,7 +59,7 @@ pub fn document(issuer: &Issuer, algorithm: Algorithm, dpop: &crate::SenderConst
 }
 
 /// `GET /.well-known/oauth-authorization-server` and `/.well-known/openid-configuration`.
-pub async fn get_metadata(State(state): State<AppState>) -> Response {
+pub async fn get_metadata(State(state): State<Arc<AppState>>) -> Response {
     (
         [
             (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
@@ -70,7 +72,7 @@ pub async fn get_metadata(State(state): State<AppState>) -> Response {
 
 /// `GET /oauth2/jwks`: public keys of every announced, active and retired key. `max-age`
 /// comes from the rotation schedule so that no verifier meets a key it has not cached.
-pub async fn get_jwks(State(state): State<AppState>) -> Response {
+pub async fn get_jwks(State(state): State<Arc<AppState>>) -> Response {
     let keys = state.tokens.keys().snapshot();
     let cache = format!("public, max-age={}", keys.jwks_max_age());
     (

@@ -1,6 +1,8 @@
 //! Handlers of the token (RFC 6749 §3.2), introspection (RFC 7662 §2) and revocation
 //! (RFC 7009 §2) endpoints. Each: extract → one domain call → response.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +18,7 @@ use crate::wire::{ApiError, no_store_json};
 
 /// `POST /oauth2/token`
 pub async fn post_token(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     form: OAuthForm<TOKEN>,
 ) -> Result<Response, ApiError> {
@@ -48,7 +50,10 @@ pub async fn post_token(
 }
 
 /// `POST /oauth2/introspect`
-pub async fn post_introspect(State(state): State<AppState>, form: OAuthForm<INTROSPECT>) -> Result<Response, ApiError> {
+pub async fn post_introspect(
+    State(state): State<Arc<AppState>>,
+    form: OAuthForm<INTROSPECT>,
+) -> Result<Response, ApiError> {
     let client_id = form.credentials.client_id().to_owned();
     let fail = |e| ApiError::new("introspect", e).client(Some(&client_id));
     let reference = TokenReference::parse(&form.params).map_err(fail)?;
@@ -67,7 +72,7 @@ pub async fn post_introspect(State(state): State<AppState>, form: OAuthForm<INTR
 }
 
 /// `POST /oauth2/revoke`
-pub async fn post_revoke(State(state): State<AppState>, form: OAuthForm<REVOKE>) -> Result<Response, ApiError> {
+pub async fn post_revoke(State(state): State<Arc<AppState>>, form: OAuthForm<REVOKE>) -> Result<Response, ApiError> {
     let client_id = form.credentials.client_id().to_owned();
     let fail = |e| ApiError::new("revoke", e).client(Some(&client_id));
     let reference = TokenReference::parse(&form.params).map_err(fail)?;

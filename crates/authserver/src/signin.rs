@@ -2,6 +2,8 @@
 //! §3.1.2), the login and consent forms, RP-initiated logout, and userinfo (OIDC Core §5.3,
 //! bearer per RFC 6750). Each: extract → one domain call → page, redirect or JSON.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, RawQuery, State};
@@ -21,13 +23,17 @@ use crate::pages::{SESSION_COOKIE, see_other};
 use crate::wire::{ApiError, no_store_json};
 
 /// `GET /oauth2/authorize`
-pub async fn get_authorize(State(state): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+pub async fn get_authorize(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
     authorize(&state, &headers, query.unwrap_or_default()).await
 }
 
 /// `POST /oauth2/authorize` (OIDC Core §3.1.2.1: the form-encoded variant).
 pub async fn post_authorize(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -50,7 +56,7 @@ async fn authorize(state: &AppState, headers: &HeaderMap, raw: String) -> Respon
 
 /// `POST /oauth2/login`
 pub async fn post_login(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(ClientIp(client)): Extension<ClientIp>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -90,7 +96,7 @@ pub async fn post_login(
 
 /// `POST /oauth2/consent`
 pub async fn post_consent(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -110,7 +116,7 @@ pub async fn post_consent(
 /// `id_token_hint` for the signed-in user, the user confirms on a form first, so another
 /// site cannot sign them out with a link.
 pub async fn logout(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
@@ -159,7 +165,7 @@ pub async fn logout(
 
 /// `GET|POST /oauth2/userinfo`
 pub async fn userinfo(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     method: axum::http::Method,
     certificate: Option<axum::Extension<domain::client::ClientCertificate>>,
     headers: HeaderMap,

@@ -116,6 +116,17 @@ pub enum ClientCommand {
         #[arg(allow_hyphen_values = true)]
         id: String,
     },
+    /// Change a registered client's settings (only the ones given).
+    Update {
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+        /// DPoP mandatory for this client's token requests (RFC 9449 §5.2
+        /// `dpop_bound_access_tokens`): true or false. Tokens already issued keep their binding.
+        #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+        dpop_bound: Option<bool>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Default, Args)]
@@ -253,6 +264,14 @@ pub async fn client(config: Config, command: ClientCommand) -> Result<(), CliErr
             delete_client(&rt, &id).await?;
             println!("deleted client {id}");
         }
+        ClientCommand::Update { id, dpop_bound, json } => {
+            let c = update_client(&rt, &id, dpop_bound).await?;
+            if json.json {
+                println!("{}", client_json(&c));
+            } else {
+                show_client(&c);
+            }
+        }
     }
     Ok(())
 }
@@ -357,6 +376,23 @@ fn registration(
         access_token_ttl,
         ..ClientRegistration::default()
     })
+}
+
+/// Applies the settings given; running servers drop the client from their caches.
+async fn update_client(rt: &Runtime, id: &str, dpop_bound: Option<bool>) -> Result<Client, CliError> {
+    let Some(dpop_bound) = dpop_bound else {
+        return Err(CliError::Usage("nothing to update: give --dpop-bound true|false".into()));
+    };
+    let mut c = crate::ops::find_client(rt, id).await?;
+    c.dpop_bound_access_tokens = dpop_bound;
+    c.updated_at = rt.clock.now();
+    rt.stores.clients.update_client(&c).await?;
+    rt.announce_client_changed(&c.id).await;
+    tracing::info!(
+        target: "portcullis::audit", event = "admin.client.updated", client_id = %c.id,
+        dpop_bound_access_tokens = dpop_bound, "client updated"
+    );
+    Ok(c)
 }
 
 async fn set_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<(), CliError> {

@@ -275,6 +275,33 @@ async fn dpop_client_credentials_through_the_gateway_and_every_tampering_refused
     let resp = cc_token(&server, bid, bsecret, Some(key.proof("POST", &token_url, None))).await;
     assert_eq!(resp.status(), 200);
     remember_tokens(&resp.json().await.unwrap());
+
+    // `client update` turns the rule off and on again for a running server.
+    let off = instance.cli(&["client", "update", bid, "--dpop-bound", "false", "--json"]);
+    assert_eq!(off.status, 0, "{}", off.stderr);
+    assert_eq!(serde_json::from_str::<Value>(off.stdout.trim()).unwrap()["dpop_bound_access_tokens"], false);
+    // Running servers see the change within their client-cache poll.
+    let server = &server;
+    let settles_to = |want: u16| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let resp = cc_token(server, bid, bsecret, None).await;
+            let status = resp.status().as_u16();
+            if status == 200 {
+                remember_tokens(&resp.json().await.unwrap());
+            }
+            if status == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "still {status}, not {want}, 5 s after the CLI change");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    settles_to(200).await;
+    assert_eq!(instance.cli(&["client", "update", bid, "--dpop-bound", "true"]).status, 0);
+    settles_to(400).await;
+    assert_ne!(instance.cli(&["client", "update", bid]).status, 0, "nothing to update");
+    assert_ne!(instance.cli(&["client", "update", bid, "--dpop-bound", "maybe"]).status, 0);
 }
 
 /// Signs in `alice` through the login form and returns an authorization code for `client_id`.
