@@ -7,7 +7,8 @@
 //! fits an allowed asymmetric algorithm. Its RFC 7638 thumbprint (`jkt`) is what tokens
 //! are bound to (`cnf.jkt`, §6).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -217,12 +218,17 @@ pub struct Dpop {
     nonces: NonceKey,
     replay: Arc<dyn ReplayCache>,
     clock: Arc<dyn Clock>,
+    /// Proof headers already checked, by their base64url text (bounded: clients choose it).
+    keys: Arc<Mutex<HashMap<String, Arc<ProofKey>>>>,
 }
+
+/// How many proof keys [`Dpop`] remembers.
+const PROOF_KEYS: usize = 4096;
 
 impl Dpop {
     #[must_use]
     pub fn new(settings: DpopSettings, nonces: NonceKey, replay: Arc<dyn ReplayCache>, clock: Arc<dyn Clock>) -> Self {
-        Self { settings: Arc::new(settings), nonces, replay, clock }
+        Self { settings: Arc::new(settings), nonces, replay, clock, keys: Arc::default() }
     }
 
     #[must_use]
@@ -236,13 +242,28 @@ impl Dpop {
         self.nonces.issue(self.clock.now(), self.settings.nonce_lifetime)
     }
 
+    /// The key of a proof header, remembered: a client's proofs all carry the same header,
+    /// and decoding it, hashing the thumbprint and parsing the key cost about a tenth of a
+    /// proof check. Only headers that pass are remembered.
+    fn proof_key(&self, header_b64: &str) -> Result<Arc<ProofKey>, DpopError> {
+        if let Some(known) = self.keys.lock().ok().and_then(|keys| keys.get(header_b64).cloned()) {
+            return Ok(known);
+        }
+        let key = Arc::new(proof_key(header_b64, &self.settings)?);
+        if let Ok(mut keys) = self.keys.lock() {
+            crate::bounded::make_room(&mut keys, PROOF_KEYS, |_| false);
+            keys.insert(header_b64.to_owned(), key.clone());
+        }
+        Ok(key)
+    }
+
     /// Checks a proof against the request, then spends its `jti`.
     ///
     /// # Errors
     /// See [`DpopError`]; `Unavailable` when the replay cache cannot be reached (fail closed).
     pub async fn verify(&self, proof: &str, request: &ProofRequest<'_>) -> Result<Proof, DpopError> {
         let now = self.clock.now();
-        let proof = check_proof(proof, request, &self.settings, &self.nonces, now)?;
+        let proof = check_proof_with(proof, request, &self.settings, &self.nonces, now, |h| self.proof_key(h))?;
         // RFC 9449 §11.1: a proof is accepted once. Keyed by key and jti, hashed to bound
         // the key length whatever the client sent.
         let mut h = Sha256::new();
@@ -399,10 +420,20 @@ pub fn check_proof(
     nonces: &NonceKey,
     now: UnixTime,
 ) -> Result<Proof, DpopError> {
-    if proof.len() > MAX_PROOF_LEN {
-        return Err(DpopError::Malformed);
-    }
-    let (header_b64, payload_b64, sig_b64) = jose::split(proof).map_err(|_| DpopError::Malformed)?;
+    check_proof_with(proof, request, settings, nonces, now, |header| proof_key(header, settings).map(Arc::new))
+}
+
+/// What a proof's header says once checks 4 and 5 and the key rules pass: the key, ready to
+/// verify, and its thumbprint. A client signs every proof with one key, so its proofs'
+/// headers are the same bytes; [`Dpop`] remembers this per header.
+#[derive(Debug)]
+pub struct ProofKey {
+    jkt: String,
+    verifier: Verifier,
+}
+
+/// Checks 4 and 5 of RFC 9449 §4.3 and the key rules, on the base64url header.
+fn proof_key(header_b64: &str, settings: &DpopSettings) -> Result<ProofKey, DpopError> {
     let header: Map<String, Value> = URL_SAFE_NO_PAD
         .decode(header_b64)
         .ok()
@@ -430,6 +461,23 @@ pub fn check_proof(
     let mut keyed = jwk.clone();
     keyed.entry("alg").or_insert_with(|| Value::String(alg.as_str().to_owned()));
     let verifier = Verifier::from_external_jwk(&Value::Object(keyed), &[alg]).map_err(|_| DpopError::BadKey)?;
+    Ok(ProofKey { jkt, verifier })
+}
+
+/// [`check_proof`] with the header's checks answered by `key` (given the base64url header).
+fn check_proof_with(
+    proof: &str,
+    request: &ProofRequest<'_>,
+    settings: &DpopSettings,
+    nonces: &NonceKey,
+    now: UnixTime,
+    key: impl FnOnce(&str) -> Result<Arc<ProofKey>, DpopError>,
+) -> Result<Proof, DpopError> {
+    if proof.len() > MAX_PROOF_LEN {
+        return Err(DpopError::Malformed);
+    }
+    let (header_b64, payload_b64, sig_b64) = jose::split(proof).map_err(|_| DpopError::Malformed)?;
+    let ProofKey { jkt, verifier } = &*key(header_b64)?;
     // Check 6: "the JWT signature verifies with the public key contained in the jwk".
     let sig = URL_SAFE_NO_PAD.decode(sig_b64).map_err(|_| DpopError::Malformed)?;
     let signing_input = proof.get(..header_b64.len() + 1 + payload_b64.len()).ok_or(DpopError::Malformed)?;
@@ -471,7 +519,7 @@ pub fn check_proof(
     if request.require_nonce && !claim("nonce").is_some_and(|n| nonces.accepts(n, now, settings.nonce_lifetime)) {
         return Err(DpopError::UseNonce);
     }
-    Ok(Proof { jkt, jti: jti.to_owned(), iat })
+    Ok(Proof { jkt: jkt.clone(), jti: jti.to_owned(), iat })
 }
 
 /// RFC 7638 §3.2 thumbprint of a public JWK given as JSON: the required members of its
@@ -697,6 +745,31 @@ pub(crate) mod tests {
         // The same jti under another key is another proof.
         let other = Client::new(Algorithm::ES256);
         assert!(dpop.verify(&other.proof(&claims()), &request()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_key_still_checks_every_signature_and_claim() {
+        let clock = Arc::new(crate::clock::FixedClock::new(NOW));
+        let dpop = Dpop::new(DpopSettings::default(), NonceKey::new(&[1; 32]), Arc::new(Seen::default()), clock);
+        let c = Client::new(Algorithm::ES256);
+        let first = c.proof(&claims());
+        let second = c.proof(&with(&[("jti", json!("p2"))]));
+        assert_eq!(first.split('.').next(), second.split('.').next(), "one key, one header");
+        let jkt = dpop.verify(&first, &request()).await.unwrap().jkt;
+        assert_eq!(dpop.keys.lock().unwrap().len(), 1, "the header is remembered");
+        assert_eq!(dpop.verify(&second, &request()).await.unwrap().jkt, jkt);
+        // A remembered header with another key's signature is still refused, and the
+        // claims are still checked.
+        let mine = c.proof(&with(&[("jti", json!("p3"))]));
+        let other = Client::new(Algorithm::ES256).proof(&with(&[("jti", json!("p3"))]));
+        let forged = format!("{}.{}", mine.rsplit_once('.').unwrap().0, other.rsplit_once('.').unwrap().1);
+        assert_eq!(dpop.verify(&forged, &request()).await.unwrap_err(), DpopError::BadSignature);
+        let stale = c.proof(&with(&[("jti", json!("p4")), ("iat", json!(NOW - 3600))]));
+        assert_eq!(dpop.verify(&stale, &request()).await.unwrap_err(), DpopError::Stale);
+        // A refused header is not remembered.
+        let none = c.sign(&json!({"typ": "dpop+jwt", "alg": "none", "jwk": c.jwk}), &claims());
+        assert_eq!(dpop.verify(&none, &request()).await.unwrap_err(), DpopError::Algorithm);
+        assert_eq!(dpop.keys.lock().unwrap().len(), 1);
     }
 
     #[test]
