@@ -734,10 +734,15 @@ pub(crate) mod tests {
         }
     }
 
+    /// A checker with default settings, an in-memory replay cache and the clock at `NOW`.
+    fn checker() -> Dpop {
+        let clock = Arc::new(crate::clock::FixedClock::new(NOW));
+        Dpop::new(DpopSettings::default(), NonceKey::new(&[1; 32]), Arc::new(Seen::default()), clock)
+    }
+
     #[tokio::test]
     async fn a_proof_is_accepted_once() {
-        let clock = Arc::new(crate::clock::FixedClock::new(NOW));
-        let dpop = Dpop::new(DpopSettings::default(), NonceKey::new(&[1; 32]), Arc::new(Seen::default()), clock);
+        let dpop = checker();
         let c = Client::new(Algorithm::ES256);
         let proof = c.proof(&claims());
         assert!(dpop.verify(&proof, &request()).await.is_ok());
@@ -749,8 +754,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_remembered_key_still_checks_every_signature_and_claim() {
-        let clock = Arc::new(crate::clock::FixedClock::new(NOW));
-        let dpop = Dpop::new(DpopSettings::default(), NonceKey::new(&[1; 32]), Arc::new(Seen::default()), clock);
+        let dpop = checker();
         let c = Client::new(Algorithm::ES256);
         let first = c.proof(&claims());
         let second = c.proof(&with(&[("jti", json!("p2"))]));
