@@ -514,7 +514,12 @@ async fn sigterm_finishes_in_flight_requests() {
     assert_eq!(in_flight.await.unwrap().unwrap(), 200, "the request in flight was answered");
     assert_eq!(code, 0);
     assert!(http().get(gw).bearer_auth(&t).send().await.is_err(), "no new connections after shutdown");
-    assert!(logs.lock().unwrap().iter().any(|l| l.contains("portcullis stopped")));
+    // The log reader thread may still be draining the exited process's stderr.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !logs.lock().unwrap().iter().any(|l| l.contains("portcullis stopped")) {
+        assert!(std::time::Instant::now() < deadline, "no \"portcullis stopped\" in the logs");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `join_all` without the futures crate: runs every future concurrently on this task.
