@@ -335,15 +335,15 @@ async fn rotate_secret(rt: &Runtime, id: &str, as_json: bool) -> Result<(), CliE
 
 /// Issues a new secret for a confidential client (the old one stops working at once).
 pub(crate) async fn new_client_secret(rt: &Runtime, id: &str) -> Result<zeroize::Zeroizing<String>, CliError> {
-    let mut c = crate::ops::find_client(rt, id).await?;
-    if c.is_public() {
-        return Err(CliError::Usage(format!("client {id} is public and has no secret")));
-    }
     let secret = new_secret();
-    c.secret_hash = Some(secret::hash_secret(&secret.0));
-    c.updated_at = rt.clock.now();
-    rt.stores.clients.update_client(&c).await?;
-    rt.announce_client_changed(&c.id).await;
+    let c = crate::ops::change_client(rt, id, |c| {
+        if c.is_public() {
+            return Err(CliError::Usage(format!("client {id} is public and has no secret")));
+        }
+        c.secret_hash = Some(secret::hash_secret(&secret.0));
+        Ok(())
+    })
+    .await?;
     tracing::info!(target: "portcullis::audit", event = "admin.client.secret_rotated", client_id = %c.id, "client secret rotated");
     Ok(secret.0)
 }
@@ -383,11 +383,11 @@ async fn update_client(rt: &Runtime, id: &str, dpop_bound: Option<bool>) -> Resu
     let Some(dpop_bound) = dpop_bound else {
         return Err(CliError::Usage("nothing to update: give --dpop-bound true|false".into()));
     };
-    let mut c = crate::ops::find_client(rt, id).await?;
-    c.dpop_bound_access_tokens = dpop_bound;
-    c.updated_at = rt.clock.now();
-    rt.stores.clients.update_client(&c).await?;
-    rt.announce_client_changed(&c.id).await;
+    let c = crate::ops::change_client(rt, id, |c| {
+        c.dpop_bound_access_tokens = dpop_bound;
+        Ok(())
+    })
+    .await?;
     tracing::info!(
         target: "portcullis::audit", event = "admin.client.updated", client_id = %c.id,
         dpop_bound_access_tokens = dpop_bound, "client updated"

@@ -29,13 +29,28 @@ pub async fn find_client(rt: &Runtime, id: &str) -> Result<Client, CliError> {
     rt.stores.clients.get_client(id).await?.ok_or_else(|| CliError::NotFound(format!("no client with id {id:?}")))
 }
 
-/// Disables or re-enables a client; running servers drop it from their caches.
-pub async fn set_client_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<Client, CliError> {
+/// Applies `change` to a stored client, saves it and tells running servers to drop their
+/// cached copy. `change` may refuse (the client is left as it was).
+pub async fn change_client(
+    rt: &Runtime,
+    id: &str,
+    change: impl FnOnce(&mut Client) -> Result<(), CliError>,
+) -> Result<Client, CliError> {
     let mut c = find_client(rt, id).await?;
-    c.disabled = disabled;
+    change(&mut c)?;
     c.updated_at = rt.clock.now();
     rt.stores.clients.update_client(&c).await?;
     rt.announce_client_changed(&c.id).await;
+    Ok(c)
+}
+
+/// Disables or re-enables a client; running servers drop it from their caches.
+pub async fn set_client_disabled(rt: &Runtime, id: &str, disabled: bool) -> Result<Client, CliError> {
+    let c = change_client(rt, id, |c| {
+        c.disabled = disabled;
+        Ok(())
+    })
+    .await?;
     let event = if disabled { "admin.client.disabled" } else { "admin.client.enabled" };
     tracing::info!(target: "portcullis::audit", event, client_id = %id, "client status changed");
     Ok(c)
