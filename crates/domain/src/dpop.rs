@@ -379,6 +379,16 @@ pub fn normalize_htu(htu: &str) -> Option<String> {
     Some(url.into())
 }
 
+/// Whether a proof's `htu` names the request's URL. The usual case, a client that sent the
+/// URL it called, is the same text: one parse (it must still be a valid http(s) URL) instead
+/// of two.
+fn same_htu(htu: &str, url: &str) -> bool {
+    if htu == url {
+        return normalize_htu(htu).is_some();
+    }
+    normalize_htu(htu).is_some_and(|h| Some(h) == normalize_htu(url))
+}
+
 /// RFC 3986 §6.2.2.1–2: `%7E` → `~`, `%61` → `a`; `%2f` → `%2F` (a reserved character
 /// stays encoded: decoding it would change the path's meaning).
 fn normalize_percent_encoding(path: &str) -> String {
@@ -499,7 +509,7 @@ fn check_proof_with(
     }
     // Check 9: "the htu claim matches the HTTP URI value for the HTTP request in which the
     // JWT was received, ignoring any query and fragment parts".
-    if normalize_htu(htu).is_none_or(|h| Some(h) != normalize_htu(request.url)) {
+    if !same_htu(htu, request.url) {
         return Err(DpopError::WrongUrl);
     }
     // Check 11: "the creation time of the JWT ... is within an acceptable window".
@@ -642,6 +652,16 @@ pub(crate) mod tests {
         assert_eq!(n("https://a.example/v1/%e2%82%ac"), "https://a.example/v1/%E2%82%AC");
         assert_eq!(n("https://a.example/100%"), "https://a.example/100%");
         assert_eq!(n("https://a.example/%zz/%4"), "https://a.example/%zz/%4");
+    }
+
+    #[test]
+    fn the_same_text_must_still_be_an_http_url() {
+        assert!(same_htu("https://a.example/v1", "https://a.example/v1"));
+        assert!(same_htu("HTTPS://A.example:443/v1/%7e", "https://a.example/v1/~"));
+        assert!(!same_htu("https://a.example/v1", "https://a.example/v2"));
+        for not_http in ["ftp://a.example/v1", "https://u:p@a.example/", "not a url", ""] {
+            assert!(!same_htu(not_http, not_http), "{not_http:?}");
+        }
     }
 
     #[test]
