@@ -16,8 +16,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::audit::EventFields;
 use crate::clock::UnixTime;
 
 /// Keys tracked per detector, at most.
@@ -153,12 +154,12 @@ pub struct Detectors {
     upstream: Window,
 }
 
-fn text<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    fields.get(name).and_then(Value::as_str).filter(|s| !s.is_empty())
+fn text<'a>(fields: &'a dyn EventFields, name: &str) -> Option<&'a str> {
+    fields.field(name).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-fn status(fields: &Map<String, Value>) -> Option<u64> {
-    fields.get("status").and_then(|s| s.as_u64().or_else(|| s.as_str().and_then(|s| s.parse().ok())))
+fn status(fields: &dyn EventFields) -> Option<u64> {
+    fields.field("status").and_then(|s| s.as_u64().or_else(|| s.as_str().and_then(|s| s.parse().ok())))
 }
 
 impl Detectors {
@@ -168,7 +169,7 @@ impl Detectors {
     }
 
     /// Feeds one audit event (its name and fields); returns the alerts it completes.
-    pub fn observe(&mut self, event: &str, fields: &Map<String, Value>, now: UnixTime) -> Option<Alert> {
+    pub fn observe(&mut self, event: &str, fields: &dyn EventFields, now: UnixTime) -> Option<Alert> {
         let r = self.rules;
         let address = text(fields, "remote_addr").or_else(|| text(fields, "ip"));
         let alert =
@@ -222,6 +223,8 @@ impl Detectors {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Map;
+
     use super::*;
 
     fn fields(pairs: &[(&str, &str)]) -> Map<String, Value> {

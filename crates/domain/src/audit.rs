@@ -14,6 +14,17 @@ use serde::Serialize;
 
 use crate::error::StoreError;
 
+/// An audit event's fields, looked up by name (what the detectors and the metrics read).
+pub trait EventFields {
+    fn field(&self, name: &str) -> Option<&serde_json::Value>;
+}
+
+impl EventFields for serde_json::Map<String, serde_json::Value> {
+    fn field(&self, name: &str) -> Option<&serde_json::Value> {
+        self.get(name)
+    }
+}
+
 /// The `prev_hash` of the first record of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -238,8 +238,8 @@ impl Gateway {
             // The allow half of the decision log (denials are logged by `error`); identity
             // only, never the credential.
             tracing::info!(
-                target: "portcullis::audit", event = "gateway.allowed", subject = %id.subject,
-                client_id = id.client_id.as_deref().unwrap_or(""), issuer = %id.issuer,
+                target: "portcullis::audit", event = "gateway.allowed", subject = id.subject.as_str(),
+                client_id = id.client_id.as_deref().unwrap_or(""), issuer = id.issuer.as_str(),
                 jti = id.jti.as_deref().unwrap_or(""), "request allowed"
             );
         }
@@ -454,12 +454,13 @@ async fn handle(State(gateway): State<Arc<Gateway>>, mut req: Request) -> Respon
     req.extensions_mut().insert(TraceParent(trace.child_header()));
     let span = tracing::info_span!(
         "gateway",
-        method = %req.method(),
-        path = %req.uri().path(),
+        // `&str` fields where there is one: recorded as they are, not through a formatter.
+        method = req.method().as_str(),
+        path = req.uri().path(),
         remote_addr = %Peer(peer),
         route = tracing::field::Empty,
-        trace_id = %trace.trace_id,
-        span_id = %trace.span_id,
+        trace_id = trace.trace_id.as_str(),
+        span_id = trace.span_id.as_str(),
         parent_id = trace.parent_id.as_deref().unwrap_or_default(),
         status = tracing::field::Empty,
     );

@@ -11,11 +11,11 @@
 use std::time::Duration;
 
 use domain::anomaly::{AnomalyRules, Detectors, Rule};
-use domain::audit::AuditEntry;
+use domain::audit::{AuditEntry, EventFields};
 use domain::clock::Clock as _;
 use domain::settings::Seconds;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 /// Alerts waiting for the webhook, at most; beyond that they reach only the log and the
@@ -140,10 +140,11 @@ impl Alerting {
 
     /// Feeds one stored event to the detectors (emitting what they find) and sends it to
     /// the webhook if it is an alert.
-    pub fn observe(&mut self, entry: &AuditEntry, fields: &Map<String, Value>) {
-        if fields.get("alert") == Some(&Value::Bool(true))
+    pub fn observe(&mut self, entry: &AuditEntry, fields: &dyn EventFields) {
+        if fields.field("alert") == Some(&Value::Bool(true))
             && let Some(tx) = &self.webhook
         {
+            let fields: Value = serde_json::from_str(&entry.fields).unwrap_or(Value::Null);
             let payload = serde_json::json!({
                 "event": entry.event,
                 "at_ms": entry.at_ms,

@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use domain::audit::{AuditChain, AuditEntry, AuditStore};
+use domain::audit::{AuditChain, AuditEntry, AuditStore, EventFields};
 use domain::clock::{Clock as _, SystemClock};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, watch};
 use tracing::field::{Field, Visit};
@@ -99,43 +99,70 @@ pub fn layer(queue: usize, actor: Option<String>) -> AuditLayer {
 /// so the map (and its key strings) is built only when an event needs it.
 struct SpanFields(Vec<(&'static str, Value)>);
 
-/// Where a visitor puts what it is shown.
-trait FieldSink {
-    fn put(&mut self, name: &'static str, value: Value);
-}
+/// An audit event's fields (its own and those of the spans it happened in), sorted by name,
+/// each name once. Built without a map: the names are the fields' static names, so an
+/// event costs no key strings and no map, and its stored text is serialized straight from
+/// this list, names in order.
+#[derive(Debug, Default)]
+struct Fields(Vec<(&'static str, Value)>);
 
-impl FieldSink for Map<String, Value> {
-    fn put(&mut self, name: &'static str, value: Value) {
-        self.insert(name.to_owned(), value);
+impl Fields {
+    /// `gathered` in the order a map would have been filled: a later entry of a name
+    /// replaces an earlier one.
+    fn new(mut gathered: Vec<(&'static str, Value)>) -> Self {
+        // A stable sort of the reversed list puts the latest of each name first; dedup
+        // keeps the first of each run.
+        gathered.reverse();
+        gathered.sort_by_key(|(name, _)| *name);
+        gathered.dedup_by_key(|(name, _)| *name);
+        Self(gathered)
+    }
+
+    fn take(&mut self, name: &str) -> Option<Value> {
+        let at = self.0.binary_search_by_key(&name, |(n, _)| *n).ok()?;
+        Some(self.0.remove(at).1)
     }
 }
 
-impl FieldSink for Vec<(&'static str, Value)> {
-    fn put(&mut self, name: &'static str, value: Value) {
-        self.push((name, value));
+impl EventFields for Fields {
+    fn field(&self, name: &str) -> Option<&Value> {
+        let at = self.0.binary_search_by_key(&name, |(n, _)| *n).ok()?;
+        self.0.get(at).map(|(_, v)| v)
     }
 }
 
-struct JsonVisitor<'a, S: FieldSink>(&'a mut S);
+impl serde::Serialize for Fields {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
 
-impl<S: FieldSink> Visit for JsonVisitor<'_, S> {
+/// Records a span's or an event's fields as (name, value) pairs.
+struct JsonVisitor<'a>(&'a mut Vec<(&'static str, Value)>);
+
+impl Visit for JsonVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.put(field.name(), Value::from(value));
+        self.0.push((field.name(), Value::from(value)));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.put(field.name(), Value::from(value));
+        self.0.push((field.name(), Value::from(value)));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.put(field.name(), Value::from(value));
+        self.0.push((field.name(), Value::from(value)));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.put(field.name(), Value::from(value));
+        self.0.push((field.name(), Value::from(value)));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.put(field.name(), Value::from(value));
+        self.0.push((field.name(), Value::from(value)));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.put(field.name(), Value::from(format!("{value:?}")));
+        self.0.push((field.name(), Value::from(format!("{value:?}"))));
     }
 }
 
@@ -154,46 +181,47 @@ where
         if event.metadata().target() != TARGET {
             return;
         }
-        let mut fields = Map::new();
+        let mut gathered = Vec::with_capacity(16);
+        if let Some(actor) = &self.actor {
+            // First, so that a field of the event or its span named `actor` wins.
+            gathered.push(("actor", Value::from(actor.as_str())));
+        }
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(SpanFields(f)) = span.extensions().get::<SpanFields>() {
-                    fields.extend(f.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+                    gathered.extend(f.iter().cloned());
                 }
             }
         }
-        event.record(&mut JsonVisitor(&mut fields));
-        if let Some(actor) = &self.actor {
-            fields.entry("actor").or_insert_with(|| Value::from(actor.as_str()));
-        }
-        fields.insert("level".into(), Value::from(event.metadata().level().as_str()));
-        let name = fields.get("event").and_then(Value::as_str).unwrap_or("unnamed").to_owned();
-        crate::metrics::audit_event(&name, &fields);
+        event.record(&mut JsonVisitor(&mut gathered));
+        gathered.push(("level", Value::from(event.metadata().level().as_str())));
+        let mut fields = Fields::new(gathered);
         let entry = entry_from(&mut fields);
+        crate::metrics::audit_event(&entry.event, &fields);
         if self.tx.try_send(Queued { entry, fields }).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
 
-/// An event on its way to the writer: the record to store, and its fields already parsed
-/// (for the detectors, which would otherwise parse every record's JSON again).
+/// An event on its way to the writer: the record to store, and its fields (for the
+/// detectors, which would otherwise parse every record's JSON again).
 #[derive(Debug)]
 struct Queued {
     entry: AuditEntry,
-    fields: Map<String, Value>,
+    fields: Fields,
 }
 
 /// The record of an event; takes `event` out of `fields`.
-fn entry_from(fields: &mut Map<String, Value>) -> AuditEntry {
-    let event = match fields.remove("event") {
+fn entry_from(fields: &mut Fields) -> AuditEntry {
+    let event = match fields.take("event") {
         Some(Value::String(s)) => s,
         _ => "unnamed".to_owned(),
     };
     let subject = SUBJECT_FIELDS
         .iter()
-        .find_map(|k| fields.get(*k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned));
-    let text = serde_json::to_string(&*fields).unwrap_or_else(|_| "{}".to_owned());
+        .find_map(|k| fields.field(k).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned));
+    let text = serde_json::to_string(fields).unwrap_or_else(|_| "{}".to_owned());
     AuditEntry { at_ms: SystemClock.now_micros() / 1000, event, subject, fields: text }
 }
 
@@ -340,19 +368,47 @@ async fn append_lines(path: &std::path::Path, batch: &[AuditEntry]) -> std::io::
 mod tests {
     use super::*;
 
+    fn fields(pairs: &[(&'static str, &str)]) -> Fields {
+        Fields::new(pairs.iter().map(|(k, v)| (*k, Value::from(*v))).collect())
+    }
+
     #[test]
     fn the_subject_is_the_most_specific_identity_field() {
-        let mut f = Map::new();
-        f.insert("event".into(), Value::from("login.failed"));
-        f.insert("remote_addr".into(), Value::from("10.0.0.1"));
-        f.insert("username_fp".into(), Value::from("ab12"));
-        let e = entry_from(&mut f.clone());
+        let base = [("event", "login.failed"), ("remote_addr", "10.0.0.1"), ("username_fp", "ab12")];
+        let e = entry_from(&mut fields(&base));
         assert_eq!((e.event.as_str(), e.subject.as_deref()), ("login.failed", Some("ab12")));
-        f.insert("user_id".into(), Value::from("u-1"));
-        f.insert("client_id".into(), Value::from("c-1"));
+        let mut f = fields(&[base.as_slice(), &[("user_id", "u-1"), ("client_id", "c-1")]].concat());
         assert_eq!(entry_from(&mut f).subject.as_deref(), Some("u-1"));
-        assert!(!f.contains_key("event"), "the name is the record's, not a field");
-        let e = entry_from(&mut Map::new());
+        assert!(f.field("event").is_none(), "the name is the record's, not a field");
+        let e = entry_from(&mut Fields::default());
         assert_eq!((e.event.as_str(), e.subject, e.fields.as_str()), ("unnamed", None, "{}"));
+    }
+
+    #[test]
+    fn the_stored_text_is_what_a_json_map_would_hold() {
+        // Span fields, then the event's: a later name replaces an earlier one, as in a
+        // `serde_json::Map` filled the same way; the text lists the names in order.
+        let gathered = [
+            ("actor", "cli:root"),
+            ("path", "/api"),
+            ("method", "GET"),
+            ("event", "gateway.allowed"),
+            ("subject", "svc"),
+            ("path", "/api/items"),
+            ("actor", "admin"),
+            ("level", "INFO"),
+        ];
+        let mut map = serde_json::Map::new();
+        for (k, v) in gathered {
+            map.insert(k.to_owned(), Value::from(v));
+        }
+        map.remove("event");
+        let mut f = fields(&gathered);
+        assert_eq!(f.field("path"), Some(&Value::from("/api/items")));
+        assert_eq!(f.field("actor"), Some(&Value::from("admin")));
+        assert_eq!(f.field("nothing"), None);
+        let e = entry_from(&mut f);
+        assert_eq!(serde_json::from_str::<Value>(&e.fields).unwrap(), Value::Object(map));
+        assert_eq!(e.fields, r#"{"actor":"admin","level":"INFO","method":"GET","path":"/api/items","subject":"svc"}"#);
     }
 }

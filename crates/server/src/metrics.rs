@@ -10,8 +10,9 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use domain::audit::EventFields;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Latency buckets (seconds): 0.5 ms … 10 s.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -55,8 +56,8 @@ fn describe() {
     describe_counter!("portcullis_audit_write_errors_total", "Audit batches the store refused (retried)");
 }
 
-fn field(fields: &Map<String, Value>, name: &str) -> String {
-    match fields.get(name) {
+fn field(fields: &dyn EventFields, name: &str) -> String {
+    match fields.field(name) {
         Some(Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
         None => String::new(),
@@ -64,10 +65,10 @@ fn field(fields: &Map<String, Value>, name: &str) -> String {
 }
 
 /// The counters one audit event moves.
-pub fn audit_event(event: &str, fields: &Map<String, Value>) {
+pub fn audit_event(event: &str, fields: &dyn EventFields) {
     use metrics::counter;
     counter!("portcullis_audit_events_total", "event" => event.to_owned()).increment(1);
-    if fields.get("alert") == Some(&Value::Bool(true)) {
+    if fields.field("alert") == Some(&Value::Bool(true)) {
         counter!("portcullis_alerts_total", "event" => event.to_owned()).increment(1);
     }
     match event {
@@ -81,7 +82,7 @@ pub fn audit_event(event: &str, fields: &Map<String, Value>) {
         "token.refused" | "request.refused" if field(fields, "error") == "invalid_client" => {
             counter!("portcullis_auth_failures_total", "kind" => "client", "reason" => "invalid_client").increment(1);
         }
-        "token.refused" if fields.contains_key("reason") => {
+        "token.refused" if fields.field("reason").is_some() => {
             counter!("portcullis_auth_failures_total", "kind" => "token", "reason" => field(fields, "reason"))
                 .increment(1);
         }
