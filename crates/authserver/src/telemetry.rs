@@ -11,14 +11,16 @@ pub async fn request_span(req: Request, next: Next) -> Response {
     let remote = crate::limits::client_ip(&req).map(|ip| ip.to_string()).unwrap_or_default();
     let trace =
         domain::trace::TraceContext::from_header(req.headers().get("traceparent").and_then(|v| v.to_str().ok()));
+    let request_id = domain::secret::random_token(8);
+    // `&str` fields: recorded as they are, not through a formatter.
     let span = tracing::info_span!(
         "request",
-        method = %req.method(),
-        path = %req.uri().path(),
-        remote_addr = %remote,
-        request_id = %domain::secret::random_token(8),
-        trace_id = %trace.trace_id,
-        span_id = %trace.span_id,
+        method = req.method().as_str(),
+        path = req.uri().path(),
+        remote_addr = remote.as_str(),
+        request_id = request_id.as_str(),
+        trace_id = trace.trace_id.as_str(),
+        span_id = trace.span_id.as_str(),
         parent_id = trace.parent_id.as_deref().unwrap_or_default(),
         status = tracing::field::Empty,
     );

@@ -259,13 +259,14 @@ impl TokenService {
                 let mut claims = self.access_claims(&client.id, client, scope, None);
                 claims.cnf = binding.confirmation();
                 let issued = self.sign_access_token(&claims)?;
+                let token_fp = secret::fingerprint(&issued.access_token);
                 tracing::info!(
                     target: "portcullis::audit",
                     event = "token.issued",
                     grant = GrantType::ClientCredentials.as_str(),
-                    client_id = %client.id,
+                    client_id = client.id.as_str(),
                     scope = %issued.scope,
-                    token_fp = %secret::fingerprint(&issued.access_token),
+                    token_fp = token_fp.as_str(),
                     expires_in = issued.expires_in,
                     bound = binding.kind(),
                     "access token issued"
