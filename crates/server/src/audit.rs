@@ -94,9 +94,8 @@ pub fn layer(queue: usize, actor: Option<String>) -> AuditLayer {
     AuditLayer { tx, dropped, actor }
 }
 
-/// Span fields, kept in the span's extensions for the events inside it. A list keyed by
-/// the fields' static names: every request opens a span, few of them hold an audit event,
-/// so the map (and its key strings) is built only when an event needs it.
+/// Span fields, kept in the span's extensions for the events inside it, as a list keyed by
+/// the fields' static names; an audit event copies them into its [`Fields`].
 struct SpanFields(Vec<(&'static str, Value)>);
 
 /// An audit event's fields (its own and those of the spans it happened in), sorted by name,
