@@ -3,9 +3,9 @@
 //! and an incident operation whose effect and audit record (actor = the token's subject)
 //! are checked.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{Instance, Server, http, introspect, token};
+use crate::harness::{Instance, Server, eventually, http, introspect, token};
 
 fn admin_client(instance: &Instance, scope: &str) -> (String, String) {
     instance.create_client(scope, "portcullis-admin")
@@ -76,11 +76,10 @@ async fn admin_api_needs_the_admin_scope_and_runs_incident_commands() {
     let body = serde_json::json!({ "client_id": victim });
     let revoked = call(&server, "POST", "/admin/incidents/revoke-client", Some(&admin_token), Some(body)).await;
     assert_eq!(revoked.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while introspect(&server, &reader, &reader_secret, &victim_token).await["active"] == true {
-        assert!(Instant::now() < deadline, "the client's token is still active");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(5), "the client's token is still active", || async {
+        introspect(&server, &reader, &reader_secret, &victim_token).await["active"] == false
+    })
+    .await;
     let audit = instance.cli(&["audit", "search", "--event", "incident.client_revoked", "--json"]);
     let record: serde_json::Value =
         serde_json::from_str(audit.stdout.lines().next().expect("an audit record")).unwrap();
@@ -94,11 +93,10 @@ async fn admin_api_needs_the_admin_scope_and_runs_incident_commands() {
         call(&server, "POST", "/admin/incidents/revoke-client", Some(&admin_token), Some(body)).await.status(),
         200
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while call(&server, "GET", "/admin/clients", Some(&admin_token), None).await.status() != 401 {
-        assert!(Instant::now() < deadline, "a revoked admin token still works");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(5), "a revoked admin token still works", || async {
+        call(&server, "GET", "/admin/clients", Some(&admin_token), None).await.status() == 401
+    })
+    .await;
 }
 
 #[tokio::test]

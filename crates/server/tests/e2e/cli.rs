@@ -1,8 +1,8 @@
 //! Client management and configuration checks through the CLI, observed over HTTP.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::harness::{Instance, post_form, token};
+use crate::harness::{Instance, eventually, post_form, token};
 
 #[tokio::test]
 async fn client_lifecycle() {
@@ -42,15 +42,11 @@ async fn client_lifecycle() {
     let settles_to = |want: u16| {
         let (url, id, secret) = (url.clone(), id.clone(), secret.clone());
         async move {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                let status = post_form(&url, &id, &secret, &cc).await.status().as_u16();
-                if status == want {
-                    return;
-                }
-                assert!(Instant::now() < deadline, "still {status}, not {want}, 5 s after the CLI change");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            let what = format!("not {want} after the CLI change");
+            eventually(Duration::from_secs(5), &what, || async {
+                post_form(&url, &id, &secret, &cc).await.status().as_u16() == want
+            })
+            .await;
         }
     };
     assert_eq!(post_form(&url, &id, &secret, &cc).await.status(), 200, "now cached as enabled");
@@ -115,6 +111,20 @@ fn ids_that_start_with_a_hyphen_are_values() {
         assert!(!out.stderr.contains("unexpected argument"), "{args:?}: {}", out.stderr);
         assert_ne!(out.status, 0, "{args:?}: no such id");
     }
+}
+
+/// A public client has no secret to rotate: refused, and it stays public.
+#[test]
+fn a_public_client_has_no_secret_to_rotate() {
+    let instance = Instance::new();
+    let app = instance.create_app("SPA", &["--public", "--redirect-uri", "https://spa.example/cb"]);
+    let id = app["client_id"].as_str().unwrap();
+    let out = instance.cli(&["client", "rotate-secret", id]);
+    assert_ne!(out.status, 0);
+    assert!(out.stderr.contains("is public and has no secret"), "{}", out.stderr);
+    let shown: serde_json::Value =
+        serde_json::from_str(&instance.cli(&["client", "show", id, "--json"]).stdout).unwrap();
+    assert_eq!(shown["public"], true);
 }
 
 /// `portcullis migrate`: `--check` reports pending migrations (exit 1), `migrate` applies

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Browser, Instance, PASSWORD, Server, http, post_form, services, token, urlencode};
+use crate::harness::{Browser, Instance, PASSWORD, Server, eventually, http, post_form, services, token, urlencode};
 use crate::upstream::Upstream;
 
 const AUD: &str = "https://api.example.com";
@@ -515,11 +515,11 @@ async fn sigterm_finishes_in_flight_requests() {
     assert_eq!(code, 0);
     assert!(http().get(gw).bearer_auth(&t).send().await.is_err(), "no new connections after shutdown");
     // The log reader thread may still be draining the exited process's stderr.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !logs.lock().unwrap().iter().any(|l| l.contains("portcullis stopped")) {
-        assert!(std::time::Instant::now() < deadline, "no \"portcullis stopped\" in the logs");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(5), "no \"portcullis stopped\" in the logs", || {
+        let stopped = logs.lock().unwrap().iter().any(|l| l.contains("portcullis stopped"));
+        async move { stopped }
+    })
+    .await;
 }
 
 /// `join_all` without the futures crate: runs every future concurrently on this task.

@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::harness::{Browser, Instance, PASSWORD, Server, http, remember_tokens, urlencode};
+use crate::harness::{Browser, Instance, PASSWORD, Server, eventually, http, remember_tokens, urlencode};
 use crate::upstream::Upstream;
 
 const AUD: &str = "https://api.example.com";
@@ -283,19 +283,16 @@ async fn dpop_client_credentials_through_the_gateway_and_every_tampering_refused
     // Running servers see the change within their client-cache poll.
     let server = &server;
     let settles_to = |want: u16| async move {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
+        let what = format!("not {want} after the CLI change");
+        eventually(std::time::Duration::from_secs(5), &what, || async {
             let resp = cc_token(server, bid, bsecret, None).await;
             let status = resp.status().as_u16();
             if status == 200 {
                 remember_tokens(&resp.json().await.unwrap());
             }
-            if status == want {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "still {status}, not {want}, 5 s after the CLI change");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+            status == want
+        })
+        .await;
     };
     settles_to(200).await;
     assert_eq!(instance.cli(&["client", "update", bid, "--dpop-bound", "true"]).status, 0);

@@ -454,6 +454,20 @@ impl Drop for Server {
     }
 }
 
+/// Polls `check` every 100 ms until it holds (a change another process made, a cache poll,
+/// a log line still being read); fails the test with `what` once `within` has passed.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what} (after {within:?})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
