@@ -588,6 +588,67 @@ async fn bans(stores: &Stores) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Two instances on one database — a server and the CLI beside it, or two servers sharing
+/// a data directory — writing at once. `first` revokes a client's grant families again and
+/// again (a transaction that reads the families, then writes), while `second` keeps adding
+/// families for that client. On SQLite this needs write transactions that take the write
+/// lock with their first statement (`BEGIN IMMEDIATE`): a deferred one fails at once with
+/// "database is locked" when the other instance commits between its read and its write.
+///
+/// # Errors
+/// An operation failed that should have succeeded.
+pub async fn two_instances(first: &Stores, second: &Stores) -> Result<(), StoreError> {
+    const FAMILIES: usize = 200;
+    let u = user(&random_token(9));
+    first.users.insert_user(&u).await?;
+    let c = client(&format!("c-{}", random_token(9)));
+    first.clients.insert_client(&c).await?;
+    let run = random_token(6);
+    let families: Vec<GrantFamily> = (0..FAMILIES)
+        .map(|n| GrantFamily {
+            id: format!("{run}-{n}"),
+            client_id: c.id.clone(),
+            user_id: u.id.clone(),
+            session_hash: None,
+            scope: Scopes::parse("openid").unwrap_or_default(),
+            auth_time: NOW,
+            amr: vec!["pwd".into()],
+            created_at: NOW,
+            expires_at: NOW + 1000,
+            revoked_at: None,
+        })
+        .collect();
+    let adder = {
+        let (grants, families) = (second.grants.clone(), families.clone());
+        tokio::spawn(async move {
+            for f in &families {
+                grants.insert_family(f).await?;
+            }
+            Ok::<(), StoreError>(())
+        })
+    };
+    let revoker = {
+        let (grants, client_id) = (first.grants.clone(), c.id.clone());
+        tokio::spawn(async move {
+            for _ in 0..FAMILIES {
+                grants.revoke_client_families(&client_id, NOW + 1).await?;
+            }
+            Ok::<(), StoreError>(())
+        })
+    };
+    let joined = |e: tokio::task::JoinError| StoreError::Unavailable(e.to_string());
+    adder.await.map_err(joined)??;
+    revoker.await.map_err(joined)??;
+    first.grants.revoke_client_families(&c.id, NOW + 2).await?;
+    for f in &families {
+        let stored = second.grants.get_family(&f.id).await?;
+        assert!(stored.and_then(|f| f.revoked_at).is_some(), "family {} revoked", f.id);
+    }
+    first.clients.delete_client(&c.id).await?;
+    first.users.delete_user(&u.id).await?;
+    Ok(())
+}
+
 /// The audit port: concurrent appenders build one unbroken chain; queries filter by subject,
 /// event prefix (pattern characters taken literally), time and sequence.
 ///

@@ -37,6 +37,10 @@ async fn conformance_on_postgres() {
     store.migrate().await.unwrap();
     assert!(store.pending_migrations().await.unwrap().is_empty());
     conformance::run_all(&store.clone().stores()).await.unwrap();
+    // A second instance on the same database, writing at the same time as the first.
+    let second = Arc::new(PgStore::connect(&settings(&url)).await.unwrap());
+    conformance::two_instances(&store.clone().stores(), &second.clone().stores()).await.unwrap();
+    second.close().await;
     store.close().await;
     drop_scratch_database(&admin, &url).await.unwrap();
 }

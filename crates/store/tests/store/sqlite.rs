@@ -1,4 +1,5 @@
-//! SQLite: the conformance suite, persistence across reopen, idempotent migrations.
+//! SQLite: the conformance suite, two instances on one file, persistence across reopen,
+//! idempotent migrations.
 
 use std::sync::Arc;
 
@@ -48,4 +49,14 @@ async fn unreadable_file_is_unavailable_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let err = SqliteStore::open(&dir.path().join("missing-dir/x/p.db")).await.unwrap_err();
     assert!(matches!(err, domain::StoreError::Unavailable(_)), "{err:?}");
+}
+
+/// A server and the CLI beside it (or two servers) on one database file, writing at once.
+#[tokio::test]
+async fn two_instances_on_one_file_write_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    let first = Arc::new(SqliteStore::open(&path).await.unwrap()).stores();
+    let second = Arc::new(SqliteStore::open(&path).await.unwrap()).stores();
+    conformance::two_instances(&first, &second).await.unwrap();
 }
