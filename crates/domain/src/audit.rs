@@ -17,6 +17,11 @@ use crate::error::StoreError;
 /// An audit event's fields, looked up by name (what the detectors and the metrics read).
 pub trait EventFields {
     fn field(&self, name: &str) -> Option<&serde_json::Value>;
+
+    /// Whether the event is an alert (`alert = true`): counted, and sent to the webhook.
+    fn is_alert(&self) -> bool {
+        self.field("alert") == Some(&serde_json::Value::Bool(true))
+    }
 }
 
 impl EventFields for serde_json::Map<String, serde_json::Value> {

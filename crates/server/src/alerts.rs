@@ -141,7 +141,7 @@ impl Alerting {
     /// Feeds one stored event to the detectors (emitting what they find) and sends it to
     /// the webhook if it is an alert.
     pub fn observe(&mut self, entry: &AuditEntry, fields: &dyn EventFields) {
-        if fields.field("alert") == Some(&Value::Bool(true))
+        if fields.is_alert()
             && let Some(tx) = &self.webhook
         {
             let fields: Value = serde_json::from_str(&entry.fields).unwrap_or(Value::Null);

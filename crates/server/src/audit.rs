@@ -117,16 +117,18 @@ impl Fields {
         Self(gathered)
     }
 
+    fn position(&self, name: &str) -> Option<usize> {
+        self.0.binary_search_by_key(&name, |(n, _)| *n).ok()
+    }
+
     fn take(&mut self, name: &str) -> Option<Value> {
-        let at = self.0.binary_search_by_key(&name, |(n, _)| *n).ok()?;
-        Some(self.0.remove(at).1)
+        Some(self.0.remove(self.position(name)?).1)
     }
 }
 
 impl EventFields for Fields {
     fn field(&self, name: &str) -> Option<&Value> {
-        let at = self.0.binary_search_by_key(&name, |(n, _)| *n).ok()?;
-        self.0.get(at).map(|(_, v)| v)
+        self.0.get(self.position(name)?).map(|(_, v)| v)
     }
 }
 
@@ -268,7 +270,7 @@ struct Writer {
 
 impl Writer {
     async fn run(self, mut rx: mpsc::Receiver<Queued>, mut stop: watch::Receiver<bool>) {
-        let mut batch = Vec::with_capacity(256);
+        let mut batch = Vec::new();
         let mut reported_drops = 0;
         loop {
             let stopping = tokio::select! {
@@ -276,12 +278,7 @@ impl Writer {
                 _ = stop.changed() => true,
             };
             if stopping {
-                while batch.len() < BATCH * 4 {
-                    match rx.try_recv() {
-                        Ok(e) => batch.push(e),
-                        Err(_) => break,
-                    }
-                }
+                drain(&mut rx, &mut batch, BATCH * 4);
             }
             if let Ok(mut slot) = ALERTING.lock()
                 && let Some(alerting) = slot.as_mut()
@@ -345,14 +342,20 @@ async fn gather(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>, stop: 
         _ = stop.changed() => true,
         () = tokio::time::sleep(LINGER) => false,
     };
-    while batch.len() < BATCH {
+    drain(rx, batch, BATCH) || stopped
+}
+
+/// Moves what is queued now into `batch`, until it holds `up_to`; whether the queue is
+/// closed (every sender gone).
+fn drain(rx: &mut mpsc::Receiver<Queued>, batch: &mut Vec<Queued>, up_to: usize) -> bool {
+    while batch.len() < up_to {
         match rx.try_recv() {
             Ok(e) => batch.push(e),
-            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Empty) => return false,
             Err(mpsc::error::TryRecvError::Disconnected) => return true,
         }
     }
-    stopped
+    false
 }
 
 async fn append_lines(path: &std::path::Path, batch: &[AuditEntry]) -> std::io::Result<()> {
@@ -386,6 +389,34 @@ mod tests {
         assert!(f.field("event").is_none(), "the name is the record's, not a field");
         let e = entry_from(&mut Fields::default());
         assert_eq!((e.event.as_str(), e.subject, e.fields.as_str()), ("unnamed", None, "{}"));
+    }
+
+    fn queued(n: i64) -> Queued {
+        let entry = AuditEntry { at_ms: n, event: "token.issued".into(), subject: None, fields: "{}".into() };
+        Queued { entry, fields: Fields::default() }
+    }
+
+    #[tokio::test]
+    async fn the_writer_takes_what_queued_during_its_linger_and_stops_on_the_signal() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let (stop_tx, mut stop) = watch::channel(false);
+        for n in 0..5 {
+            tx.try_send(queued(n)).unwrap();
+        }
+        let mut batch = Vec::new();
+        assert!(!gather(&mut rx, &mut batch, &mut stop).await, "the linger ended, not the writer");
+        assert_eq!(batch.iter().map(|q| q.entry.at_ms).collect::<Vec<_>>(), [0, 1, 2, 3, 4], "all, in order");
+        for n in 5..10 {
+            tx.try_send(queued(n)).unwrap();
+        }
+        let mut two = Vec::new();
+        assert!(!drain(&mut rx, &mut two, 2));
+        assert_eq!(two.len(), 2, "a batch holds at most what it is given room for");
+        stop_tx.send(true).unwrap();
+        assert!(gather(&mut rx, &mut batch, &mut stop).await, "the stop signal ends the linger");
+        assert_eq!(batch.len(), 8, "what was queued is still taken");
+        drop(tx);
+        assert!(drain(&mut rx, &mut Vec::new(), 10), "a closed queue is reported");
     }
 
     #[test]

@@ -68,7 +68,7 @@ fn field(fields: &dyn EventFields, name: &str) -> String {
 pub fn audit_event(event: &str, fields: &dyn EventFields) {
     use metrics::counter;
     counter!("portcullis_audit_events_total", "event" => event.to_owned()).increment(1);
-    if fields.field("alert") == Some(&Value::Bool(true)) {
+    if fields.is_alert() {
         counter!("portcullis_alerts_total", "event" => event.to_owned()).increment(1);
     }
     match event {
