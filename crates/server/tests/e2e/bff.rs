@@ -5,15 +5,11 @@
 
 use serde_json::Value;
 
-use crate::harness::{Browser, Instance, PASSWORD, Server};
+use crate::harness::{Browser, Instance, PASSWORD, Server, reserve_port};
 use crate::upstream::Upstream;
 use crate::webdriver;
 
 pub(crate) const AUD: &str = "https://api.example.com";
-
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// An instance whose gateway (on `port`) serves BFF app "spa" and routes `/api` (session)
 /// to `upstream` and `/app` (the app's static files, no auth) to `static_files`. Returns
@@ -99,7 +95,8 @@ async fn sign_in(browser: &Browser, server: &Server) -> crate::harness::Page {
 #[tokio::test]
 async fn bff_sessions_keep_tokens_server_side() {
     let upstream = Upstream::start(None).await;
-    let port = free_port();
+    let held = reserve_port();
+    let port = held.port;
     let (instance, user) = bff_instance(&upstream.url(), &upstream.url(), port);
     let server = instance.serve();
     let browser = Browser::new();
@@ -210,7 +207,8 @@ async fn bff_sessions_keep_tokens_server_side() {
 #[tokio::test]
 async fn bff_callbacks_need_their_own_login_state() {
     let upstream = Upstream::start(None).await;
-    let port = free_port();
+    let held = reserve_port();
+    let port = held.port;
     let (instance, _) = bff_instance(&upstream.url(), &upstream.url(), port);
     let server = instance.serve();
 
@@ -293,7 +291,8 @@ async fn chromium_spa_signs_in_through_the_bff_and_never_sees_a_token() {
     }
     let upstream = Upstream::start(None).await;
     let files = static_files().await;
-    let port = free_port();
+    let held = reserve_port();
+    let port = held.port;
     let (instance, user) = bff_instance(&upstream.url(), &files, port);
     let server = instance.serve();
     let browser = webdriver::Browser::start().await;
@@ -394,7 +393,8 @@ redirect_uri = "http://127.0.0.1:{port}/bff/callback"
 #[tokio::test]
 async fn bff_signs_in_with_an_external_provider() {
     let upstream = Upstream::start(None).await;
-    let port = free_port();
+    let held = reserve_port();
+    let port = held.port;
     let origin = format!("http://127.0.0.1:{port}");
     let provider = Instance::new();
     let bob = provider.create_user("bob", &["--name", "Bob External"]);
@@ -485,7 +485,8 @@ async fn an_external_id_token_not_signed_by_the_providers_key_is_refused() {
     let jwk = good.public_jwk().unwrap();
     *provider.jwks.lock().unwrap() = serde_json::json!({ "keys": [jwk] });
     let upstream = Upstream::start(None).await;
-    let port = free_port();
+    let held = reserve_port();
+    let port = held.port;
     let config =
         external_bff_config("ext", &issuer, &format!("{issuer}/jwks"), &upstream.url(), "client_id = \"spa\"", port);
     let instance =

@@ -282,10 +282,10 @@ async fn path_tricks_smuggling_and_limits() {
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
     let slow = Upstream::start(Some(Duration::from_secs(5))).await;
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    // Held, never listening: connections are refused for the whole test (a dropped probe
+    // listener's port can be handed to another test's server meanwhile, which answered 404).
+    let held = crate::harness::reserve_port();
+    let closed = format!("127.0.0.1:{}", held.port);
     let toml = format!(
         "[[gateway.routes]]\nname = \"down\"\npath_prefix = \"/down\"\nupstreams = [\"http://{closed}\"]\nauth = \"none\"\n\
          [[gateway.routes]]\nname = \"slow\"\npath_prefix = \"/slow\"\nupstreams = [\"{}\"]\nauth = \"none\"\nrequest_timeout = \"1s\"\n",

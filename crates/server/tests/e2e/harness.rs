@@ -46,6 +46,24 @@ pub fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Sen
     .expect("harness thread")
 }
 
+/// A loopback port held for the length of a test: bound with `SO_REUSEADDR` but not
+/// listening. The kernel never hands it to another test's `bind(…:0)` while it is held
+/// (dropping a probe listener and reusing its number races with those), a connection to it
+/// is refused, and a process the test starts can still listen on it, because tokio and
+/// chromedriver bind their listeners with `SO_REUSEADDR` too.
+pub struct ReservedPort {
+    pub port: u16,
+    _socket: tokio::net::TcpSocket,
+}
+
+pub fn reserve_port() -> ReservedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind a loopback port");
+    let port = socket.local_addr().expect("bound address").port();
+    ReservedPort { port, _socket: socket }
+}
+
 /// PostgreSQL and Redis URLs for tests that need them whatever the suite's backend, or
 /// `None` (printing that the test skipped) off CI; on CI (`PORTCULLIS_TEST_REQUIRE_SERVICES`)
 /// a missing service fails the test.

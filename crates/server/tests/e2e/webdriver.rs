@@ -26,10 +26,8 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> Self {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let reserved = crate::harness::reserve_port();
+        let port = reserved.port;
         let driver = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
