@@ -47,7 +47,7 @@ pub(crate) type Api = State<Arc<AdminApi>>;
 
 /// The routes, method and path, as the OpenAPI document lists them (a test checks both
 /// agree).
-pub const ROUTES: [(&str, &str); 37] = [
+pub const ROUTES: [(&str, &str); 38] = [
     ("GET", "/admin/clients"),
     ("POST", "/admin/clients"),
     ("GET", "/admin/clients/{id}"),
@@ -79,6 +79,7 @@ pub const ROUTES: [(&str, &str); 37] = [
     ("DELETE", "/admin/bans/{ip}"),
     ("POST", "/admin/policies/validate"),
     ("POST", "/admin/policies/test"),
+    ("POST", "/admin/policies/reload"),
     ("POST", "/admin/incidents/revoke-user"),
     ("POST", "/admin/incidents/revoke-client"),
     ("POST", "/admin/incidents/revoke-key"),
@@ -114,6 +115,7 @@ pub fn router(api: Arc<AdminApi>) -> Router {
         .route("/admin/bans/{ip}", delete(lift_ban))
         .route("/admin/policies/validate", post(crate::admin_writes::validate_policies))
         .route("/admin/policies/test", post(crate::admin_writes::test_policies))
+        .route("/admin/policies/reload", post(crate::admin_writes::reload_policies))
         .route("/admin/incidents/revoke-user", post(revoke_user))
         .route("/admin/incidents/revoke-client", post(revoke_client))
         .route("/admin/incidents/revoke-key", post(revoke_key))
@@ -134,6 +136,12 @@ pub enum ApiError {
     InsufficientScope,
     /// `[admin] policies`: the Cedar policies denied the call.
     PolicyDenied,
+    /// 422: the request was understood but what it acts on does not validate; `problems`
+    /// lists every reason.
+    Invalid {
+        detail: String,
+        problems: Vec<String>,
+    },
     Failed(CliError),
 }
 
@@ -173,6 +181,15 @@ impl IntoResponse for ApiError {
                     "detail": "the authorization policies do not allow this call", "reason": "policy_denied",
                 });
                 return (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string())
+                    .into_response();
+            }
+            Self::Invalid { detail, problems } => {
+                let status = StatusCode::UNPROCESSABLE_ENTITY;
+                let body = json!({
+                    "type": "about:blank", "title": "Unprocessable Content", "status": status.as_u16(),
+                    "detail": detail, "problems": problems,
+                });
+                return (status, [(header::CONTENT_TYPE, "application/problem+json")], body.to_string())
                     .into_response();
             }
             Self::Failed(CliError::NotFound(m)) => (StatusCode::NOT_FOUND, m),

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 
 /// (method, path, summary, request body schema or null, success description).
-const OPERATIONS: [(&str, &str, &str, Option<&str>); 37] = [
+const OPERATIONS: [(&str, &str, &str, Option<&str>); 38] = [
     ("GET", "/admin/clients", "List clients", None),
     ("POST", "/admin/clients", "Register a client; the secret is in this response only", Some("CreateClient")),
     ("GET", "/admin/clients/{id}", "Show one client", None),
@@ -46,6 +46,12 @@ const OPERATIONS: [(&str, &str, &str, Option<&str>); 37] = [
     ("DELETE", "/admin/bans/{ip}", "Lift the ban of an address", None),
     ("POST", "/admin/policies/validate", "Validate the policy directory on disk against its schema", None),
     ("POST", "/admin/policies/test", "Run a table of expected policy decisions", Some("PolicyCases")),
+    (
+        "POST",
+        "/admin/policies/reload",
+        "Reload the policy directory now (422 with its problems if it does not validate; the previous set stays)",
+        None,
+    ),
     (
         "POST",
         "/admin/incidents/revoke-user",

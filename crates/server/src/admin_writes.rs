@@ -157,6 +157,28 @@ pub(crate) async fn validate_policies(State(api): Api) -> Reply {
     }))
 }
 
+/// Reloads the policy directory now, as a change on disk or SIGHUP would, and answers with
+/// the outcome: the new set's size, or 422 with every problem of a set that does not
+/// validate (the previous set stays in force). This instance only: every instance reads
+/// its own directory.
+pub(crate) async fn reload_policies(State(api): Api) -> Reply {
+    let (Some(dir), Some(engine)) = (api.runtime.config.authorization.policies_dir.clone(), api.authz.engine.clone())
+    else {
+        return Err(CliError::Usage("no policies are loaded (authorization.policies_dir is not set)".into()).into());
+    };
+    let cause = crate::authz::ReloadCause::AdminApi;
+    let outcome = tokio::task::spawn_blocking(move || crate::authz::reload(&dir, &engine, cause))
+        .await
+        .map_err(|e| CliError::Failed(format!("the reload did not finish: {e}")))?;
+    match outcome {
+        Ok(count) => Ok(Json(json!({ "reloaded": true, "policies": count }))),
+        Err(problems) => Err(ApiError::Invalid {
+            detail: "the policies on disk do not validate; the previous set stays in force".into(),
+            problems,
+        }),
+    }
+}
+
 /// Runs a table of expected decisions (the `policy test --file` format, as JSON) against
 /// the loaded policies.
 pub(crate) async fn test_policies(State(api): Api, Body(cases): Body<Value>) -> Reply {

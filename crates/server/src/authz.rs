@@ -112,6 +112,52 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     out
 }
 
+/// What made a policy reload happen: its audit event's `cause`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadCause {
+    /// A file in the directory changed.
+    Change,
+    /// SIGHUP.
+    Signal,
+    /// `POST /admin/policies/reload`.
+    AdminApi,
+}
+
+impl ReloadCause {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::Change => "change",
+            Self::Signal => "signal",
+            Self::AdminApi => "admin_api",
+        }
+    }
+}
+
+/// Loads `dir` and swaps it into `engine`, or leaves the set in force when it does not
+/// validate; either way one audit event: `policy.reloaded`, or `policy.reload_failed`
+/// (an alert).
+///
+/// # Errors
+/// Every problem of the set on disk, each naming its file.
+pub fn reload(dir: &Path, engine: &PolicyEngine, cause: ReloadCause) -> Result<usize, Vec<String>> {
+    let cause = cause.as_str();
+    match load_dir(dir) {
+        Ok(policies) => {
+            let count = policies.len();
+            engine.replace(policies);
+            tracing::info!(target: "portcullis::audit", event = "policy.reloaded", policies = count, cause, "policies reloaded");
+            Ok(count)
+        }
+        Err(problems) => {
+            tracing::error!(
+                target: "portcullis::audit", event = "policy.reload_failed", alert = true, cause,
+                problems = %problems.join("; "), "policies not reloaded; the previous set stays in force"
+            );
+            Err(problems)
+        }
+    }
+}
+
 /// Reloads the policies when a file in `dir` changes (checked every second) or on SIGHUP.
 /// A set that does not validate is refused and logged; the previous one stays in force.
 pub fn spawn_reloader(dir: PathBuf, engine: Arc<PolicyEngine>) -> tokio::task::JoinHandle<()> {
@@ -130,17 +176,11 @@ pub fn spawn_reloader(dir: PathBuf, engine: Arc<PolicyEngine>) -> tokio::task::J
                 continue;
             }
             seen = now;
-            match load_dir(&dir) {
-                Ok(policies) => {
-                    let count = policies.len();
-                    engine.replace(policies);
-                    tracing::info!(target: "portcullis::audit", event = "policy.reloaded", policies = count, signalled, "policies reloaded");
-                }
-                Err(problems) => tracing::error!(
-                    target: "portcullis::audit", event = "policy.reload_failed", alert = true,
-                    problems = %problems.join("; "), "policies not reloaded; the previous set stays in force"
-                ),
-            }
+            let cause = if signalled { ReloadCause::Signal } else { ReloadCause::Change };
+            let dir = dir.clone();
+            let engine = engine.clone();
+            // Reading and validating the files blocks; the outcome is logged by `reload`.
+            let _outcome = tokio::task::spawn_blocking(move || reload(&dir, &engine, cause)).await;
         }
     })
 }

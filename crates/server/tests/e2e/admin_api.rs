@@ -210,6 +210,7 @@ async fn admin_api_creates_and_changes_what_the_cli_does() {
     let no_policies = call(&server, "POST", "/admin/policies/test", t, Some(cases)).await;
     assert_eq!(no_policies.status(), 400, "no policy directory configured");
     assert_eq!(call(&server, "POST", "/admin/policies/validate", t, None).await.status(), 400);
+    assert_eq!(call(&server, "POST", "/admin/policies/reload", t, None).await.status(), 400);
 
     let searched = call(&server, "GET", "/admin/audit?event=admin.user.&limit=50", t, None).await;
     assert_eq!(searched.status(), 200);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::gateway::{forge, now};
-use crate::harness::{Instance, Server, http};
+use crate::harness::{Instance, Server, http, token};
 use crate::upstream::Upstream;
 
 const AUD: &str = "https://api.example.com";
@@ -232,6 +232,53 @@ async fn reloads_swap_valid_sets_refuse_invalid_ones_and_keep_answering() {
     let statuses = load.await.unwrap();
     assert!(statuses.iter().all(|s| *s == 200 || *s == 403), "every request answered: {statuses:?}");
     assert!(statuses.contains(&200) && statuses.contains(&403), "the load saw both sets");
+}
+
+/// `POST /admin/policies/reload` puts the set on disk in force before it answers, with its
+/// size; a set that does not validate is a 422 problem naming the file, and the previous
+/// set stays. Both outcomes are audit events with `cause: admin_api`.
+#[tokio::test]
+async fn the_admin_api_reloads_now_and_refuses_an_invalid_set() {
+    let upstream = Upstream::start(None).await;
+    let instance = Instance::new();
+    let dir = policy_dir(&instance);
+    let instance = instance.with_config(&config(&upstream.url(), &dir));
+    let (ops, secret) = instance.create_client("portcullis:admin", "portcullis-admin");
+    let server = instance.serve();
+    let admin = token(&server, &ops, &secret, None).await["access_token"].as_str().unwrap().to_owned();
+    let url = format!("{}/admin/policies/reload", server.admin.as_deref().unwrap());
+    let reload = async || http().post(&url).bearer_auth(&admin).send().await.unwrap();
+    let open = || call(&server, reqwest::Method::GET, "/open", None);
+    assert_eq!(open().await.status(), 403, "default deny");
+    let shipped: serde_json::Value = reload().await.json().await.unwrap();
+    let count = shipped["policies"].as_u64().unwrap();
+    assert_eq!(shipped, serde_json::json!({ "reloaded": true, "policies": count }));
+
+    std::fs::write(
+        dir.join("open.cedar"),
+        "@id(\"open\") permit(principal, action == Action::\"GET\", resource == Route::\"open\");",
+    )
+    .unwrap();
+    let reloaded = reload().await;
+    assert_eq!(reloaded.status(), 200);
+    let reloaded: serde_json::Value = reloaded.json().await.unwrap();
+    assert_eq!(reloaded, serde_json::json!({ "reloaded": true, "policies": count + 1 }));
+    assert_eq!(open().await.status(), 200, "in force when the call answered");
+
+    std::fs::write(dir.join("broken.cedar"), "permit(principal, action, resource) when { principal.nosuch };").unwrap();
+    let refused = reload().await;
+    assert_eq!(refused.status(), 422);
+    assert_eq!(refused.headers()["content-type"], "application/problem+json");
+    let refused: serde_json::Value = refused.json().await.unwrap();
+    let problems = refused["problems"].as_array().unwrap();
+    assert!(problems.iter().any(|p| p.as_str().unwrap().contains("broken.cedar")), "{refused}");
+    assert_eq!(open().await.status(), 200, "the previous set stays in force");
+
+    let logs = server.logs();
+    let by_api = |event: &str| {
+        logs.iter().any(|l| l.contains(&format!("\"event\":\"{event}\"")) && l.contains("\"cause\":\"admin_api\""))
+    };
+    assert!(by_api("policy.reloaded") && by_api("policy.reload_failed"), "{logs:#?}");
 }
 
 #[test]
