@@ -92,6 +92,13 @@ async fn token_for(instance: &Instance, server: &Server, sub: &str, extra: serde
     forge(instance, &claims).await
 }
 
+/// An instance with [`config`]'s routes over a copy of the shipped policies it may change.
+fn policy_instance(upstream: &Upstream) -> (Instance, PathBuf) {
+    let instance = Instance::new();
+    let dir = policy_dir(&instance);
+    (instance.with_config(&config(&upstream.url(), &dir)), dir)
+}
+
 async fn call(server: &Server, method: reqwest::Method, path: &str, token: Option<&str>) -> reqwest::Response {
     let mut req = http().request(method, server.gw(path));
     if let Some(t) = token {
@@ -103,9 +110,7 @@ async fn call(server: &Server, method: reqwest::Method, path: &str, token: Optio
 #[tokio::test]
 async fn policies_decide_from_verified_facts_and_denials_never_reach_the_upstream() {
     let upstream = Upstream::start(None).await;
-    let instance = Instance::new();
-    let dir = policy_dir(&instance);
-    let instance = instance.with_config(&config(&upstream.url(), &dir));
+    let (instance, _) = policy_instance(&upstream);
     let server = instance.serve();
     let acme = token_for(&instance, &server, "u1", serde_json::json!({"roles": ["billing"], "org": "acme"})).await;
 
@@ -186,9 +191,7 @@ async fn policies_decide_from_verified_facts_and_denials_never_reach_the_upstrea
 #[tokio::test]
 async fn reloads_swap_valid_sets_refuse_invalid_ones_and_keep_answering() {
     let upstream = Upstream::start(None).await;
-    let instance = Instance::new();
-    let dir = policy_dir(&instance);
-    let instance = instance.with_config(&config(&upstream.url(), &dir));
+    let (instance, dir) = policy_instance(&upstream);
     let server = instance.serve();
     let open = || call(&server, reqwest::Method::GET, "/open", None);
     assert_eq!(open().await.status(), 403, "default deny");
@@ -240,9 +243,7 @@ async fn reloads_swap_valid_sets_refuse_invalid_ones_and_keep_answering() {
 #[tokio::test]
 async fn the_admin_api_reloads_now_and_refuses_an_invalid_set() {
     let upstream = Upstream::start(None).await;
-    let instance = Instance::new();
-    let dir = policy_dir(&instance);
-    let instance = instance.with_config(&config(&upstream.url(), &dir));
+    let (instance, dir) = policy_instance(&upstream);
     let (ops, secret) = instance.create_client("portcullis:admin", "portcullis-admin");
     let server = instance.serve();
     let admin = token(&server, &ops, &secret, None).await["access_token"].as_str().unwrap().to_owned();
