@@ -167,7 +167,9 @@ pub(crate) async fn reload_policies(State(api): Api) -> Reply {
         return Err(CliError::Usage("no policies are loaded (authorization.policies_dir is not set)".into()).into());
     };
     let cause = crate::authz::ReloadCause::AdminApi;
-    let outcome = tokio::task::spawn_blocking(move || crate::authz::reload(&dir, &engine, cause))
+    // In the call's span, so that the audit event names the caller as its actor.
+    let span = tracing::Span::current();
+    let outcome = tokio::task::spawn_blocking(move || span.in_scope(|| crate::authz::reload(&dir, &engine, cause)))
         .await
         .map_err(|e| CliError::Failed(format!("the reload did not finish: {e}")))?;
     match outcome {

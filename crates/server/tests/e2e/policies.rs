@@ -275,11 +275,19 @@ async fn the_admin_api_reloads_now_and_refuses_an_invalid_set() {
     assert!(problems.iter().any(|p| p.as_str().unwrap().contains("broken.cedar")), "{refused}");
     assert_eq!(open().await.status(), 200, "the previous set stays in force");
 
-    let logs = server.logs();
-    let by_api = |event: &str| {
-        logs.iter().any(|l| l.contains(&format!("\"event\":\"{event}\"")) && l.contains("\"cause\":\"admin_api\""))
+    // Both outcomes are in the audit trail, with the caller as actor.
+    let audit = format!("{}/admin/audit?event=policy.&limit=50", server.admin.as_deref().unwrap());
+    let by_api = |records: &serde_json::Value, event: &str| {
+        records.as_array().unwrap().iter().any(|r| {
+            r["event"] == event && r["fields"]["cause"] == "admin_api" && r["fields"]["actor"] == format!("token:{ops}")
+        })
     };
-    assert!(by_api("policy.reloaded") && by_api("policy.reload_failed"), "{logs:#?}");
+    crate::harness::eventually(Duration::from_secs(5), "both reloads audited with their actor", || async {
+        let records: serde_json::Value =
+            http().get(&audit).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
+        by_api(&records, "policy.reloaded") && by_api(&records, "policy.reload_failed")
+    })
+    .await;
 }
 
 #[test]
