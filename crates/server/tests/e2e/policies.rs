@@ -1,8 +1,8 @@
 //! Cedar policies through the gateway: tenant isolation and owner-only access decided from
 //! verified claims and the route's path parameters (never from headers or the query), a
 //! deny never reaches the upstream, the decision log names the policies, reloads swap
-//! valid sets and refuse invalid ones while requests keep being answered; and the
-//! `policy validate / test` commands.
+//! valid sets and refuse invalid ones while requests keep being answered (on change, on
+//! SIGHUP and over the admin API); and the `policy validate / test` commands.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
