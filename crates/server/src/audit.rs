@@ -278,7 +278,10 @@ impl Writer {
                 _ = stop.changed() => true,
             };
             if stopping {
-                drain(&mut rx, &mut batch, BATCH * 4);
+                // Everything still queued (the queue holds at most its capacity), not one
+                // more batch: events queued before the stop are not to be lost.
+                let whole_queue = BATCH + rx.max_capacity();
+                drain(&mut rx, &mut batch, whole_queue);
             }
             if let Ok(mut slot) = ALERTING.lock()
                 && let Some(alerting) = slot.as_mut()
@@ -290,7 +293,6 @@ impl Writer {
             let kept: Vec<AuditEntry> =
                 batch.drain(..).map(|q| q.entry).filter(|e| !self.exclude.contains(&e.event)).collect();
             self.write(&kept, stopping).await;
-            batch.clear();
             let dropped = self.dropped.load(Ordering::Relaxed);
             if dropped > reported_drops {
                 tracing::warn!(dropped = dropped - reported_drops, "audit queue full: events reached only the log");
@@ -417,6 +419,30 @@ mod tests {
         assert_eq!(batch.len(), 8, "what was queued is still taken");
         drop(tx);
         assert!(drain(&mut rx, &mut Vec::new(), 10), "a closed queue is reported");
+    }
+
+    /// At the stop, a queue fuller than any fixed batch multiple is written whole.
+    #[tokio::test]
+    async fn the_writer_stores_the_whole_queue_when_stopped() {
+        const QUEUED: usize = 20_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let writer = Writer {
+            store: None,
+            chain: AuditChain::from_secret(b"test"),
+            file: Some(path.clone()),
+            exclude: Vec::new(),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        let (tx, rx) = mpsc::channel(QUEUED);
+        for n in 0..QUEUED {
+            tx.try_send(queued(i64::try_from(n).unwrap())).unwrap();
+        }
+        let (stop_tx, stop) = watch::channel(false);
+        stop_tx.send(true).unwrap();
+        writer.run(rx, stop).await;
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert_eq!(lines, QUEUED, "every queued event written before the writer ends");
     }
 
     #[test]

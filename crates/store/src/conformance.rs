@@ -266,6 +266,22 @@ pub async fn api_keys(stores: &Stores) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A new grant family of `u` at `c`, live for 1000 s.
+fn family(c: &Client, u: &User, session: Option<&str>) -> GrantFamily {
+    GrantFamily {
+        id: random_token(16),
+        client_id: c.id.clone(),
+        user_id: u.id.clone(),
+        session_hash: session.map(str::to_owned),
+        scope: Scopes::parse("openid offline_access").unwrap_or_default(),
+        auth_time: NOW - 5,
+        amr: vec!["pwd".into()],
+        created_at: NOW,
+        expires_at: NOW + 1000,
+        revoked_at: None,
+    }
+}
+
 fn user(id: &str) -> User {
     let mut attributes = serde_json::Map::new();
     attributes.insert("tenant".into(), serde_json::json!("acme"));
@@ -383,18 +399,7 @@ pub async fn grants(stores: &Stores) -> Result<(), StoreError> {
     stores.users.insert_user(&u).await?;
     let c = client(&format!("c-{}", random_token(9)));
     stores.clients.insert_client(&c).await?;
-    let family = |session: &str| GrantFamily {
-        id: random_token(16),
-        client_id: c.id.clone(),
-        user_id: u.id.clone(),
-        session_hash: Some(session.to_owned()),
-        scope: Scopes::parse("openid offline_access").unwrap_or_default(),
-        auth_time: NOW - 5,
-        amr: vec!["pwd".into()],
-        created_at: NOW,
-        expires_at: NOW + 1000,
-        revoked_at: None,
-    };
+    let family = |session: &str| family(&c, &u, Some(session));
     let session = random_token(32);
     let f = family(&session);
     g.insert_family(&f).await?;
@@ -603,21 +608,7 @@ pub async fn two_instances(first: &Stores, second: &Stores) -> Result<(), StoreE
     first.users.insert_user(&u).await?;
     let c = client(&format!("c-{}", random_token(9)));
     first.clients.insert_client(&c).await?;
-    let run = random_token(6);
-    let families: Vec<GrantFamily> = (0..FAMILIES)
-        .map(|n| GrantFamily {
-            id: format!("{run}-{n}"),
-            client_id: c.id.clone(),
-            user_id: u.id.clone(),
-            session_hash: None,
-            scope: Scopes::parse("openid").unwrap_or_default(),
-            auth_time: NOW,
-            amr: vec!["pwd".into()],
-            created_at: NOW,
-            expires_at: NOW + 1000,
-            revoked_at: None,
-        })
-        .collect();
+    let families: Vec<GrantFamily> = (0..FAMILIES).map(|_| family(&c, &u, None)).collect();
     let adder = {
         let (grants, families) = (second.grants.clone(), families.clone());
         tokio::spawn(async move {
