@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod cors;
 pub mod error;
+pub mod h1pool;
 pub mod jwks;
 pub mod limits;
 pub mod meters;

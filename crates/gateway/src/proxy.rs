@@ -1,6 +1,7 @@
 //! Forwarding to upstreams: pooled keep-alive connections per route (HTTP/1.1, HTTP/2 by
 //! ALPN over TLS or prior-knowledge h2c; TLS via rustls with the web PKI roots plus an
-//! optional private CA), round-robin,
+//! optional private CA), round-robin; plain-`http` HTTP/1.1 upstreams through
+//! [`H1Pool`], whose connections the request's own task drives,
 //! connect and request timeouts (502 / 504, never a hang), and header hygiene in both
 //! directions: hop-by-hop headers (RFC 9110 §7.6.1) and anything the client could use to
 //! impersonate (identity headers, `Forwarded`, `X-Forwarded-*`) are removed, then the
@@ -21,6 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::{RouteConfig, UpstreamProtocol};
+use crate::h1pool::H1Pool;
 use crate::meters::Outcome;
 
 use crate::auth::Identity;
@@ -54,9 +56,16 @@ impl Upstream {
 pub struct RouteProxy {
     upstreams: Vec<Upstream>,
     next: AtomicUsize,
+    /// Per upstream (same order): its [`H1Pool`] when it is plain `http` and HTTP/1.1.
+    direct: Vec<Option<std::sync::Arc<H1Pool>>>,
+    /// TLS and HTTP/2 upstreams.
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     request_timeout: Duration,
 }
+
+/// How long an unused keep-alive connection is kept, and how many per upstream.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const MAX_IDLE: usize = 256;
 
 /// rustls for upstream connections: TLS 1.2/1.3, the web PKI roots plus `extra` (DER).
 fn tls_config(extra: &[Vec<u8>]) -> Result<rustls::ClientConfig, String> {
@@ -99,8 +108,16 @@ impl RouteProxy {
     /// # Errors
     /// An unusable upstream CA certificate.
     pub fn new(upstreams: Vec<Upstream>, route: &RouteConfig) -> Result<Self, String> {
+        let connect_timeout = Duration::from_secs(route.connect_timeout.0.max(1));
+        let direct = upstreams
+            .iter()
+            .map(|u| {
+                (!u.https && route.upstream_protocol != UpstreamProtocol::Http2)
+                    .then(|| H1Pool::new(u.authority.clone(), connect_timeout, IDLE_TIMEOUT, MAX_IDLE))
+            })
+            .collect();
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(route.connect_timeout.0.max(1))));
+        connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(false);
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
@@ -113,22 +130,25 @@ impl RouteProxy {
             UpstreamProtocol::Http2 => tls.enable_http2().wrap_connector(connector),
         };
         let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_idle_timeout(Duration::from_secs(90)).pool_max_idle_per_host(256);
+        builder.pool_idle_timeout(IDLE_TIMEOUT).pool_max_idle_per_host(MAX_IDLE);
         // Prior-knowledge h2c; over TLS the ALPN list above already decides.
         if route.upstream_protocol == UpstreamProtocol::Http2 {
             builder.http2_only(true);
         }
         Ok(Self {
             upstreams,
+            direct,
             next: AtomicUsize::new(0),
             client: builder.build(https),
             request_timeout: Duration::from_secs(route.request_timeout.0.max(1)),
         })
     }
 
-    fn pick(&self) -> Option<&Upstream> {
+    /// The next upstream, round-robin, with its [`H1Pool`] if it has one.
+    fn pick(&self) -> Option<(&Upstream, Option<&std::sync::Arc<H1Pool>>)> {
         let n = self.upstreams.len();
-        (n > 0).then(|| self.next.fetch_add(1, Ordering::Relaxed) % n).and_then(|i| self.upstreams.get(i))
+        let i = (n > 0).then(|| self.next.fetch_add(1, Ordering::Relaxed) % n)?;
+        Some((self.upstreams.get(i)?, self.direct.get(i).and_then(Option::as_ref)))
     }
 
     /// Sends the request upstream and returns its response (body streamed).
@@ -141,17 +161,22 @@ impl RouteProxy {
         body: Bytes,
         f: Forward<'_>,
     ) -> Result<Response<Body>, GatewayError> {
-        let upstream = self.pick().ok_or_else(|| GatewayError::Internal("route has no upstream".into()))?;
+        let (upstream, direct) = self.pick().ok_or_else(|| GatewayError::Internal("route has no upstream".into()))?;
         let path_and_query = match &f.query {
             Some(q) if !q.is_empty() => format!("{}?{q}", f.path),
             _ => f.path.to_owned(),
         };
-        let uri = Uri::builder()
-            .scheme(if upstream.https { "https" } else { "http" })
-            .authority(upstream.authority.as_str())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|e| GatewayError::Internal(format!("upstream uri: {e}")))?;
+        // Origin-form over a connection of our own; absolute for the pooled client, which
+        // picks the connection by it and rewrites it.
+        let uri = match direct {
+            Some(_) => Uri::builder().path_and_query(path_and_query).build(),
+            None => Uri::builder()
+                .scheme(if upstream.https { "https" } else { "http" })
+                .authority(upstream.authority.as_str())
+                .path_and_query(path_and_query)
+                .build(),
+        }
+        .map_err(|e| GatewayError::Internal(format!("upstream uri: {e}")))?;
         let mut request = Request::builder()
             .method(parts.method.clone())
             .uri(uri)
@@ -159,7 +184,19 @@ impl RouteProxy {
             .map_err(|e| GatewayError::Internal(format!("upstream request: {e}")))?;
         *request.headers_mut() = upstream_headers(&parts.headers, &f);
         let started = std::time::Instant::now();
-        let sent = tokio::time::timeout(self.request_timeout, self.client.request(request)).await;
+        let sent = match direct {
+            Some(pool) => {
+                if let Ok(host) = HeaderValue::from_str(pool.authority()) {
+                    request.headers_mut().insert(header::HOST, host);
+                }
+                let sent = tokio::time::timeout(self.request_timeout, pool.send(request)).await;
+                sent.map(|r| r.map(|r| r.map(Body::new)).map_err(|e| e.to_string()))
+            }
+            None => {
+                let sent = tokio::time::timeout(self.request_timeout, self.client.request(request)).await;
+                sent.map(|r| r.map(|r| r.map(Body::new)).map_err(|e| e.to_string()))
+            }
+        };
         let outcome = match &sent {
             Err(_) => Outcome::Timeout,
             Ok(Err(_)) => Outcome::Unreachable,
@@ -178,12 +215,12 @@ impl RouteProxy {
         }
         let response = match sent {
             Err(_) => return Err(GatewayError::Upstream(UpstreamError::Timeout)),
-            Ok(Err(e)) => return Err(GatewayError::Upstream(UpstreamError::Unreachable(e.to_string()))),
+            Ok(Err(e)) => return Err(GatewayError::Upstream(UpstreamError::Unreachable(e))),
             Ok(Ok(r)) => r,
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::new(body)))
+        Ok(Response::from_parts(parts, body))
     }
 }
 
