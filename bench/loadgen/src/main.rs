@@ -289,8 +289,8 @@ fn main() -> Result<(), Error> {
     if std::env::args().nth(1).as_deref() == Some("rate") {
         // One thread drives every connection, so a request costs the generator no hand-off
         // between worker threads, on the two cores it shares with the servers under test
-        // (at 5,000 req/s: 130 µs of CPU per request, 150 µs on a multi-thread runtime;
-        // most of it is the kernel's loopback TCP either way).
+        // (with reqwest at 5,000 req/s: 130 µs of CPU per request, 150 µs on a multi-thread
+        // runtime; rate.rs now speaks HTTP/1.1 itself, about 40 % less CPU than reqwest).
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         return runtime.block_on(rate::main(std::env::args().skip(2)));
     }
