@@ -108,23 +108,33 @@ impl H1Pool {
     /// when the exchange failed.
     pub async fn send(self: &Arc<Self>, mut request: Request<Full<Bytes>>) -> Result<Response<PooledBody>, SendError> {
         loop {
-            let (mut open, reused) = match self.checkout() {
+            let (Open { mut tx, conn }, reused) = match self.checkout() {
                 Some(open) => (open, true),
                 None => (self.connect().await?, false),
             };
-            let mut answer = pin!(open.tx.try_send_request(request));
-            let mut running = true;
+            let mut conn = Some(conn);
+            let mut answer = pin!(tx.try_send_request(request));
             let sent = poll_fn(|cx| {
                 // The connection first: it writes the request and reads what has arrived.
-                running = running && open.drive(cx);
-                // Only that turn fills the answer; a waker for it would wake this very task.
-                if running { answer.as_mut().poll(&mut quiet()) } else { answer.as_mut().poll(cx) }
+                // Once it has finished it is dropped at once: that cancels a request it never
+                // took (closed before writing it), which hands the request back for a retry.
+                if let Some(c) = &mut conn
+                    && Pin::new(c).poll(cx).is_ready()
+                {
+                    conn = None;
+                }
+                // Only a turn of the connection fills the answer; a waker for it would wake
+                // this very task.
+                match conn {
+                    Some(_) => answer.as_mut().poll(&mut quiet()),
+                    None => answer.as_mut().poll(cx),
+                }
             })
             .await;
             match sent {
                 Ok(response) => {
                     let (parts, body) = response.into_parts();
-                    let open = running.then_some(open);
+                    let open = conn.map(|conn| Open { tx, conn });
                     return Ok(Response::from_parts(parts, PooledBody { body, open, pool: Arc::clone(self) }));
                 }
                 // A reused connection closed before the request went out: once more, on a
@@ -282,6 +292,8 @@ mod tests {
         ThenClose,
         /// 100 KB with a Content-Length (more than one read).
         Large,
+        /// `hello`, then the connection is closed at once without notice.
+        ThenCloseNow,
     }
 
     /// An upstream on 127.0.0.1:0 that answers every request (no bodies) and counts the
@@ -306,7 +318,7 @@ mod tests {
                         while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
                             seen.drain(..end + 4);
                             let reply: Vec<u8> = match answer {
-                                Answer::Sized | Answer::ThenClose => {
+                                Answer::Sized | Answer::ThenClose | Answer::ThenCloseNow => {
                                     b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello".to_vec()
                                 }
                                 Answer::Empty => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
@@ -323,9 +335,13 @@ mod tests {
                             if stream.write_all(&reply).await.is_err() {
                                 return;
                             }
-                            if let Answer::ThenClose = answer {
-                                tokio::time::sleep(Duration::from_millis(20)).await;
-                                return;
+                            match answer {
+                                Answer::ThenClose => {
+                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                    return;
+                                }
+                                Answer::ThenCloseNow => return,
+                                _ => {}
                             }
                         }
                     }
@@ -408,6 +424,27 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// Connections that close as soon as they have answered race every reuse: whichever
+    /// way each race goes (the close seen before the request, while sending it, or after),
+    /// a request ends at once — an answer or an error, never a wait for a timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_closed_right_after_answering_never_hang_a_request() {
+        let (addr, accepted) = upstream(Answer::ThenCloseNow).await;
+        let pool = pool(&addr);
+        let mut answered = 0;
+        for _ in 0..300 {
+            let sent = tokio::time::timeout(Duration::from_secs(5), pool.send(get(&addr))).await;
+            let Ok(sent) = sent else { panic!("a request waited 5 s") };
+            if let Ok(response) = sent {
+                let body = tokio::time::timeout(Duration::from_secs(5), response.into_body().collect()).await;
+                if body.is_ok_and(|b| b.is_ok_and(|b| b.to_bytes() == "hello")) {
+                    answered += 1;
+                }
+            }
+        }
+        assert!(answered > 0 && accepted.load(Ordering::SeqCst) >= answered, "{answered}");
     }
 
     #[tokio::test]
