@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use axum::http::{Request, Response};
+use axum::http::{HeaderValue, Request, Response, header};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -69,6 +69,8 @@ impl std::fmt::Display for SendError {
 /// The keep-alive connections to one upstream (`host:port`).
 pub struct H1Pool {
     authority: String,
+    /// `authority` as the `Host` of every request (made once, not per request).
+    host: Option<HeaderValue>,
     /// `authority` with the port made explicit, to connect to.
     address: String,
     connect_timeout: Duration,
@@ -91,22 +93,29 @@ impl H1Pool {
             Ok(a) if a.port_u16().is_none() => format!("{authority}:80"),
             _ => authority.clone(),
         };
-        Arc::new(Self { authority, address, connect_timeout, idle_timeout, max_idle, idle: Mutex::new(Vec::new()) })
+        let host = HeaderValue::from_str(&authority).ok();
+        Arc::new(Self {
+            authority,
+            host,
+            address,
+            connect_timeout,
+            idle_timeout,
+            max_idle,
+            idle: Mutex::new(Vec::new()),
+        })
     }
 
-    /// The upstream's `host:port`, for the `Host` header.
-    #[must_use]
-    pub fn authority(&self) -> &str {
-        &self.authority
-    }
-
-    /// Sends `request` (origin-form URI, `Host` set) and waits for the response head; the
-    /// body streams from the same connection, driven by whoever polls it.
+    /// Sends `request` (origin-form URI; its `Host` becomes the upstream's) and waits for
+    /// the response head; the body streams from the same connection, driven by whoever
+    /// polls it.
     ///
     /// # Errors
     /// [`SendError::Connect`] when no connection could be opened, [`SendError::Exchange`]
     /// when the exchange failed.
     pub async fn send(self: &Arc<Self>, mut request: Request<Full<Bytes>>) -> Result<Response<PooledBody>, SendError> {
+        if let Some(host) = &self.host {
+            request.headers_mut().insert(header::HOST, host.clone());
+        }
         loop {
             let (Open { mut tx, conn }, reused) = match self.checkout() {
                 Some(open) => (open, true),

@@ -186,9 +186,6 @@ impl RouteProxy {
         let started = std::time::Instant::now();
         let sent = match direct {
             Some(pool) => {
-                if let Ok(host) = HeaderValue::from_str(pool.authority()) {
-                    request.headers_mut().insert(header::HOST, host);
-                }
                 let sent = tokio::time::timeout(self.request_timeout, pool.send(request)).await;
                 sent.map(|r| r.map(|r| r.map(Body::new)).map_err(|e| e.to_string()))
             }

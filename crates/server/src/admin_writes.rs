@@ -142,15 +142,25 @@ pub(crate) async fn ban(State(api): Api, Body(b): Body<NewBan>) -> Result<axum::
     Ok(created(crate::ban_cli::ban_json(&ban)))
 }
 
+/// Runs `work` (file reads, policy validation) on the blocking pool, in the call's span so
+/// that the audit events it logs name the caller as their actor.
+async fn on_blocking_pool<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+        .await
+        .map_err(|e| CliError::Failed(format!("{what} did not finish: {e}")).into())
+}
+
 /// Validates the policy directory as it is on disk now against its schema (what a reload
 /// would load); the running set is unchanged.
 pub(crate) async fn validate_policies(State(api): Api) -> Reply {
     let Some(dir) = api.runtime.config.authorization.policies_dir.clone() else {
         return Err(CliError::Usage("authorization.policies_dir is not set".into()).into());
     };
-    let loaded = tokio::task::spawn_blocking(move || crate::authz::load_dir(&dir))
-        .await
-        .map_err(|e| CliError::Failed(format!("validation did not finish: {e}")))?;
+    let loaded = on_blocking_pool("validation", move || crate::authz::load_dir(&dir)).await?;
     Ok(Json(match loaded {
         Ok(policies) => json!({ "valid": true, "policies": policies.len() }),
         Err(problems) => json!({ "valid": false, "problems": problems }),
@@ -167,11 +177,7 @@ pub(crate) async fn reload_policies(State(api): Api) -> Reply {
         return Err(CliError::Usage("no policies are loaded (authorization.policies_dir is not set)".into()).into());
     };
     let cause = crate::authz::ReloadCause::AdminApi;
-    // In the call's span, so that the audit event names the caller as its actor.
-    let span = tracing::Span::current();
-    let outcome = tokio::task::spawn_blocking(move || span.in_scope(|| crate::authz::reload(&dir, &engine, cause)))
-        .await
-        .map_err(|e| CliError::Failed(format!("the reload did not finish: {e}")))?;
+    let outcome = on_blocking_pool("the reload", move || crate::authz::reload(&dir, &engine, cause)).await?;
     match outcome {
         Ok(count) => Ok(Json(json!({ "reloaded": true, "policies": count }))),
         Err(problems) => Err(ApiError::Invalid {

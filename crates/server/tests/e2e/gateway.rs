@@ -105,6 +105,9 @@ async fn forwards_verified_identity_and_strips_spoofed_headers() {
     assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert!(seen.headers["forwarded"].starts_with("for=127.0.0.1;proto=http"));
+    // The upstream is addressed by its own name; the client's Host travels only as X-Forwarded-Host.
+    assert_eq!(seen.headers["host"], upstream.url().trim_start_matches("http://"));
+    assert_eq!(seen.headers["x-forwarded-host"], server.gw("").trim_start_matches("http://"));
     assert!(!seen.headers.contains_key("authorization"), "Authorization is not forwarded by default");
     assert!(!seen.headers.contains_key("x-drop-me"), "Connection-listed headers are hop-by-hop");
 
